@@ -1,0 +1,165 @@
+"""Checkpoint folders (config.json + model.safetensors + README.md) and resumable training state.
+
+Everything is safetensors + JSON: loading never unpickles, so a checkpoint cannot run code.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .config import ModelConfig
+from .model import Generator
+
+FORMAT = "ganvas.checkpoint"
+FORMAT_VERSION = 1
+ARCHITECTURE = "dfgan-v1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder or file that cannot be used; the message names the file and the problem."""
+
+
+def _atomic_json(path: Path, data: dict):
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _atomic_safetensors(path: Path, tensors: dict, metadata: dict | None = None):
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+
+
+def save_model(folder: str | os.PathLike, generator: Generator, trained: dict | None = None,
+               card: str | None = None) -> Path:
+    """Write the inference checkpoint folder from a (normally EMA) generator."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg = generator.config
+    _atomic_safetensors(folder / "model.safetensors", generator.state_dict(), {"format": "pt"})
+    _atomic_json(folder / "config.json", {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "architecture": ARCHITECTURE,
+        "resolution": cfg.resolution,
+        "text_encoder": {"name": cfg.text_encoder, "dim": cfg.text_dim},
+        "generator": cfg.to_dict(),
+        "trained": trained or {},
+    })
+    if card is not None:
+        (folder / "README.md").write_text(card, encoding="utf-8")
+    return folder
+
+
+def read_config(folder: str | os.PathLike) -> dict:
+    path = Path(folder) / "config.json"
+    if not path.exists():
+        raise CheckpointError(f"{path}: missing (a ganvas checkpoint folder holds config.json and "
+                              f"model.safetensors)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a ganvas checkpoint (expected \"format\": \"{FORMAT}\")")
+    if data.get("version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format version {data.get('version')!r}; "
+                              f"this ganvas reads version {FORMAT_VERSION}")
+    return data
+
+
+def load_generator(folder: str | os.PathLike, expected_text_encoder: str | None = None,
+                   map_location: str = "cpu") -> tuple[Generator, dict]:
+    """Load the generator of a checkpoint folder. Raises CheckpointError naming the bad file."""
+    folder = Path(folder)
+    data = read_config(folder)
+    try:
+        cfg = ModelConfig.from_dict(data["generator"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{folder / 'config.json'}: bad generator config ({exc})") from None
+    if expected_text_encoder and cfg.text_encoder != expected_text_encoder:
+        raise CheckpointError(f"{folder}: made for text encoder {cfg.text_encoder!r}, but the configured "
+                              f"text encoder is {expected_text_encoder!r}")
+    weights = folder / "model.safetensors"
+    if not weights.exists():
+        raise CheckpointError(f"{weights}: missing")
+    try:
+        state = load_file(str(weights), device=map_location)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{weights}: unreadable or truncated safetensors file ({exc})") from None
+    generator = Generator(cfg)
+    try:
+        generator.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise CheckpointError(f"{weights}: weights do not fit the config ({first})") from None
+    generator.eval().requires_grad_(False)
+    return generator, data
+
+
+def file_hash(path: str | os.PathLike, length: int = 12) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:length]
+
+
+# --- training state ---------------------------------------------------------------------------------------
+
+def _flatten_optimizer(prefix: str, opt: torch.optim.Optimizer, tensors: dict) -> dict:
+    state = opt.state_dict()
+    meta = {"param_groups": state["param_groups"], "state": {}}
+    for pid, pstate in state["state"].items():
+        meta["state"][str(pid)] = {}
+        for key, value in pstate.items():
+            if torch.is_tensor(value):
+                tensors[f"{prefix}.{pid}.{key}"] = value
+                meta["state"][str(pid)][key] = "tensor"
+            else:
+                meta["state"][str(pid)][key] = value
+    return meta
+
+
+def _restore_optimizer(prefix: str, opt: torch.optim.Optimizer, meta: dict, tensors: dict):
+    state = {}
+    for pid, pstate in meta["state"].items():
+        state[int(pid)] = {k: tensors[f"{prefix}.{pid}.{k}"] if v == "tensor" else v for k, v in pstate.items()}
+    opt.load_state_dict({"param_groups": meta["param_groups"], "state": state})
+
+
+def save_training_state(run_dir: Path, modules: dict, optimizers: dict, rng: dict, info: dict):
+    """modules/optimizers: name -> object; rng: name -> uint8 state tensor; info: JSON-able counters."""
+    tensors, meta = {}, {"info": info, "optimizers": {}, "rng": sorted(rng)}
+    for name, module in modules.items():
+        for key, value in module.state_dict().items():
+            tensors[f"{name}/{key}"] = value
+    for name, opt in optimizers.items():
+        meta["optimizers"][name] = _flatten_optimizer(f"opt:{name}", opt, tensors)
+    for name, state in rng.items():
+        tensors[f"rng:{name}"] = state
+    _atomic_safetensors(run_dir / "training_state.safetensors", tensors)
+    _atomic_json(run_dir / "training_state.json", meta)  # written last: its presence marks a complete save
+
+
+def load_training_state(run_dir: Path, modules: dict, optimizers: dict) -> tuple[dict, dict]:
+    meta_path, weights = run_dir / "training_state.json", run_dir / "training_state.safetensors"
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        tensors = load_file(str(weights))
+    except (OSError, json.JSONDecodeError, SafetensorError) as exc:
+        raise CheckpointError(f"{run_dir}: cannot resume, training state unreadable ({exc})") from None
+    for name, module in modules.items():
+        prefix = f"{name}/"
+        module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+    for name, opt in optimizers.items():
+        _restore_optimizer(f"opt:{name}", opt, meta["optimizers"][name], tensors)
+    rng = {name: tensors[f"rng:{name}"] for name in meta["rng"]}
+    return meta["info"], rng

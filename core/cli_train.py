@@ -1,12 +1,96 @@
-"""`ganvas train` and `ganvas eval` (added to the main click group in cli.py)."""
+"""`ganvas train`, `ganvas eval` and `ganvas train-evaluator` (added to the main click group in cli.py)."""
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import click
 
 
 @click.command("train")
 @click.option("--data", required=True, help="'shapes', an imagefolder (metadata.jsonl) or a folder with .txt sidecars")
-@click.option("--out", required=True, type=click.Path(), help="run directory")
-def train_command(data, out):
-    """Train a text-conditional GAN (placeholder until the full options land)."""
-    raise click.ClickException("not wired yet")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="run directory")
+@click.option("--resolution", default=64, show_default=True, type=click.Choice(["32", "64", "128"]))
+@click.option("--steps", default=10000, show_default=True, help="total optimiser steps (a resumed run continues to this)")
+@click.option("--batch", default=32, show_default=True, help="batch size per process")
+@click.option("--preset", default="small", show_default=True, help="model size preset")
+@click.option("--lr-g", default=1e-4, show_default=True)
+@click.option("--lr-d", default=4e-4, show_default=True)
+@click.option("--gp-every", default=4, show_default=True, help="apply the gradient penalty every k steps (0 = off)")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--threads", default=None, type=int, help="torch CPU threads (default: torch's choice)")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
+@click.option("--bf16/--no-bf16", default=False, show_default=True, help="bfloat16 autocast (faster, GPU and AVX512-BF16 CPUs)")
+@click.option("--shapes-size", default=20000, show_default=True, help="images in the rendered shapes pool")
+@click.option("--workers", default=1, show_default=True, help="processes rendering the shapes pool")
+@click.option("--sample-every", default=500, show_default=True)
+@click.option("--checkpoint-every", default=1000, show_default=True)
+@click.option("--max-minutes", default=None, type=float, help="stop (and save) after this much wall time")
+@click.option("--resume", is_flag=True, help="continue the run in --out exactly where it stopped")
+@click.option("--no-progress", is_flag=True, help="no progress bar (logs still go to stats.jsonl)")
+def train_command(data, out, resolution, steps, batch, preset, lr_g, lr_d, gp_every, seed, threads, device, bf16,
+                  shapes_size, workers, sample_every, checkpoint_every, max_minutes, resume, no_progress):
+    """Train a text-conditional GAN; the model folder appears in OUT/model."""
+    from .train import TrainOptions, train
+
+    opts = TrainOptions(data=data, out=out, resolution=int(resolution), steps=steps, batch=batch, preset=preset,
+                        lr_g=lr_g, lr_d=lr_d, gp_every=gp_every, seed=seed, threads=threads, device=device,
+                        bf16=bf16, shapes_size=shapes_size, workers=workers, sample_every=sample_every,
+                        checkpoint_every=checkpoint_every, max_minutes=max_minutes, resume=resume,
+                        progress=not no_progress)
+    if data == "shapes":
+        from .data import SHAPES_SAMPLE_CAPTIONS
+        opts.extra["sample_captions"] = SHAPES_SAMPLE_CAPTIONS
+    result = train(opts, log=lambda m: click.echo(m, err=True))
+    click.echo(json.dumps({"model": str(Path(out) / "model"), **result}))
+
+
+@click.command("train-evaluator")
+@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False),
+              help="dataset root with train/ (imagefolder); only train/ is used")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="folder to save the evaluator in")
+@click.option("--epochs", default=20, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--threads", default=None, type=int)
+def train_evaluator_command(data, out, epochs, device, threads):
+    """Train the contrastive image-text evaluator used by `ganvas eval` (train split only)."""
+    from .evaluation import train_split_evaluator
+
+    path = train_split_evaluator(Path(data), Path(out), epochs=epochs, device=device, threads=threads,
+                                 log=lambda m: click.echo(m, err=True))
+    click.echo(str(path))
+
+
+@click.command("eval")
+@click.option("--model", "model", required=True, help="model name or checkpoint folder")
+@click.option("--data", required=True, help="'shapes' or a dataset root (e.g. emoji64) with split folders")
+@click.option("--split", default="test", show_default=True, help="test or unseen_concepts (datasets only)")
+@click.option("--evaluator", default=None, type=click.Path(), help="evaluator folder (default: the model folder)")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--threads", default=None, type=int)
+@click.option("--json-out", default=None, type=click.Path(dir_okay=False), help="also write the report as JSON")
+def eval_command(model, data, split, evaluator, seed, threads, json_out):
+    """Measure a model: attribute accuracy on shapes, R-precision/FID/KID/diversity on a captioned dataset."""
+    from .evaluation import evaluate_dataset_model, evaluate_shapes_model
+
+    log = lambda m: click.echo(m, err=True)  # noqa: E731
+    if data == "shapes":
+        report, text = evaluate_shapes_model(model, seed=seed, threads=threads, log=log)
+    else:
+        report, text = evaluate_dataset_model(model, Path(data), split, evaluator=evaluator, seed=seed,
+                                              threads=threads, log=log)
+    click.echo(text)
+    if json_out:
+        Path(json_out).write_text(json.dumps(report, indent=2))
+
+
+@click.group()
+def training_cli():
+    """The training commands alone (for machines where only the core's dependencies are installed)."""
+
+
+for _command in (train_command, train_evaluator_command, eval_command):
+    training_cli.add_command(_command)
+
+if __name__ == "__main__":
+    training_cli()

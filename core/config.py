@@ -40,6 +40,7 @@ class ModelConfig:
 
 # Named presets: what `ganvas train --preset` and the shipped models use.
 PRESETS = {
+    "tiny": dict(g_channels=8, d_channels=8, cond_dim=64),  # tests and smoke runs only
     "small": dict(g_channels=32, d_channels=32, cond_dim=256),
     "base": dict(g_channels=48, d_channels=48, cond_dim=256),
 }

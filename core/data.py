@@ -110,6 +110,14 @@ def load_sidecar_folder(folder: Path, resolution: int) -> CaptionedImages:
 
 # --- the procedural shapes task -------------------------------------------------------------------------
 
+# Sample-grid captions for shapes runs: one per shape, two of them held-out pairs (composition), one pair.
+SHAPES_SAMPLE_CAPTIONS = [
+    "a large red circle in the centre", "a small blue square on the left", "a large green star at the top",
+    "a large yellow triangle at the bottom", "a small pink cross on the right", "a large cyan diamond in the centre",
+    "a large red star in the centre", "a large blue diamond on the left",
+    "a large orange square on the left and a small purple circle on the right",
+]
+
 def shapes_caption_bank(seed: int = 0, two_object_scenes: int = 2000, variants: int = 3):
     """Fixed (objects, caption) pairs for training: every non-held-out single object in up to `variants`
     wordings (synonyms), plus a fixed set of two-object scenes. A fixed bank keeps the set of distinct

@@ -139,7 +139,7 @@ class EmbeddingCache:
             self._save()
         if not keys:
             return torch.zeros(0, MINILM_DIM)
-        return torch.stack([table[k] for k in keys])
+        return torch.stack([table[k] for k in keys]).float()
 
     def _save(self):
         from safetensors.torch import save_file

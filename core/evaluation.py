@@ -1,0 +1,256 @@
+"""`ganvas eval`: measure a model with the project's own instruments.
+
+shapes: the attribute classifier of shapes_eval (accuracy per attribute, real renders as ceiling).
+captioned datasets (emoji64): the contrastive evaluator of evaluator.py, trained on train/ only —
+R-precision@1/top-5 against 99 captions of other concepts, FID/KID in its feature space with the
+real-vs-real floor, and a diversity figure, each beside the real-image ceiling and the shuffled floor.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .checkpoint import load_generator
+from .data import load_imagefolder
+from .images import from_uint8
+from .text_encoder import EmbeddingCache, default_cache_dir
+
+REPO_MODELS = Path(__file__).resolve().parent.parent / "models"
+
+
+def resolve_model(name_or_path: str) -> Path:
+    """A checkpoint folder path, or the name of a shipped model (models/<name>)."""
+    path = Path(name_or_path)
+    if path.is_dir():
+        return path
+    if "/" not in name_or_path and (REPO_MODELS / name_or_path / "config.json").exists():
+        return REPO_MODELS / name_or_path
+    raise FileNotFoundError(f"no model {name_or_path!r}: not a checkpoint folder and not a shipped model "
+                            f"({', '.join(sorted(p.name for p in REPO_MODELS.glob('*') if p.is_dir())) or 'none'})")
+
+
+def noise_for_seeds(seeds: list[int], z_dim: int) -> torch.Tensor:
+    """Per-image noise from its own seed on the CPU: the same seed gives the same image in any batch."""
+    return torch.stack([torch.randn(z_dim, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+
+
+@torch.no_grad()
+def generate_from_vectors(generator, text_vectors: torch.Tensor, seeds: list[int], batch: int = 256,
+                          truncation: float = 1.0) -> torch.Tensor:
+    out = []
+    for i in range(0, len(seeds), batch):
+        z = noise_for_seeds(seeds[i:i + batch], generator.config.z_dim) * truncation
+        out.append(generator(z, text_vectors[i:i + batch]).float())
+    return torch.cat(out) if out else torch.zeros(0, 3, generator.config.resolution, generator.config.resolution)
+
+
+def _set_threads(threads):
+    torch.set_num_threads(threads or int(os.environ.get("GANVAS_THREADS", "1")))
+
+
+# --- shapes ---------------------------------------------------------------------------------------------------
+
+def evaluate_shapes_model(model: str, seed: int = 0, threads: int | None = None, n_per_caption: int = 4,
+                          log=print) -> tuple[dict, str]:
+    from .shapes_eval import evaluate, format_report, load_classifier, save_classifier, train_classifier
+
+    _set_threads(threads)
+    folder = resolve_model(model)
+    generator, _ = load_generator(folder)
+    cache = EmbeddingCache(default_cache_dir())
+    if (folder / "attribute_classifier.safetensors").exists():
+        classifier = load_classifier(folder)
+    else:
+        log(f"no attribute classifier beside {folder}; training one on real renders and saving it there")
+        classifier = train_classifier(seed=seed, log=log)
+        save_classifier(classifier, folder)
+
+    def generate(captions, seeds):
+        return generate_from_vectors(generator, cache.lookup(captions), seeds)
+
+    report = evaluate(generate, n_per_caption=n_per_caption, seed=seed, classifier=classifier, log=log)
+    report["model"] = str(folder)
+    text = format_report(report)
+    return report, text + f"\ncommand: ganvas eval --model {model} --data shapes --seed {seed}"
+
+
+# --- captioned datasets ------------------------------------------------------------------------------------------
+
+def train_split_evaluator(root: Path, out: Path, epochs: int = 20, device: str = "auto", threads=None,
+                          log=print) -> Path:
+    from .evaluator import save_evaluator, train_evaluator
+
+    _set_threads(threads)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    train_dir = root / "train" if (root / "train" / "metadata.jsonl").exists() else root
+    data = load_imagefolder(train_dir, 64)
+    text = EmbeddingCache(default_cache_dir()).lookup(data.captions, log=log)
+    model = train_evaluator(data.images, text, data.caption_index, epochs=epochs, device=device, log=log)
+    return save_evaluator(model, out, {"data": str(train_dir), "images": len(data), "epochs": epochs})
+
+
+def _read_split(root: Path, split: str) -> tuple[list[dict], Path]:
+    folder = root / split
+    meta = folder / "metadata.jsonl"
+    if not meta.exists():
+        raise FileNotFoundError(f"{meta}: missing (expected a split folder with metadata.jsonl)")
+    rows = [json.loads(l) for l in meta.read_text(encoding="utf-8").splitlines() if l.strip()]
+    return rows, folder
+
+
+def r_precision(img_emb, txt_emb, concept_of_row, pool_concepts, pool_emb, draws: int = 5, distractors: int = 99,
+                seed: int = 0) -> dict:
+    """Rank each image's true caption among `distractors` captions of *other* concepts. Returns means/stds."""
+    rng = np.random.default_rng(seed)
+    top1, top5 = [], []
+    pool_concepts = np.asarray(pool_concepts)
+    for _ in range(draws):
+        hits1 = hits5 = 0
+        for i in range(len(img_emb)):
+            others = np.flatnonzero(pool_concepts != concept_of_row[i])
+            pick = rng.choice(others, size=min(distractors, len(others)), replace=False)
+            cands = torch.cat([txt_emb[i:i + 1], pool_emb[pick]])
+            scores = cands @ img_emb[i]
+            rank = int((scores > scores[0]).sum())
+            hits1 += rank == 0
+            hits5 += rank < 5
+        top1.append(hits1 / len(img_emb))
+        top5.append(hits5 / len(img_emb))
+    return {"r_precision_at_1": float(np.mean(top1)), "r_precision_at_1_std": float(np.std(top1)),
+            "top5": float(np.mean(top5)), "top5_std": float(np.std(top5))}
+
+
+def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
+    from scipy import linalg
+
+    a, b = a.double().numpy(), b.double().numpy()
+    mu1, mu2 = a.mean(0), b.mean(0)
+    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    covmean, _ = linalg.sqrtm(s1 @ s2, disp=False)
+    covmean = covmean.real
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * covmean))
+
+
+def kernel_inception_distance(a: torch.Tensor, b: torch.Tensor, subsets: int = 20, size: int = 200,
+                              seed: int = 0) -> float:
+    """Unbiased MMD^2 with the cubic polynomial kernel (Binkowski et al.), averaged over subsets."""
+    rng = np.random.default_rng(seed)
+    a, b = a.double().numpy(), b.double().numpy()
+    d = a.shape[1]
+    m = min(size, len(a), len(b))
+    values = []
+    for _ in range(subsets):
+        x = a[rng.choice(len(a), m, replace=False)]
+        y = b[rng.choice(len(b), m, replace=False)]
+        kxx, kyy, kxy = ((x @ x.T) / d + 1) ** 3, ((y @ y.T) / d + 1) ** 3, ((x @ y.T) / d + 1) ** 3
+        values.append((kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
+                      - 2 * kxy.mean())
+    return float(np.mean(values))
+
+
+def _pairwise_spread(features: torch.Tensor) -> float:
+    """Mean pairwise distance between L2-normalised features (0 = identical images)."""
+    f = torch.nn.functional.normalize(features, dim=-1)
+    if len(f) < 2:
+        return float("nan")
+    d = torch.cdist(f, f)
+    return float(d.sum() / (len(f) * (len(f) - 1)))
+
+
+@torch.no_grad()
+def evaluate_dataset_model(model: str, root: Path, split: str, evaluator: str | None = None, seed: int = 0,
+                           threads: int | None = None, diversity_seeds: int = 8, diversity_concepts: int = 100,
+                           log=print) -> tuple[dict, str]:
+    from .evaluator import load_evaluator
+
+    _set_threads(threads)
+    folder = resolve_model(model)
+    generator, config = load_generator(folder)
+    ev = load_evaluator(Path(evaluator) if evaluator else folder)
+    resolution = generator.config.resolution
+    rows, split_dir = _read_split(root, split)
+    real_set = load_imagefolder(split_dir, resolution)
+    if real_set.skipped:
+        log(f"skipped {len(real_set.skipped)} unreadable images in {split_dir}")
+    captions = [real_set.captions[i] for i in real_set.caption_index.tolist()]
+    label_of = {r["text"]: r.get("label", r["text"]) for r in rows}
+    concepts = [label_of.get(c, c) for c in captions]
+    cache = EmbeddingCache(default_cache_dir())
+    text_vectors = cache.lookup(captions, log=log)
+
+    seeds = [seed * 1_000_000 + i for i in range(len(captions))]
+    log(f"generating {len(captions)} images for {split} captions")
+    fake = generate_from_vectors(generator, text_vectors, seeds)
+    real = from_uint8(real_set.images)
+
+    def embed(images):
+        feats, embs = [], []
+        for i in range(0, len(images), 256):
+            f = ev.image_features(images[i:i + 256])
+            feats.append(f)
+            embs.append(torch.nn.functional.normalize(ev.image_proj(f), dim=-1))
+        return torch.cat(feats), torch.cat(embs)
+
+    fake_feat, fake_emb = embed(fake)
+    real_feat, real_emb = embed(real)
+    txt_emb = ev.embed_texts(text_vectors)
+    # Distractor pool: every caption of the split, each tagged with its concept.
+    rp = lambda emb, txt, s: r_precision(emb, txt, concepts, concepts, txt_emb, seed=s)  # noqa: E731
+    perm = torch.from_numpy(np.random.default_rng(seed).permutation(len(captions)))
+    report = {"model": str(folder), "split": split, "images": len(captions), "resolution": resolution,
+              "generated": rp(fake_emb, txt_emb, seed), "real": rp(real_emb, txt_emb, seed),
+              "shuffled": rp(fake_emb, txt_emb[perm], seed), "chance_r_precision_at_1": 0.01}
+    # FID/KID: generated half A vs real half B, beside real half A vs real half B (the floor).
+    half = len(captions) // 2
+    a, b = perm[:half], perm[half:2 * half]
+    report["fid"] = {"generated_vs_real": frechet_distance(fake_feat[a], real_feat[b]),
+                     "real_vs_real": frechet_distance(real_feat[a], real_feat[b])}
+    report["kid"] = {"generated_vs_real": kernel_inception_distance(fake_feat[a], real_feat[b]),
+                     "real_vs_real": kernel_inception_distance(real_feat[a], real_feat[b])}
+    report["diversity"] = _diversity(generator, ev, captions, concepts, text_vectors, real_feat, diversity_seeds,
+                                     diversity_concepts, seed)
+    return report, format_dataset_report(report, model, root, split, seed)
+
+
+def _diversity(generator, ev, captions, concepts, text_vectors, real_feat, n_seeds, n_concepts, seed) -> dict:
+    """Seed spread (one caption, several seeds) next to the real spread of that concept across its styles."""
+    by_concept: dict[str, list[int]] = {}
+    for i, c in enumerate(concepts):
+        by_concept.setdefault(c, []).append(i)
+    multi = [idx for idx in by_concept.values() if len(idx) >= 2][:n_concepts]
+    gen_spread, real_spread, pixel_std = [], [], []
+    for idx in multi:
+        i = idx[0]
+        seeds = [seed * 1_000_000 + 500_000 + k for k in range(n_seeds)]
+        imgs = generate_from_vectors(generator, text_vectors[i:i + 1].expand(n_seeds, -1), seeds)
+        gen_spread.append(_pairwise_spread(ev.image_features(imgs)))
+        pixel_std.append(float(imgs.std(0).mean()))
+        real_spread.append(_pairwise_spread(real_feat[idx]))
+    g, r = float(np.mean(gen_spread)) if multi else float("nan"), float(np.mean(real_spread)) if multi else float("nan")
+    return {"concepts": len(multi), "seeds": n_seeds, "generated_seed_spread": g, "real_style_spread": r,
+            "ratio": g / r if r else float("nan"), "generated_pixel_std": float(np.mean(pixel_std)) if multi else 0.0}
+
+
+def format_dataset_report(r: dict, model, root, split, seed) -> str:
+    def rp(x):
+        return (f"R@1 {x['r_precision_at_1'] * 100:5.1f}% ± {x['r_precision_at_1_std'] * 100:.1f}   "
+                f"top-5 {x['top5'] * 100:5.1f}%")
+    d = r["diversity"]
+    lines = [
+        f"{r['model']} on {split} ({r['images']} captions, {r['resolution']} px)",
+        f"  generated        {rp(r['generated'])}",
+        f"  real (ceiling)   {rp(r['real'])}",
+        f"  shuffled (floor) {rp(r['shuffled'])}   chance 1.0%",
+        f"  generated / ceiling R@1: {r['generated']['r_precision_at_1'] / max(r['real']['r_precision_at_1'], 1e-9):.2f}",
+        f"  FID (evaluator space) {r['fid']['generated_vs_real']:.3f}   real-vs-real floor {r['fid']['real_vs_real']:.3f}",
+        f"  KID (evaluator space) {r['kid']['generated_vs_real']:.4f}   real-vs-real floor {r['kid']['real_vs_real']:.4f}",
+        f"  diversity: seed spread {d['generated_seed_spread']:.3f} vs real style spread {d['real_style_spread']:.3f} "
+        f"(ratio {d['ratio']:.2f}, {d['concepts']} multi-style concepts, pixel std {d['generated_pixel_std']:.3f})",
+        f"command: ganvas eval --model {model} --data {root} --split {split} --seed {seed}",
+    ]
+    return "\n".join(lines)

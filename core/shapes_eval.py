@@ -223,7 +223,7 @@ class _Group:
         self.sumsq.index_add_(0, caption_idx, x * x)
 
     def result(self, by_pair: bool = False) -> dict:
-        labels = {a: _labels(self.objects)[a].repeat_interleave(self.n) for a in ATTRIBUTES}
+        labels = {a: y.repeat_interleave(self.n) for a, y in _labels(self.objects).items()}
         pred = {a: torch.cat(v) for a, v in self.preds.items()}
         out = _score(pred, labels)
         out["n_images"] = len(pred["colour"])

@@ -5,16 +5,16 @@
 #   carry/emoji64/train/                              the emoji64 training split
 # Outputs (model folders, stats, sample grids, logs) come back as tarballs in $OUT.
 set -u
-MINUTES=${MINUTES:-6}; BATCH=${BATCH:-256}; SHAPES_SIZE=${SHAPES_SIZE:-200000}; EPOCHS=${EPOCHS:-60}
+MINUTES=${MINUTES:-6}; BATCH=${BATCH:-256}; SHAPES_SIZE=${SHAPES_SIZE:-200000}; EPOCHS=${EPOCHS:-40}
 OUT=${OUT:-/tmp/ganvas-gpu-out}
 mkdir -p "$OUT" /tmp/pkg
 ln -sfn "$PWD" /tmp/pkg/ganvas
 export PYTHONPATH=/tmp/pkg PYTHONUNBUFFERED=1 GANVAS_CACHE="$PWD/carry/cache" HF_HUB_OFFLINE=1
 RUNS=/tmp/ganvas-runs
 rm -rf "$RUNS"; mkdir -p "$RUNS"
-TRAIN="python3 -m ganvas.core.cli_train"
+TRAIN="${PYTHON:-python3} -m ganvas.core.cli_train"
 nvidia-smi -L || true
-python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+${PYTHON:-python3} -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 
 $TRAIN train --data shapes --out "$RUNS/shapes" --resolution 64 --steps 200000 --batch "$BATCH" --bf16 \
   --shapes-size "$SHAPES_SIZE" --workers 6 --max-minutes "$MINUTES" --no-progress --sample-every 1000 \
@@ -25,8 +25,10 @@ $TRAIN train --data carry/emoji64/train --out "$RUNS/emoji64" --resolution 64 --
 $TRAIN train-evaluator --data carry/emoji64 --out "$RUNS/evaluator" --epochs "$EPOCHS" > "$OUT/evaluator.log" 2>&1 &
 wait
 nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv || true
+# At most 8 files of 16 MB come back: weights on their own, everything else of a run in one tarball.
 for run in shapes emoji64; do
-  tar -C "$RUNS" -czf "$OUT/$run.tgz" --exclude training_state.safetensors "$run"
+  cp "$RUNS/$run/model/model.safetensors" "$OUT/$run.model.safetensors"
+  tar -C "$RUNS" -czf "$OUT/$run.tgz" --exclude training_state.safetensors --exclude model.safetensors "$run"
 done
 tar -C "$RUNS" -czf "$OUT/evaluator.tgz" evaluator
 ls -la "$OUT"

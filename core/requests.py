@@ -1,0 +1,169 @@
+"""What every host hands the pipeline (GenerationRequest) and what it gets back (GenerationResult).
+
+Adapters (CLI, HTTP server, hot folder, ComfyUI, Krita) translate their input into one request and
+the result back into their format; nothing else crosses that boundary. The errors here carry a
+`param` so an HTTP host can name the offending field (OpenAI error shape) without parsing messages.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # keep `import ganvas.core.requests` free of Pillow/torch for light hosts
+    from pathlib import Path
+
+    from PIL import Image
+
+# The model a bare `ganvas generate` uses (env GANVAS_MODEL overrides it).
+DEFAULT_MODEL = "shapes"
+DEFAULT_TRUNCATION = 1.0
+MAX_SEED = 2 ** 53 - 1          # JSON-safe in every host language (JavaScript numbers included)
+MIN_SIZE, MAX_SIZE = 8, 2048    # a requested output side outside this is a mistake, not a resize
+
+
+def default_model_name() -> str:
+    import os
+
+    return os.environ.get("GANVAS_MODEL") or DEFAULT_MODEL
+
+
+class GanvasError(Exception):
+    """Base of the errors a host should show as one line (no traceback)."""
+
+
+class InvalidRequest(GanvasError, ValueError):
+    """A malformed request field (wrong type or range). `param` names the field."""
+
+    def __init__(self, message: str, param: str | None = None):
+        super().__init__(message)
+        self.param = param
+
+
+class RequestRefused(GanvasError):
+    """Raised by a `ganvas_check_request` hook to refuse a request; `reason` is shown to the user.
+
+    `param` optionally names the field at fault ("prompt", "n"); `plugin` is filled in by the plugin
+    manager with the name of the plugin that refused.
+    """
+
+    def __init__(self, reason: str, param: str | None = None, plugin: str | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.param = param
+        self.plugin = plugin
+
+    def __str__(self) -> str:
+        return f"request refused by {self.plugin}: {self.reason}" if self.plugin else f"request refused: {self.reason}"
+
+
+class ModelNotFound(GanvasError, LookupError):
+    """A model name that no plugin registered and that is not a checkpoint folder."""
+
+
+@dataclass
+class GenerationRequest:
+    """One generation job, host-independent.
+
+    prompt      text to draw.
+    n           number of images; image i uses seed + i.
+    seed        first seed; None lets the pipeline pick one (recorded in the result and metadata).
+    truncation  psi in (0, 1]: noise is scaled by psi; lower = more typical, less varied.
+    model       registered model name or checkpoint folder; None = the default model.
+    style       style word; the default backend appends "; {style} style" to the prompt (how the emoji
+                model's captions end).
+    size        requested output side in pixels; None = the model's native resolution. Anything else
+                is a Lanczos resize (or a plugin's upsampler), never passed off as native.
+    host        which adapter made the request ("cli", "http", "watch", "comfyui", "python").
+    extra       free-form options for plugins (e.g. {"grayscale": True}); JSON-serialisable values.
+    """
+
+    prompt: str
+    n: int = 1
+    seed: int | None = None
+    truncation: float = DEFAULT_TRUNCATION
+    model: str | None = None
+    style: str | None = None
+    size: int | None = None
+    host: str = "python"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def replace(self, **changes) -> "GenerationRequest":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "GenerationRequest":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InvalidRequest(f"unknown request fields {unknown}; known: {sorted(known)}", param=unknown[0])
+        return cls(**data)
+
+    def validate(self) -> None:
+        """Type and range checks every host needs; policy limits (length, n) belong to request_policy."""
+        if not isinstance(self.prompt, str):
+            raise InvalidRequest(f"prompt must be text, got {type(self.prompt).__name__}", "prompt")
+        if not self.prompt.strip():
+            raise InvalidRequest("prompt is empty", "prompt")
+        if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 1:
+            raise InvalidRequest(f"n must be a positive integer, got {self.n!r}", "n")
+        if self.seed is not None:
+            if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
+                raise InvalidRequest(f"seed must be an integer in 0..{MAX_SEED}, got {self.seed!r}", "seed")
+        if isinstance(self.truncation, bool) or not isinstance(self.truncation, (int, float)) \
+                or not 0 < self.truncation <= 1:
+            raise InvalidRequest(f"truncation must be in (0, 1], got {self.truncation!r}", "truncation")
+        if self.size is not None:
+            if isinstance(self.size, bool) or not isinstance(self.size, int) or not MIN_SIZE <= self.size <= MAX_SIZE:
+                raise InvalidRequest(f"size must be an integer in {MIN_SIZE}..{MAX_SIZE}, got {self.size!r}", "size")
+        if self.style is not None and not isinstance(self.style, str):
+            raise InvalidRequest(f"style must be text, got {type(self.style).__name__}", "style")
+        if not isinstance(self.extra, dict):
+            raise InvalidRequest("extra must be a mapping", "extra")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a result records about the model that made it."""
+
+    name: str
+    hash: str                 # first 10 hex digits of sha256 (A1111/Civitai "AutoV2" short hash)
+    resolution: int
+    z_dim: int
+    text_encoder: str
+    path: str | None = None   # checkpoint folder, None for models built by a plugin loader
+
+
+@dataclass
+class GenerationResult:
+    """Images plus everything needed to explain and reproduce them.
+
+    images          RGB PIL images, PNG text fields attached in `.info` (write them with `save`).
+    seeds           per-image seed: seeds[i] == request.seed + i (interpolation: the key frame's seed).
+    request         the request as generated (after `ganvas_prepare_request`, seed filled in).
+    input_request   the request as the host gave it, seed filled in: replaying it reproduces the images.
+    timings         seconds per stage: prepare, check, encode, generate, postprocess, metadata, total.
+    model           ModelInfo of the generator.
+    metadata        per-image PNG text fields (also in images[i].info).
+    warnings        plugin failures that were skipped ("plugin x failed in ganvas_y: ...").
+    frames          interpolation only: per frame {"index", "t", "prompts": [a, b], "seeds": [a, b]}.
+    """
+
+    images: list["Image.Image"]
+    seeds: list[int]
+    request: GenerationRequest
+    input_request: GenerationRequest
+    timings: dict[str, float]
+    model: ModelInfo
+    metadata: list[dict[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    frames: list[dict[str, Any]] | None = None
+
+    def save(self, folder: "str | Path", stem: str | None = None) -> list["Path"]:
+        """Write each image as <stem>-seed<N>.png (frames: <stem>-frame<K>.png) without overwriting."""
+        from .png import save_result
+
+        return save_result(self, folder, stem)

@@ -1,0 +1,147 @@
+"""Request policy shared by every host: prompt length and `n` limits, and a blocklist.
+
+Configuration (configure() > environment > defaults):
+  GANVAS_MAX_PROMPT_CHARS   default 1000 (the OpenAI Images limit for DALL-E 2)
+  GANVAS_MAX_N              default 100 images per request
+  GANVAS_BLOCKLIST          path to a blocklist file: one entry per line; '#' starts a comment;
+                            a plain entry matches as a whole word or phrase, case-insensitively;
+                            an entry written /like this/ is a regular expression (case-insensitive).
+A blocklist that cannot be read refuses every request (fail closed) and says why.
+"""
+from __future__ import annotations
+
+import os
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from ganvas.core.hookspecs import hookimpl
+from ganvas.core.requests import RequestRefused
+
+DEFAULT_MAX_PROMPT_CHARS = 1000
+DEFAULT_MAX_N = 100
+
+
+@dataclass(frozen=True)
+class BlockRule:
+    pattern: re.Pattern
+    source: str  # "file:line" for messages
+    text: str
+
+
+def parse_blocklist(lines: list[str], source: str = "blocklist") -> list[BlockRule]:
+    rules = []
+    for number, raw in enumerate(lines, 1):
+        entry = raw.strip()
+        if not entry or entry.startswith("#"):
+            continue
+        where = f"{source}:{number}"
+        if len(entry) >= 2 and entry.startswith("/") and entry.endswith("/"):
+            try:
+                pattern = re.compile(entry[1:-1], re.IGNORECASE)
+            except re.error as exc:
+                raise ValueError(f"{where}: bad regular expression {entry!r} ({exc})") from None
+        else:
+            pattern = re.compile(r"(?<!\w)" + r"\s+".join(map(re.escape, entry.split())) + r"(?!\w)", re.IGNORECASE)
+        rules.append(BlockRule(pattern, where, entry))
+    return rules
+
+
+def load_blocklist(path: str | os.PathLike) -> list[BlockRule]:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read blocklist ({exc})") from None
+    return parse_blocklist(text.splitlines(), str(path))
+
+
+class RequestPolicy:
+    def __init__(self, max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS, max_n: int = DEFAULT_MAX_N,
+                 blocklist: str | os.PathLike | list[str] | None = None):
+        self.max_prompt_chars = max_prompt_chars
+        self.max_n = max_n
+        self.blocklist = blocklist
+        self._cache: tuple[object, list[BlockRule]] | None = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_env(cls, env=None) -> "RequestPolicy":
+        env = os.environ if env is None else env
+
+        def positive(name: str, default: int) -> int:
+            raw = env.get(name) or str(default)
+            if not raw.strip().isdigit() or int(raw) < 1:
+                raise ValueError(f"{name}={raw!r} is not a positive integer")
+            return int(raw)
+
+        return cls(positive("GANVAS_MAX_PROMPT_CHARS", DEFAULT_MAX_PROMPT_CHARS),
+                   positive("GANVAS_MAX_N", DEFAULT_MAX_N), env.get("GANVAS_BLOCKLIST") or None)
+
+    def rules(self) -> list[BlockRule]:
+        if self.blocklist is None:
+            return []
+        if isinstance(self.blocklist, (list, tuple)):
+            key = tuple(self.blocklist)
+            loader = lambda: parse_blocklist(list(self.blocklist))  # noqa: E731
+        else:
+            try:
+                stat = os.stat(self.blocklist)
+                key = (str(self.blocklist), stat.st_mtime_ns, stat.st_size)  # reload when the file changes
+            except OSError:
+                key = (str(self.blocklist), None)
+            loader = lambda: load_blocklist(self.blocklist)  # noqa: E731
+        with self._lock:
+            if self._cache is None or self._cache[0] != key:
+                self._cache = (key, loader())
+            return self._cache[1]
+
+    def check(self, request) -> None:
+        if len(request.prompt) > self.max_prompt_chars:
+            raise RequestRefused(f"prompt is {len(request.prompt)} characters; the limit is {self.max_prompt_chars}",
+                                 param="prompt")
+        if request.n > self.max_n:
+            raise RequestRefused(f"n={request.n} images requested; the limit is {self.max_n}", param="n")
+        try:
+            rules = self.rules()
+        except ValueError as exc:
+            raise RequestRefused(f"the blocklist is broken, so nothing is generated: {exc}") from None
+        for rule in rules:
+            for text in (request.prompt, request.style or ""):
+                match = rule.pattern.search(text)
+                if match:
+                    raise RequestRefused(f"the prompt contains the blocked term {match.group(0)!r} "
+                                         f"(blocklist entry {rule.text!r} at {rule.source})", param="prompt")
+
+
+_configured: RequestPolicy | None = None
+
+
+def configure(**options) -> RequestPolicy:
+    """Set the policy in code (a host's own config file); configure() with no options returns to env."""
+    global _configured
+    _configured = RequestPolicy(**options) if options else None
+    return current_policy()
+
+
+_env_policy: tuple[tuple, RequestPolicy] | None = None
+
+
+def current_policy() -> RequestPolicy:
+    global _env_policy
+    if _configured is not None:
+        return _configured
+    key = tuple(os.environ.get(k) for k in ("GANVAS_MAX_PROMPT_CHARS", "GANVAS_MAX_N", "GANVAS_BLOCKLIST"))
+    if _env_policy is None or _env_policy[0] != key:
+        _env_policy = (key, RequestPolicy.from_env())
+    return _env_policy[1]
+
+
+@hookimpl(trylast=True)
+def ganvas_check_request(request):
+    try:
+        policy = current_policy()
+    except ValueError as exc:  # fail closed: a mistyped limit must not switch the policy off
+        raise RequestRefused(f"the request policy is misconfigured: {exc}") from None
+    policy.check(request)

@@ -1,0 +1,109 @@
+"""Shared fixtures: a tiny checkpoint, an isolated plugin manager, really installed test plugins.
+
+Every test starts with no GANVAS_* settings and with entry-point loading off for the shared manager
+(GANVAS_PLUGINS=""), so whatever is installed in the environment cannot change the results; tests
+that exercise entry points install their plugins into a private folder and opt in.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(1)  # see FINDINGS.md: one thread is faster on these shared 2-core machines
+
+from ganvas.core.plugins import GanvasPlugins, reset_plugin_manager, set_plugin_manager  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE_PLUGIN = REPO / "examples" / "ganvas-example-plugin"
+BROKEN_PLUGIN = REPO / "tests" / "fixtures" / "broken-plugin"
+
+
+def make_tiny_generator(seed: int = 0, text_encoder: str = "minilm"):
+    """A 32 px generator, a few thousand parameters, text modulation switched on (it starts at zero)."""
+    from ganvas.core.config import ModelConfig
+    from ganvas.core.model import Generator
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        generator = Generator(ModelConfig(resolution=32, z_dim=16, g_channels=8, d_channels=8, cond_dim=32,
+                                          max_mult=4, text_encoder=text_encoder))
+        for name, param in generator.named_parameters():
+            if ".proj." in name:
+                torch.nn.init.normal_(param, std=0.1)
+    return generator.eval()
+
+
+def save_tiny_checkpoint(folder: Path, seed: int = 0, text_encoder: str = "minilm") -> Path:
+    from ganvas.core.checkpoint import save_model
+
+    return save_model(folder, make_tiny_generator(seed, text_encoder), trained={"note": "random weights for tests"},
+                      card="# tiny\n\nRandom weights, for tests only.\n")
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("models") / "tiny")
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(monkeypatch):
+    for name in list(os.environ):
+        if name.startswith("GANVAS_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("GANVAS_PLUGINS", "")
+    from ganvas.plugins import request_policy
+
+    request_policy.configure()
+    reset_plugin_manager()
+    yield
+    reset_plugin_manager()
+    request_policy.configure()
+
+
+@pytest.fixture
+def plugins() -> GanvasPlugins:
+    """A fresh manager with the built-ins only, installed as the shared one for the test."""
+    manager = GanvasPlugins(entry_points=False, env={})
+    previous = set_plugin_manager(manager)
+    yield manager
+    set_plugin_manager(previous)
+
+
+@pytest.fixture
+def pipe(plugins, tiny_checkpoint):
+    from ganvas.core.pipeline import Pipeline
+
+    return Pipeline.load(str(tiny_checkpoint), plugins=plugins)
+
+
+@pytest.fixture(scope="session")
+def installed_plugins(tmp_path_factory) -> Path:
+    """pip-install the example plugin and the broken fixture plugin (real wheels, dist-info, entry points)
+    into a private folder; tests put it on sys.path or PYTHONPATH. Sources are copied first so the build
+    leaves nothing in the repository."""
+    work = tmp_path_factory.mktemp("plugin-src")
+    sources = [shutil.copytree(src, work / src.name) for src in (EXAMPLE_PLUGIN, BROKEN_PLUGIN)]
+    target = tmp_path_factory.mktemp("site-packages")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--no-index", "--target", str(target), *map(str, sources)], check=True)
+    return target
+
+
+def pixels(image):
+    import numpy as np
+
+    return np.asarray(image.convert("RGB"))
+
+
+def run_ganvas(args: list[str], env_extra: dict | None = None, cwd: Path | None = None, timeout: int = 120):
+    """Run the real command line in a fresh process (the console script's code path)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GANVAS_")}
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, "-m", "ganvas.core.cli", *args], capture_output=True, text=True,
+                          env=env, cwd=cwd, timeout=timeout)

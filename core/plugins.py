@@ -118,10 +118,14 @@ class GanvasPlugins:
         for ep in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
             if only is not None and ep.name not in only:
                 continue
-            if self.pm.is_blocked(ep.name) or self.pm.has_plugin(ep.name):
+            if self.pm.is_blocked(ep.name):
                 continue
             dist = getattr(ep, "dist", None)
             package, version = (dist.metadata["Name"], dist.version) if dist is not None else (None, None)
+            if self.pm.has_plugin(ep.name):
+                self._load_failed(PluginFailure(ep.name, "the name is already taken (by a built-in or another "
+                                                "package); rename the entry point", "register", package, version))
+                continue
             try:
                 plugin = ep.load()
             except BaseException as exc:  # SystemExit/KeyboardInterrupt in a module body included
@@ -169,7 +173,7 @@ class GanvasPlugins:
         logger.warning("%s", message)
 
     def _enable_trace(self) -> None:
-        if not logger.handlers:
+        if not logger.hasHandlers():  # the CLI (or the host's logging config) may already print ours
             handler = logging.StreamHandler(sys.stderr)
             handler.setFormatter(logging.Formatter("ganvas trace: %(message)s"))
             logger.addHandler(handler)

@@ -78,7 +78,9 @@ def ganvas_image_metadata(request, result, index):
         "ganvas_version": __version__,
         "parameters": a1111_parameters(prompt, seed, image.width, image.height, result.model.name,
                                        result.model.hash, request.truncation, request.style, extra),
-        "ganvas": json.dumps(reproduction_record(request, result, index), ensure_ascii=False, sort_keys=True),
+        # default=str: a plugin option in request.extra that JSON cannot hold must not cost the whole record
+        "ganvas": json.dumps(reproduction_record(request, result, index), ensure_ascii=False, sort_keys=True,
+                             default=str),
     }
 
 

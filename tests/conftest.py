@@ -1,11 +1,13 @@
 """Shared fixtures: a tiny checkpoint, an isolated plugin manager, really installed test plugins.
 
-Every test starts with no GANVAS_* settings and with entry-point loading off for the shared manager
-(GANVAS_PLUGINS=""), so whatever is installed in the environment cannot change the results; tests
-that exercise entry points install their plugins into a private folder and opt in.
+Every test starts without the GANVAS_* settings the pipeline and plugins read (PLUGIN_ENV) and with
+entry-point loading off for the shared manager (GANVAS_PLUGINS=""), so neither the caller's
+environment nor whatever is installed can change the results; tests that exercise entry points
+install their plugins into a private folder and opt in. GANVAS_THREADS and GANVAS_CACHE are left alone.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -22,6 +24,9 @@ from ganvas.core.plugins import GanvasPlugins, reset_plugin_manager, set_plugin_
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_PLUGIN = REPO / "examples" / "ganvas-example-plugin"
 BROKEN_PLUGIN = REPO / "tests" / "fixtures" / "broken-plugin"
+PLUGIN_ENV = ("GANVAS_PLUGINS", "GANVAS_DISABLE_PLUGINS", "GANVAS_TRACE_PLUGINS", "GANVAS_STRICT_PLUGINS",
+              "GANVAS_MODEL", "GANVAS_MODELS_PATH", "GANVAS_DEVICE", "GANVAS_BLOCKLIST", "GANVAS_MAX_N",
+              "GANVAS_MAX_PROMPT_CHARS", "GANVAS_DEBUG", "GANVAS_VERBOSITY", "GANVAS_EXAMPLE_HISTORY")
 
 
 def make_tiny_generator(seed: int = 0, text_encoder: str = "minilm"):
@@ -53,9 +58,8 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 
 @pytest.fixture(autouse=True)
 def isolated_env(monkeypatch):
-    for name in list(os.environ):
-        if name.startswith("GANVAS_"):
-            monkeypatch.delenv(name)
+    for name in PLUGIN_ENV:
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("GANVAS_PLUGINS", "")
     from ganvas.plugins import request_policy
 
@@ -90,8 +94,11 @@ def installed_plugins(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("plugin-src")
     sources = [shutil.copytree(src, work / src.name) for src in (EXAMPLE_PLUGIN, BROKEN_PLUGIN)]
     target = tmp_path_factory.mktemp("site-packages")
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--no-index", "--target", str(target), *map(str, sources)], check=True)
+    # Offline build with the environment's setuptools when it has one (Python < 3.12 venvs do);
+    # otherwise let pip fetch setuptools into an isolated build environment.
+    offline = ["--no-build-isolation", "--no-index"] if importlib.util.find_spec("setuptools") else []
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", *offline,
+                    "--target", str(target), *map(str, sources)], check=True)
     return target
 
 
@@ -103,7 +110,7 @@ def pixels(image):
 
 def run_ganvas(args: list[str], env_extra: dict | None = None, cwd: Path | None = None, timeout: int = 120):
     """Run the real command line in a fresh process (the console script's code path)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GANVAS_")}
+    env = {k: v for k, v in os.environ.items() if k not in PLUGIN_ENV}
     env.update(env_extra or {})
     return subprocess.run([sys.executable, "-m", "ganvas.core.cli", *args], capture_output=True, text=True,
                           env=env, cwd=cwd, timeout=timeout)

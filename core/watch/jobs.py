@@ -1,0 +1,270 @@
+"""Job files: which names are jobs, and parsing `*.txt` / `*.json` into entries with per-line errors.
+
+A `.txt` job is one prompt per line (blank lines and `#` comments skipped). A `.json` job is an object
+or a list of objects with `prompt` and optional `n`, `seed`, `model`, `truncation`, `style`, `size`,
+`name`. Each prompt-bearing line or list item gets an `index` (its position among them), bad ones
+included, so output file names stay tied to the source whatever else is wrong with the file.
+
+A problem with one line/item is a `Problem` (the rest of the job still runs); a problem with the
+whole file (binary, not JSON, too large, too many prompts, no prompts) raises `JobError`.
+Torch-free: this runs before any model is loaded.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..requests import DEFAULT_TRUNCATION, GenerationRequest, InvalidRequest
+
+JOB_SUFFIXES = (".txt", ".json")
+# Names that writers use while a file is still being produced, and OS/desktop litter.
+TEMP_SUFFIXES = (".part", ".partial", ".tmp", ".temp", ".crdownload", ".download", ".swp", ".swx", ".filepart")
+JUNK_NAMES = {"thumbs.db", "desktop.ini", "icon\r"}
+
+DEFAULT_MAX_BYTES = 4 * 1024 * 1024
+DEFAULT_MAX_PROMPTS = 10_000
+
+JSON_FIELDS = ("prompt", "n", "seed", "model", "truncation", "style", "size", "name")
+
+
+def is_job_name(name: str) -> bool:
+    """True for `*.txt` / `*.json` names that are not hidden, temporary or OS junk."""
+    lower = name.lower()
+    if not name or name[0] in ".~" or lower in JUNK_NAMES:
+        return False
+    if lower.endswith(TEMP_SUFFIXES) or lower.endswith("~"):
+        return False
+    return lower.endswith(JOB_SUFFIXES)
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_bytes: int = DEFAULT_MAX_BYTES
+    max_prompts: int = DEFAULT_MAX_PROMPTS
+
+
+class JobError(Exception):
+    """The whole file is unusable. `line`/`field` locate the problem when one place is at fault."""
+
+    def __init__(self, message: str, line: int | None = None, field: str | None = None, kind: str = "invalid_job"):
+        super().__init__(message)
+        self.message = message
+        self.line = line
+        self.field = field
+        self.kind = kind
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"message": self.message, "line": self.line, "field": self.field, "kind": self.kind}
+
+
+@dataclass
+class Problem:
+    """One bad line (txt) or item (json); the other entries of the job still run."""
+
+    index: int | None
+    line: int | None
+    field: str | None
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "line": self.line, "field": self.field, "message": self.message}
+
+    def __str__(self) -> str:
+        where = f"line {self.line}" if self.line is not None else f"entry {self.index}"
+        return f"{where}{f' ({self.field})' if self.field else ''}: {self.message}"
+
+
+@dataclass
+class Entry:
+    index: int
+    line: int
+    prompt: str
+    n: int = 1
+    seed: int | None = None
+    model: str | None = None
+    truncation: float = DEFAULT_TRUNCATION
+    style: str | None = None
+    size: int | None = None
+    name: str | None = None
+
+
+@dataclass
+class ParsedJob:
+    entries: list[Entry] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        """Prompt-bearing lines/items, good and bad: the range of `index`."""
+        return len(self.entries) + len(self.problems)
+
+
+def read_limited(path, limits: Limits) -> bytes:
+    """The file's bytes, refusing files over the size limit without reading them whole."""
+    with open(path, "rb") as fh:
+        data = fh.read(limits.max_bytes + 1)
+    if len(data) > limits.max_bytes:
+        raise JobError(f"file is larger than the limit of {limits.max_bytes} bytes (--max-bytes)", kind="too_large")
+    return data
+
+
+def parse_job(name: str, data: bytes, limits: Limits = Limits()) -> ParsedJob:
+    """Parse by extension. Raises JobError for a whole-file problem."""
+    if not data:
+        raise JobError("empty file (0 bytes): no prompts", kind="empty")
+    if len(data) > limits.max_bytes:
+        raise JobError(f"file is larger than the limit of {limits.max_bytes} bytes (--max-bytes)", kind="too_large")
+    nul = data.find(b"\x00")
+    if nul >= 0:  # checked first: a binary file should be called binary, not "not UTF-8" or "bad JSON"
+        line = data.count(b"\n", 0, nul) + 1
+        raise JobError(f"binary data (NUL byte) at line {line}; expected a text job (.txt: one prompt per line, "
+                       f".json: objects with \"prompt\")", line=line, kind="binary")
+    if name.lower().endswith(".json"):
+        job = _parse_json(data, limits)
+    else:
+        job = _parse_txt(data, limits)
+    if not job.entries and not job.problems:
+        hint = "one prompt per line; blank and # lines are skipped" if not name.lower().endswith(".json") \
+            else "an object or a list of objects with \"prompt\""
+        raise JobError(f"no prompts ({hint})", kind="no_prompts")
+    return job
+
+
+def _too_many(count: int, limits: Limits) -> JobError:
+    return JobError(f"{count} prompts in one file; the limit is {limits.max_prompts} (--max-prompts); "
+                    f"split the file", kind="too_many_prompts")
+
+
+def _parse_txt(data: bytes, limits: Limits) -> ParsedJob:
+    job = ParsedJob()
+    index = 0
+    lines = data.splitlines()
+    for number, raw in enumerate(lines, 1):
+        try:
+            text = raw.decode("utf-8-sig" if number == 1 else "utf-8").strip()
+        except UnicodeDecodeError as exc:
+            job.problems.append(Problem(index, number, None, f"not UTF-8 text (byte 0x{raw[exc.start]:02x} "
+                                                             f"at column {exc.start + 1})"))
+            index += 1
+            continue
+        if not text or text.startswith("#"):
+            continue
+        if index >= limits.max_prompts:
+            rest = sum(1 for r in lines[number - 1:] if r.strip() and not r.strip().startswith(b"#"))
+            raise _too_many(index + rest, limits)
+        entry = Entry(index, number, text)
+        problem = _validate(entry)
+        if problem:
+            job.problems.append(problem)
+        else:
+            job.entries.append(entry)
+        index += 1
+    return job
+
+
+def _parse_json(data: bytes, limits: Limits) -> ParsedJob:
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise JobError(f"not UTF-8 text (byte 0x{data[exc.start]:02x} at line {line})", line=line,
+                       kind="encoding") from None
+    try:
+        items = _json_items(text)
+    except json.JSONDecodeError as exc:
+        raise JobError(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}", line=exc.lineno,
+                       kind="json") from None
+    if items is None:
+        raise JobError("a JSON job must be an object or a list of objects with \"prompt\"", line=1, kind="json")
+    if len(items) > limits.max_prompts:
+        raise _too_many(len(items), limits)
+    job = ParsedJob()
+    for index, (line, item) in enumerate(items):
+        entry_or_problem = _json_entry(index, line, item)
+        if isinstance(entry_or_problem, Problem):
+            job.problems.append(entry_or_problem)
+        else:
+            job.entries.append(entry_or_problem)
+    return job
+
+
+def _json_items(text: str) -> list[tuple[int, Any]] | None:
+    """[(line, item)] for a top-level list (or one object), keeping each item's starting line.
+
+    json.loads forgets positions, so a list is decoded item by item with raw_decode; any syntax error
+    is re-raised by json.loads for its standard message with line and column.
+    """
+    decoder = json.JSONDecoder()
+    ws = " \t\r\n"
+    pos = len(text) - len(text.lstrip(ws))
+    if pos >= len(text):
+        json.loads(text)  # raises "Expecting value"
+    if text[pos] == "{":
+        return [(text.count("\n", 0, pos) + 1, json.loads(text))]
+    if text[pos] != "[":
+        json.loads(text)  # a syntax error raises; valid JSON of the wrong type is refused by the caller
+        return None
+    items = []
+    try:
+        pos += 1
+        while True:
+            while pos < len(text) and text[pos] in ws:
+                pos += 1
+            if pos < len(text) and text[pos] == "]" and not items:
+                pos += 1
+                break
+            start = pos
+            value, pos = decoder.raw_decode(text, pos)
+            items.append((text.count("\n", 0, start) + 1, value))
+            while pos < len(text) and text[pos] in ws:
+                pos += 1
+            if pos < len(text) and text[pos] == ",":
+                pos += 1
+                continue
+            if pos < len(text) and text[pos] == "]":
+                pos += 1
+                break
+            raise ValueError("expected , or ]")
+        if text[pos:].strip(ws):
+            raise ValueError("extra data")
+    except (ValueError, IndexError):
+        json.loads(text)  # the standard error, with line and column
+        raise  # pragma: no cover - json.loads accepted what the scanner refused
+    return items
+
+
+def _json_entry(index: int, line: int, item: Any) -> Entry | Problem:
+    if not isinstance(item, dict):
+        return Problem(index, line, None, f"item {index} is {_json_type(item)}; expected an object with \"prompt\"")
+    unknown = [k for k in item if k not in JSON_FIELDS]
+    if unknown:
+        return Problem(index, line, unknown[0], f"unknown field {unknown[0]!r} (known: {', '.join(JSON_FIELDS)})")
+    if "prompt" not in item:
+        return Problem(index, line, "prompt", "missing \"prompt\"")
+    name = item.get("name")
+    if name is not None and not isinstance(name, str):
+        return Problem(index, line, "name", f"name must be text, got {_json_type(name)}")
+    prompt = item["prompt"]
+    entry = Entry(index, line, prompt.strip() if isinstance(prompt, str) else prompt, item.get("n", 1),
+                  item.get("seed"), item.get("model"), item.get("truncation", DEFAULT_TRUNCATION), item.get("style"),
+                  item.get("size"), name)
+    if entry.model is not None and not isinstance(entry.model, str):
+        return Problem(index, line, "model", f"model must be text, got {_json_type(entry.model)}")
+    return _validate(entry) or entry
+
+
+def _validate(entry: Entry) -> Problem | None:
+    """The request checks every host shares (types and ranges); policy limits apply at generation."""
+    request = GenerationRequest(entry.prompt, entry.n, entry.seed, entry.truncation, entry.model, entry.style,
+                                entry.size, "watch")
+    try:
+        request.validate()
+    except InvalidRequest as exc:
+        return Problem(entry.index, entry.line, exc.param, str(exc))
+    return None
+
+
+def _json_type(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "text", bool: "true/false", type(None): "null",
+            int: "a number", float: "a number"}.get(type(value), type(value).__name__)

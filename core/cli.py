@@ -390,12 +390,10 @@ def plugins_command(include_builtins):
 # --- commands defined elsewhere in core ------------------------------------------------------------------------
 
 def _add_core_commands() -> None:
-    from . import cli_train
+    from .cli_train import eval_command, train_command, train_evaluator_command
 
-    for attr in ("train_command", "eval_command"):
-        command = getattr(cli_train, attr, None)
-        if command is not None:
-            main.add_command(command)
+    for command in (train_command, eval_command, train_evaluator_command):
+        main.add_command(command)
 
 
 _add_core_commands()

@@ -17,25 +17,19 @@ import torch
 from .checkpoint import load_generator
 from .data import load_imagefolder
 from .images import from_uint8
+from .pipeline import noise
 from .text_encoder import EmbeddingCache, default_cache_dir
-
-REPO_MODELS = Path(__file__).resolve().parent.parent / "models"
 
 
 def resolve_model(name_or_path: str) -> Path:
-    """A checkpoint folder path, or the name of a shipped model (models/<name>)."""
-    path = Path(name_or_path)
-    if path.is_dir():
-        return path
-    if "/" not in name_or_path and (REPO_MODELS / name_or_path / "config.json").exists():
-        return REPO_MODELS / name_or_path
-    raise FileNotFoundError(f"no model {name_or_path!r}: not a checkpoint folder and not a shipped model "
-                            f"({', '.join(sorted(p.name for p in REPO_MODELS.glob('*') if p.is_dir())) or 'none'})")
+    """A checkpoint folder path, or the name of a registered model (the pipeline's own lookup)."""
+    from .pipeline import resolve_model as resolve_registered
+    from .plugins import get_plugin_manager
 
-
-def noise_for_seeds(seeds: list[int], z_dim: int) -> torch.Tensor:
-    """Per-image noise from its own seed on the CPU: the same seed gives the same image in any batch."""
-    return torch.stack([torch.randn(z_dim, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+    _name, source, _origin = resolve_registered(name_or_path, get_plugin_manager())
+    if not isinstance(source, (str, os.PathLike)):
+        raise ValueError(f"model {name_or_path!r} comes from a plugin loader; ganvas eval needs a checkpoint folder")
+    return Path(source)
 
 
 @torch.no_grad()
@@ -43,7 +37,7 @@ def generate_from_vectors(generator, text_vectors: torch.Tensor, seeds: list[int
                           truncation: float = 1.0) -> torch.Tensor:
     out = []
     for i in range(0, len(seeds), batch):
-        z = noise_for_seeds(seeds[i:i + batch], generator.config.z_dim) * truncation
+        z = noise(generator.config.z_dim, seeds[i:i + batch]) * truncation
         out.append(generator(z, text_vectors[i:i + batch]).float())
     return torch.cat(out) if out else torch.zeros(0, 3, generator.config.resolution, generator.config.resolution)
 

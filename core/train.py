@@ -24,6 +24,7 @@ from .config import PRESETS, ModelConfig
 from .data import CaptionedImages, load_dataset
 from .images import caption_grid, from_uint8, loss_plot, to_pil
 from .model import Discriminator, Generator, count_parameters
+from .pipeline import noise
 from .text_encoder import EmbeddingCache, default_cache_dir
 
 
@@ -236,8 +237,7 @@ class Trainer:
         text = cache.lookup(captions).to(self.device)
         rows, tensors = [], []
         for i in range(len(captions)):
-            z = torch.stack([torch.randn(self.config.z_dim, generator=torch.Generator().manual_seed(s))
-                             for s in range(seeds)]).to(self.device)
+            z = noise(self.config.z_dim, range(seeds)).to(self.device)  # the pipeline's seeds 0..n-1
             imgs = self.G_ema(z, text[i:i + 1].expand(seeds, -1)).float()
             tensors.append(imgs)
             rows.append(to_pil(imgs))

@@ -95,8 +95,7 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str
-    resolution: Optional[int] = None
-    description: Optional[str] = None
+    resolution: Optional[int] = Field(None, description="native side in pixels, once the model is loaded")
 
 
 class ModelList(BaseModel):

@@ -66,13 +66,14 @@ class Problem:
     line: int | None
     field: str | None
     message: str
+    item: bool = False  # a JSON list item (named "item N (line L)"), not a text line
 
     def to_dict(self) -> dict[str, Any]:
         return {"index": self.index, "line": self.line, "field": self.field, "message": self.message}
 
     def __str__(self) -> str:
-        where = f"line {self.line}" if self.line is not None else f"entry {self.index}"
-        return f"{where}{f' ({self.field})' if self.field else ''}: {self.message}"
+        where = f"item {self.index} (line {self.line})" if self.item else f"line {self.line}"
+        return f"{where}{f', field {self.field!r}' if self.field else ''}: {self.message}"
 
 
 @dataclass
@@ -87,6 +88,7 @@ class Entry:
     style: str | None = None
     size: int | None = None
     name: str | None = None
+    item: bool = False  # from a JSON list (problems are named "item N (line L)")
 
 
 @dataclass
@@ -173,7 +175,8 @@ def _parse_json(data: bytes, limits: Limits) -> ParsedJob:
     try:
         items = _json_items(text)
     except json.JSONDecodeError as exc:
-        raise JobError(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}", line=exc.lineno,
+        reason = exc.msg[:-3] if exc.msg.endswith(" at") else exc.msg  # "Invalid control character at"
+        raise JobError(f"invalid JSON at line {exc.lineno} column {exc.colno}: {reason}", line=exc.lineno,
                        kind="json") from None
     if items is None:
         raise JobError("a JSON job must be an object or a list of objects with \"prompt\"", line=1, kind="json")
@@ -235,6 +238,13 @@ def _json_items(text: str) -> list[tuple[int, Any]] | None:
 
 
 def _json_entry(index: int, line: int, item: Any) -> Entry | Problem:
+    result = _json_entry_or_problem(index, line, item)
+    if isinstance(result, Problem):
+        result.item = True
+    return result
+
+
+def _json_entry_or_problem(index: int, line: int, item: Any) -> Entry | Problem:
     if not isinstance(item, dict):
         return Problem(index, line, None, f"item {index} is {_json_type(item)}; expected an object with \"prompt\"")
     unknown = [k for k in item if k not in JSON_FIELDS]
@@ -248,7 +258,7 @@ def _json_entry(index: int, line: int, item: Any) -> Entry | Problem:
     prompt = item["prompt"]
     entry = Entry(index, line, prompt.strip() if isinstance(prompt, str) else prompt, item.get("n", 1),
                   item.get("seed"), item.get("model"), item.get("truncation", DEFAULT_TRUNCATION), item.get("style"),
-                  item.get("size"), name)
+                  item.get("size"), name, item=True)
     if entry.model is not None and not isinstance(entry.model, str):
         return Problem(index, line, "model", f"model must be text, got {_json_type(entry.model)}")
     return _validate(entry) or entry

@@ -17,6 +17,7 @@ import re
 import secrets
 import time
 from pathlib import Path
+from typing import Callable
 
 from ..requests import GanvasError
 from .jobs import is_job_name
@@ -28,13 +29,18 @@ def new_job_id() -> str:
     return time.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
 
 
-def free_name(folder: Path, name: str, suffixes: tuple[str, ...] = ("",), split_ext: bool = True) -> Path:
-    """folder/name, else name-1, name-2 ... (before the extension); every `name+suffix` must be free."""
+def free_name(folder: Path, name: str, split_ext: bool = True,
+              companions: Callable[[str], list[str]] = lambda candidate: []) -> Path:
+    """folder/name, else name-1, name-2 ... (before the extension), so that nothing is overwritten.
+
+    `companions(candidate)` names files that will be written beside it (an error file); they must be
+    free too.
+    """
     stem, dot, ext = name.rpartition(".") if split_ext and "." in name.lstrip(".") else (name, "", "")
     k = 0
     while True:
         candidate = name if k == 0 else f"{stem}-{k}{dot}{ext}"
-        if not any((folder / (candidate + s)).exists() or (folder / (candidate + s)).is_symlink() for s in suffixes):
+        if not any(os.path.lexists(folder / n) for n in (candidate, *companions(candidate))):
             return folder / candidate
         k += 1
 

@@ -1,0 +1,157 @@
+"""Which models the Ganvas Model Loader offers, and where each one lives.
+
+Two sources, in this order:
+1. Checkpoint folders (config.json + model.safetensors) under ComfyUI's `ganvas` model folders:
+   ComfyUI/models/ganvas plus any `ganvas:` entry of extra_model_paths.yaml. A folder is offered by its
+   path relative to its base ("emoji64", "mine/run3"), as ComfyUI's DiffusersLoader offers folders.
+2. The models ganvas itself registers (its shipped models, GANVAS_MODELS_PATH, plugins), by name,
+   unless a folder of the same name shadows it (the user's ComfyUI folder wins).
+
+ComfyUI's folder_paths lists files, not folders, so the folders are found here with os.walk.
+Nothing here raises: a model source that fails is logged once and skipped, so the node list and
+ComfyUI's start never depend on it.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path, PurePosixPath
+from typing import Iterable
+
+FOLDER_NAME = "ganvas"
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+MAX_DEPTH = 4  # followlinks=True can loop; nobody nests checkpoints deeper than this
+
+log = logging.getLogger("ganvas.comfy")
+_reported: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _reported:
+        _reported.add(message)
+        log.warning("%s", message)
+
+
+def is_checkpoint(folder: str | os.PathLike) -> bool:
+    folder = Path(folder)
+    return (folder / CONFIG_FILE).is_file() and (folder / WEIGHTS_FILE).is_file()
+
+
+def find_checkpoints(bases: Iterable[str | os.PathLike]) -> list[str]:
+    """Checkpoint folders under each base, as POSIX paths relative to their base, sorted, no repeats."""
+    found: list[str] = []
+    for base in bases:
+        base = Path(base)
+        if not base.is_dir():
+            continue
+        for root, dirs, files in os.walk(base, followlinks=True):
+            rel = Path(root).relative_to(base)
+            if CONFIG_FILE in files and WEIGHTS_FILE in files and rel.parts:
+                found.append(rel.as_posix())
+                dirs[:] = []  # a checkpoint's own subfolders are not models
+            elif len(rel.parts) >= MAX_DEPTH:
+                dirs[:] = []
+            else:
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+    return sorted(set(found))
+
+
+def _safe_relative(name: str) -> PurePosixPath | None:
+    """The combo value as a relative path, or None when it is absolute or climbs out ('..')."""
+    rel = PurePosixPath(name.replace("\\", "/"))
+    if not rel.parts or rel.is_absolute() or ".." in rel.parts or ":" in rel.parts[0]:
+        return None
+    return rel
+
+
+def resolve_checkpoint(name: str, bases: Iterable[str | os.PathLike]) -> Path | None:
+    """The first base holding checkpoint folder `name`, else None."""
+    rel = _safe_relative(name)
+    if rel is None:
+        return None
+    for base in bases:
+        candidate = Path(base, *rel.parts)
+        if is_checkpoint(candidate):
+            return candidate
+    return None
+
+
+def comfy_bases() -> list[str]:
+    """ComfyUI's folders for the `ganvas` model type (empty outside ComfyUI or before registration)."""
+    try:
+        import folder_paths
+
+        return folder_paths.get_folder_paths(FOLDER_NAME)
+    except (ImportError, KeyError):
+        return []
+
+
+def register_model_folder() -> str:
+    """Make ComfyUI/models/ganvas a model folder of type `ganvas` (extra_model_paths.yaml adds more)."""
+    import folder_paths
+
+    path = os.path.join(folder_paths.models_dir, FOLDER_NAME)
+    folder_paths.add_model_folder_path(FOLDER_NAME, path)
+    return path
+
+
+def registered_models() -> list[str]:
+    """Names of the models ganvas registers (its plugin manager; no torch is imported)."""
+    try:
+        from ganvas.core.plugins import get_plugin_manager
+
+        return sorted(get_plugin_manager().models())
+    except Exception as exc:  # a missing or broken ganvas must not hide the folder models
+        _warn_once(f"ganvas: cannot list ganvas's registered models ({type(exc).__name__}: {exc}); "
+                   f"only checkpoint folders under models/{FOLDER_NAME} are offered")
+        return []
+
+
+def model_choices(bases: Iterable[str | os.PathLike] | None = None,
+                  registered: Iterable[str] | None = None) -> list[str]:
+    """The loader's combo: checkpoint folders first, then registered names they do not shadow."""
+    bases = comfy_bases() if bases is None else list(bases)
+    folders = find_checkpoints(bases)
+    names = registered_models() if registered is None else list(registered)
+    return folders + [n for n in names if n not in folders]
+
+
+def default_choice(choices: list[str]) -> str | None:
+    """ganvas's default model when offered, else the first choice."""
+    try:
+        from ganvas.core.requests import default_model_name
+
+        wanted = default_model_name()
+    except Exception:
+        wanted = None
+    if wanted in choices:
+        return wanted
+    return choices[0] if choices else None
+
+
+def model_source(name: str, bases: Iterable[str | os.PathLike] | None = None) -> str:
+    """What Pipeline.load gets for a combo value: a checkpoint folder path, or a registered name."""
+    bases = comfy_bases() if bases is None else list(bases)
+    folder = resolve_checkpoint(name, bases)
+    if folder is not None:
+        return str(folder)
+    if _safe_relative(name) is None:
+        raise ValueError(f"ganvas model {name!r}: not a model name (absolute paths and '..' are not accepted)")
+    return name  # a registered name; Pipeline.load says clearly if it is unknown
+
+
+def fingerprint(name: str, bases: Iterable[str | os.PathLike] | None = None) -> str:
+    """Changes when a checkpoint folder's files change, so ComfyUI reloads a retrained model."""
+    bases = comfy_bases() if bases is None else list(bases)
+    folder = resolve_checkpoint(name, bases)
+    if folder is None:
+        return f"name:{name}"
+    parts = []
+    for file in (CONFIG_FILE, WEIGHTS_FILE):
+        try:
+            stat = (folder / file).stat()
+            parts.append(f"{stat.st_mtime_ns}:{stat.st_size}")
+        except OSError:
+            parts.append("missing")
+    return f"{folder}|{'|'.join(parts)}"

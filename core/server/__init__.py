@@ -1,0 +1,25 @@
+"""`ganvas serve`: the pipeline behind the OpenAI Images API (see docs/server.md).
+
+    from ganvas.core.server import ServerConfig, create_app, serve
+    serve(ServerConfig(port=8000))          # blocks; SIGINT/SIGTERM shut down gracefully
+
+Modules: config (settings + safety rule), schemas (request/response models), app (routes), errors
+(OpenAI error shape), workers (bounded queue + fixed threads), store (url images), hub (model lookup),
+jobs (what a worker runs), middleware (access log, API key, body limit), runner (uvicorn + signals).
+"""
+from .config import ServerConfig, ServerConfigError
+
+__all__ = ["ServerConfig", "ServerConfigError", "create_app", "serve"]
+
+
+def __getattr__(name):
+    # Lazy: `ganvas serve --help` and the config check must not import FastAPI or torch.
+    if name == "create_app":
+        from .app import create_app
+
+        return create_app
+    if name == "serve":
+        from .runner import serve
+
+        return serve
+    raise AttributeError(name)

@@ -1,0 +1,137 @@
+"""The watch loop: recover, scan what is already there, then events + periodic rescans -> jobs.
+
+Jobs run one at a time on the loop's thread; the observer thread only queues paths. `stop` (an
+Event: SIGINT/SIGTERM in the CLI, tests directly) is checked between prompts, so stopping leaves the
+running job in processing/, where the next start resumes it.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .jobs import DEFAULT_MAX_BYTES, DEFAULT_MAX_PROMPTS, Limits, is_job_name
+from .layout import Inbox, WatchLock
+from .observer import EventSink, start_observer, stop_observer
+from .processor import DEFAULT_MAX_ATTEMPTS, JobProcessor
+from .runner import Pipelines
+from .stability import StabilityTracker
+
+log = logging.getLogger("ganvas.watch")
+
+DEFAULT_QUIET = 2.0
+DEFAULT_RESCAN = 60.0
+
+
+@dataclass
+class WatchConfig:
+    inbox: Path
+    outbox: Path
+    model: str | None = None
+    poll: float | None = None          # None: native events (polling fallback); else PollingObserver(timeout)
+    once: bool = False
+    quiet: float = DEFAULT_QUIET
+    empty_quiet: float | None = None   # None: 10 quiet periods
+    rescan: float = DEFAULT_RESCAN
+    duplicates: str = "skip"
+    max_bytes: int = DEFAULT_MAX_BYTES
+    max_prompts: int = DEFAULT_MAX_PROMPTS
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    fsync: bool = False
+
+
+def check_folders(inbox: Path, outbox: Path) -> None:
+    """The outbox may not be the inbox or one of its state folders (outputs would look like inputs)."""
+    from ..requests import GanvasError
+
+    i, o = Path(inbox).resolve(), Path(outbox).resolve()
+    box = Inbox(i)
+    if o == i or o in (box.processing, box.done, box.failed, box.state):
+        raise GanvasError(f"--out {outbox} must be a folder outside the inbox's own folders "
+                          f"(e.g. a sibling of {inbox})")
+
+
+class Watcher:
+    def __init__(self, config: WatchConfig, stop: threading.Event | None = None, pipelines: Pipelines | None = None,
+                 observer_factories: tuple | None = None):
+        check_folders(config.inbox, config.outbox)
+        self.config = config
+        self.stop = stop or threading.Event()
+        self.inbox = Inbox(config.inbox)
+        self.pipelines = pipelines or Pipelines(config.model)
+        self.observer_factories = observer_factories or (None, None)
+        self.tracker = StabilityTracker(config.quiet, config.empty_quiet)
+        self.processor: JobProcessor | None = None
+        self.observer_kind = ""
+        self.ready_event = threading.Event()  # set once recovery is over and files are being watched
+
+    def run(self) -> dict[str, int]:
+        """Watch until stopped (or, with once, until the backlog is done); returns outcome counts."""
+        cfg = self.config
+        lock = WatchLock(self.inbox.lock_path)
+        self.inbox.ensure()
+        lock.acquire()
+        observer = None
+        try:
+            pipe = self.pipelines.warm_up()
+            self.processor = JobProcessor(self.inbox, cfg.outbox, self.pipelines,
+                                          limits=Limits(cfg.max_bytes, cfg.max_prompts), duplicates=cfg.duplicates,
+                                          max_attempts=cfg.max_attempts, stop=self.stop, fsync=cfg.fsync)
+            log.info("model %s (%d px, hash %s); inbox %s -> outbox %s", pipe.name, pipe.resolution, pipe.info.hash,
+                     self.inbox.root, cfg.outbox)
+            self.processor.recover()
+            sink = EventSink(self.inbox.root, is_job_name)
+            if not cfg.once:
+                observer, self.observer_kind = start_observer(sink, cfg.poll, *self.observer_factories)
+            for path in self.inbox.candidates():  # startup scan: files dropped while nobody watched
+                self.tracker.touch(path)
+            log.info("watching %s (%s; quiet period %g s, rescan every %g s)%s", self.inbox.root,
+                     self.observer_kind or "backlog only", cfg.quiet, cfg.rescan,
+                     f"; {len(self.tracker)} waiting" if len(self.tracker) else "")
+            self.ready_event.set()
+            self._loop(sink)
+        finally:
+            stop_observer(observer)
+            if self.processor is not None:
+                self.processor.close()
+            lock.release()
+        return dict(self.processor.counts) if self.processor else {}
+
+    def _loop(self, sink: EventSink) -> None:
+        cfg = self.config
+        tick = min(max(cfg.quiet / 4, 0.05), 0.5)
+        last_scan = time.monotonic()
+        while not self.stop.is_set():
+            for path in sink.drain():
+                self.tracker.touch(path)
+            now = time.monotonic()
+            if now - last_scan >= (tick if cfg.once else cfg.rescan):
+                self._rescan()
+                last_scan = now
+            for path in self.tracker.ready():
+                if self.stop.is_set():
+                    break
+                self.tracker.discard(path)
+                try:
+                    self.processor.take(path)
+                except OSError as exc:  # e.g. the inbox is read-only: report and keep watching
+                    log.error("cannot process %s: %s", path.name, exc)
+                except Exception:  # a bug must not take the watcher down; the job resumes on restart
+                    log.exception("unexpected error while processing %s", path.name)
+            if cfg.once and not len(self.tracker):
+                return
+            sink.wake.wait(tick)
+            sink.wake.clear()
+
+    def _rescan(self) -> None:
+        """The safety net for missed events; with --once it only re-stats the backlog it started with."""
+        if self.config.once:
+            for path in self.tracker.paths():
+                self.tracker.touch(path)
+            return
+        for path in self.inbox.candidates():
+            self.tracker.touch(path)
+        for path in self.tracker.paths():  # forget files that were removed
+            self.tracker.touch(path)

@@ -1,0 +1,238 @@
+"""A job's life: claim -> (duplicate check) -> parse -> run -> done/ or failed/, and crash recovery.
+
+Order of writes, chosen so that a SIGKILL at any instant is recoverable:
+  1. rename INBOX/x -> processing/<id>__x (the claim), then journal `claimed` (with seed_base);
+     a file in processing/ without its record is simply claimed again on restart.
+  2. journal `output` (the folder name), then mkdir it, so a restart reuses the same folder.
+  3. images: temp + rename each, skipping those already complete (names depend only on index and seed).
+  4. manifest.json (temp + rename).
+  5. journal the terminal record (done / duplicate / failed, with the destination name), write the
+     error file for failures, then move the input. A restart finishes steps 5's move from the record.
+An input leaves the inbox only through done/ or failed/; it is never deleted.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import secrets
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from .jobs import JobError, Limits, ParsedJob, parse_job, read_limited
+from .journal import JobHistory, Journal
+from .layout import Inbox, free_name, new_job_id
+from .outputs import choose_output_dir, clean_temps, write_json
+from .runner import JobContext, Pipelines, RunOutcome, run_job
+
+log = logging.getLogger("ganvas.watch")
+
+DEFAULT_MAX_ATTEMPTS = 3
+
+
+def error_file(dest: Path) -> Path:
+    """failed/x.txt -> failed/x.error.json"""
+    return dest.with_name(Path(dest.name).stem + ".error.json")
+
+
+def _error_companion(candidate: str) -> list[str]:
+    return [Path(candidate).stem + ".error.json"]
+
+
+class JobProcessor:
+    def __init__(self, inbox: Inbox, outbox: Path, pipelines: Pipelines, *, limits: Limits = Limits(),
+                 duplicates: str = "skip", max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+                 stop: threading.Event | None = None, fsync: bool = False):
+        if duplicates not in ("skip", "process"):
+            raise ValueError(f"duplicates must be 'skip' or 'process', got {duplicates!r}")
+        self.inbox = inbox
+        self.outbox = Path(outbox)
+        self.pipelines = pipelines
+        self.limits = limits
+        self.duplicates = duplicates
+        self.max_attempts = max_attempts
+        self.stop = stop or threading.Event()
+        inbox.ensure()
+        self.outbox.mkdir(parents=True, exist_ok=True)
+        self.journal = Journal(inbox.journal_path, fsync=fsync)
+        self.history = JobHistory(self.journal.records())
+        self.counts: Counter[str] = Counter()
+
+    def close(self) -> None:
+        self.journal.close()
+
+    def _record(self, event: str, job_id: str, **fields: Any) -> dict[str, Any]:
+        record = self.journal.append(event, job_id, **fields)
+        self.history.add(record)
+        return record
+
+    def _rel(self, path: Path) -> str:
+        return path.relative_to(self.inbox.root).as_posix()
+
+    # --- entry points ---------------------------------------------------------------------------------
+
+    def take(self, path: Path) -> str | None:
+        """Claim a stable inbox file and run it. Returns done/failed/duplicate/interrupted, None if gone."""
+        job_id = new_job_id()
+        source = self.inbox.claim(path, job_id)
+        if source is None:
+            log.info("%s vanished before it could be claimed", path.name)
+            return None
+        self._record("claimed", job_id, file=path.name, path=self._rel(source), seed_base=secrets.randbelow(2 ** 32))
+        return self._run(job_id, source)
+
+    def recover(self) -> list[tuple[str, str]]:
+        """Finish or redo every job left in processing/ by a crash; [(file, outcome)]."""
+        results = []
+        for source in self.inbox.in_processing():
+            if self.stop.is_set():
+                break
+            job_id, name = Inbox.split_claimed(source)
+            job = self.history.jobs.get(job_id) if job_id else None
+            if job_id is None:  # put there by hand: give it a job id like any claim
+                job_id = new_job_id()
+                target = self.inbox.processing / f"{job_id}__{name}"
+                os.rename(source, target)
+                source = target
+            if job is None:
+                log.info("recovering %s (claimed, not yet started)", name)
+                self._record("claimed", job_id, file=name, path=self._rel(source),
+                             seed_base=secrets.randbelow(2 ** 32))
+            elif job.get("terminal"):
+                results.append((name, self._complete(job_id, source)))
+                continue
+            else:
+                attempts = self._attempts(job_id)
+                if attempts >= self.max_attempts:
+                    error = {"message": f"interrupted {attempts} times while running (watcher killed or crashed); "
+                                        f"gave up after {self.max_attempts} attempts", "kind": "interrupted"}
+                    out_dir = self.outbox / job["dir"] if job.get("dir") else None
+                    results.append((name, self._fail(job_id, source, error, out_dir=out_dir)))
+                    continue
+                log.info("resuming %s (attempt %d of %d)", name, attempts + 1, self.max_attempts)
+                self._record("resumed", job_id, path=self._rel(source))
+            results.append((name, self._run(job_id, source)))
+        return results
+
+    def _attempts(self, job_id: str) -> int:
+        events = self.history.jobs.get(job_id, {}).get("events", [])
+        return self.history.attempts(job_id) - events.count("interrupted")
+
+    # --- running --------------------------------------------------------------------------------------
+
+    def _run(self, job_id: str, source: Path) -> str:
+        job = self.history.jobs[job_id]
+        name = job["file"]
+        started = time.perf_counter()
+        try:
+            data = read_limited(source, self.limits)
+        except JobError as exc:
+            return self._fail(job_id, source, exc.to_dict())
+        except OSError as exc:
+            return self._fail(job_id, source, {"message": f"cannot read: {exc.strerror or exc}", "kind": "unreadable"})
+        sha = hashlib.sha256(data).hexdigest()
+        key = hashlib.sha256(f"{sha}|{self.pipelines.model_key()}".encode()).hexdigest()
+        if "dir" not in job and self.duplicates == "skip" and key in self.history.done_keys:
+            return self._duplicate(job_id, source, self.history.done_keys[key])
+        try:
+            parsed = parse_job(name, data, self.limits)
+        except JobError as exc:
+            return self._fail(job_id, source, exc.to_dict())
+        out_dir = self._output_dir(job_id, job, name)
+        ctx = JobContext(job_id, name, job["seed_base"], out_dir, self._attempts(job_id), sha)
+        outcome = run_job(ctx, parsed, self.pipelines, self.stop)
+        if outcome.interrupted:
+            self._record("interrupted", job_id)
+            log.info("stopped during %s; it resumes on the next start", name)
+            self.counts["interrupted"] += 1
+            return "interrupted"
+        seconds = time.perf_counter() - started
+        if outcome.problems:
+            return self._fail(job_id, source, _problems_error(parsed, outcome), out_dir=out_dir, outcome=outcome)
+        return self._done(job_id, source, out_dir, outcome, sha, key, seconds)
+
+    def _output_dir(self, job_id: str, job: dict, name: str) -> Path:
+        if job.get("dir"):  # resumed: the folder chosen on the first attempt
+            out_dir = self.outbox / job["dir"]
+            out_dir.mkdir(parents=True, exist_ok=True)
+            clean_temps(out_dir)
+            return out_dir
+        while True:
+            out_dir = choose_output_dir(self.outbox, Path(name).stem)
+            self._record("output", job_id, dir=out_dir.name)
+            try:
+                out_dir.mkdir()
+                return out_dir
+            except FileExistsError:  # another program made it between the check and now
+                continue
+
+    # --- endings --------------------------------------------------------------------------------------
+
+    def _done(self, job_id: str, source: Path, out_dir: Path, outcome: RunOutcome, sha: str, key: str,
+              seconds: float) -> str:
+        name = self.history.jobs[job_id]["file"]
+        dest = free_name(self.inbox.done, name)
+        self._record("done", job_id, dest=self._rel(dest), dir=out_dir.name, sha256=sha, key=key,
+                     prompts=len(outcome.prompts), images=outcome.images)
+        self.inbox.move(source, dest)
+        self.counts["done"] += 1
+        reused = f", {outcome.reused} already there" if outcome.reused else ""
+        log.info("done %s: %d prompts, %d images%s -> %s (%.2f s)", name, len(outcome.prompts), outcome.images,
+                 reused, out_dir, seconds)
+        return "done"
+
+    def _duplicate(self, job_id: str, source: Path, earlier: dict) -> str:
+        name = self.history.jobs[job_id]["file"]
+        dest = free_name(self.inbox.done, name)
+        self._record("duplicate", job_id, dest=self._rel(dest), of=earlier["job"], dir=earlier.get("dir"),
+                     key=earlier.get("key"))
+        self.inbox.move(source, dest)
+        self.counts["duplicate"] += 1
+        log.info("duplicate %s: same content and model as %s (job %s, outputs in %s); skipped -> %s "
+                 "(--duplicates process to run it again)", name, earlier.get("dest", "?").split("/")[-1],
+                 earlier["job"], self.outbox / str(earlier.get("dir")), self._rel(dest))
+        return "duplicate"
+
+    def _fail(self, job_id: str, source: Path, error: dict[str, Any], out_dir: Path | None = None,
+              outcome: RunOutcome | None = None) -> str:
+        job = self.history.jobs[job_id]
+        name = job["file"]
+        dest = free_name(self.inbox.failed, name, companions=_error_companion)
+        report = {"file": name, "job": job_id, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                  "attempts": self._attempts(job_id), **error}
+        if out_dir is not None:
+            report["output"] = str(out_dir)
+        if outcome is not None:
+            report["images_written"] = outcome.images
+            report["prompts_ok"] = len(outcome.prompts)
+        summary = {k: v for k, v in report.items() if k != "problems"}
+        self._record("failed", job_id, dest=self._rel(dest), error=summary)
+        write_json(error_file(dest), report)
+        self.inbox.move(source, dest)
+        self.counts["failed"] += 1
+        log.warning("failed %s: %s -> %s", name, error["message"], self._rel(dest))
+        return "failed"
+
+    def _complete(self, job_id: str, source: Path) -> str:
+        """A crash hit between the terminal record and the move: finish the move (and the error file)."""
+        job = self.history.jobs[job_id]
+        dest = self.inbox.root / job["dest"]
+        if job["terminal"] == "failed" and not error_file(dest).exists():
+            write_json(error_file(dest), {"file": job["file"], "job": job_id, **job.get("error", {})})
+        moved = self.inbox.move(source, dest)
+        self.counts[job["terminal"]] += 1
+        log.info("finished moving %s -> %s (%s before a restart)", job["file"], self._rel(moved), job["terminal"])
+        return job["terminal"]
+
+
+def _problems_error(parsed: ParsedJob, outcome: RunOutcome) -> dict[str, Any]:
+    problems = sorted(outcome.problems, key=lambda p: (p.index is None, p.index))
+    first = problems[0]
+    return {"message": f"{len(problems)} of {parsed.count} prompts failed; {first}"
+                       + (f" (and {len(problems) - 1} more, see problems)" if len(problems) > 1 else "")
+                       + (f"; the other {len(outcome.prompts)} made their images" if outcome.prompts else ""),
+            "kind": "bad_prompts", "line": first.line, "field": first.field,
+            "problems": [p.to_dict() for p in problems]}

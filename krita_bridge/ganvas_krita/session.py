@@ -1,0 +1,92 @@
+"""The docker's model, without Qt: seeds, layer names, the session's history of results."""
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+
+from .client import MAX_SEED, ClientError, GeneratedImage, GenerateParams
+
+SEED_DRAW_LIMIT = 2 ** 31 - 1   # drawn seeds stay short enough to read and type back
+LAYER_PROMPT_CHARS = 60
+
+_rng = random.SystemRandom()
+
+
+def random_seed() -> int:
+    return _rng.randint(0, SEED_DRAW_LIMIT)
+
+
+def parse_seed(text: str, n: int = 1) -> int:
+    """The seed field's text as an int; a ClientError naming the problem otherwise."""
+    value = (text or "").strip()
+    if not value.isdigit():
+        raise ClientError("invalid", f"the seed must be a whole number (0..{MAX_SEED}), got {value!r}", param="seed")
+    seed = int(value)
+    if seed > MAX_SEED - (n - 1):
+        raise ClientError("invalid", f"seed {seed} is too large: seed + count - 1 must stay <= {MAX_SEED}",
+                          param="seed")
+    return seed
+
+
+def layer_name(prompt: str, seed: int | None) -> str:
+    """'ganvas: a red circle (seed 7)'; long prompts are shortened with an ellipsis."""
+    text = " ".join(prompt.split())
+    if len(text) > LAYER_PROMPT_CHARS:
+        text = text[:LAYER_PROMPT_CHARS - 1].rstrip() + "\u2026"
+    return f"ganvas: {text}" + (f" (seed {seed})" if seed is not None else "")
+
+
+def seeds_label(images: list[GeneratedImage]) -> str:
+    seeds = [im.seed for im in images if im.seed is not None]
+    if not seeds:
+        return "seeds unknown"
+    if len(seeds) == 1:
+        return f"seed {seeds[0]}"
+    if seeds == list(range(seeds[0], seeds[0] + len(seeds))):
+        return f"seeds {seeds[0]}\u2013{seeds[-1]}"
+    return "seeds " + ", ".join(map(str, seeds))
+
+
+@dataclass
+class Batch:
+    """One answered request: its parameters, images and round-trip time."""
+
+    params: GenerateParams
+    images: list[GeneratedImage]
+    elapsed_s: float
+    live: bool = False
+    created: float = field(default_factory=time.time)
+
+    def label(self) -> str:
+        prompt = " ".join(self.params.prompt.split())
+        if len(prompt) > 40:
+            prompt = prompt[:39] + "\u2026"
+        return f"{time.strftime('%H:%M:%S', time.localtime(self.created))}  {prompt}  ({seeds_label(self.images)})"
+
+    def summary(self) -> str:
+        count = len(self.images)
+        return (f"{count} image{'s' if count != 1 else ''} in {self.elapsed_s * 1000:.0f} ms "
+                f"\u00b7 {seeds_label(self.images)}")
+
+
+class History:
+    """The session's batches, newest last. Live previews replace each other instead of piling up."""
+
+    def __init__(self, limit: int = 100):
+        self.limit = limit
+        self.batches: list[Batch] = []
+
+    def add(self, batch: Batch) -> Batch:
+        if batch.live and self.batches and self.batches[-1].live:
+            self.batches[-1] = batch
+        else:
+            self.batches.append(batch)
+        del self.batches[:-self.limit]
+        return batch
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, index: int) -> Batch:
+        return self.batches[index]

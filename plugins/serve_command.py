@@ -1,0 +1,75 @@
+"""Built-in plugin: `ganvas serve`, the pipeline behind an OpenAI-compatible HTTP API (core/server/)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ganvas.core.hookspecs import hookimpl
+
+
+def _serve_command() -> click.Command:
+    from ganvas.core.server.config import DEFAULT_PORT, default_store_dir
+
+    @click.command("serve")
+    @click.option("--host", default="127.0.0.1", show_default=True,
+                  help="address to bind; anything but loopback requires --api-key")
+    @click.option("--port", type=int, default=DEFAULT_PORT, show_default=True, help="TCP port (0 = any free port)")
+    @click.option("--api-key", envvar="GANVAS_API_KEY", default=None, show_envvar=True,
+                  help="require 'Authorization: Bearer KEY' on /v1 routes")
+    @click.option("--model", "-m", default=None,
+                  help="default model: a registered name (or a checkpoint folder); default GANVAS_MODEL or shapes")
+    @click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True,
+                  help="generation worker threads (the fixed pool)")
+    @click.option("--threads", type=click.IntRange(1, 256), default=None,
+                  help="torch CPU threads; default GANVAS_THREADS or 1")
+    @click.option("--max-queue", type=click.IntRange(0, 10_000), default=16, show_default=True,
+                  help="requests that may wait for a worker; more are answered 429 + Retry-After")
+    @click.option("--cors-origin", "cors_origins", multiple=True,
+                  help="allow browser calls from this origin (repeatable; '*' for any); CORS is off by default")
+    @click.option("--store", type=click.Path(file_okay=False, path_type=Path), default=None,
+                  help=f"folder for `url` images (kept 60 minutes) [default: {default_store_dir()}]")
+    @click.option("--public-url", default=None, help="base URL for `url` results behind a proxy (https://host)")
+    @click.option("--access-log", default="-", show_default=True,
+                  help="JSON-lines access log: '-' (stderr), a file, or 'off'")
+    @click.option("--shutdown-timeout", type=click.FloatRange(0, 3600), default=30.0, show_default=True,
+                  help="seconds in-flight requests get to finish on Ctrl+C / SIGTERM")
+    def serve(host, port, api_key, model, workers, threads, max_queue, cors_origins, store, public_url, access_log,
+              shutdown_timeout):
+        """Serve images over HTTP, compatible with the OpenAI Images API.
+
+        \b
+        Examples:
+          ganvas serve                                 # http://127.0.0.1:8000/v1
+          ganvas serve --host 0.0.0.0 --api-key s3cret --workers 2
+        \b
+        Client (official SDK):
+          OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="local").images.generate(
+              prompt="a red circle", n=4, response_format="b64_json", extra_body={"seed": 7})
+        """
+        from ganvas.core.server.config import ServerConfig, ServerConfigError
+
+        config = ServerConfig(host=host, port=port, api_key=api_key, model=model, workers=workers, threads=threads,
+                              max_queue=max_queue, cors_origins=list(cors_origins),
+                              store_dir=store or default_store_dir(), public_url=public_url,
+                              access_log=None if access_log == "off" else access_log,
+                              shutdown_timeout_s=shutdown_timeout)
+        try:
+            config.check()  # before importing FastAPI/torch: an unsafe bind is refused at once
+            from ganvas.core.server.runner import serve as run
+
+            run(config)
+        except ServerConfigError as exc:
+            raise click.ClickException(str(exc)) from None
+
+    return serve
+
+
+@hookimpl(trylast=True)
+def ganvas_register_commands(cli):
+    if "serve" not in getattr(cli, "commands", {}):  # a plugin that registered its own `serve` wins
+        cli.add_command(_serve_command())
+
+
+if __name__ == "__main__":  # `python -m ganvas.plugins.serve_command` = `ganvas serve`, without the plugin list
+    _serve_command()(prog_name="ganvas serve")

@@ -1,0 +1,77 @@
+"""Shared by the ComfyUI tests: finding a ComfyUI checkout, importing its API, reading the workflows.
+
+ComfyUI is not on PyPI. Point GANVAS_COMFYUI_DIR at a checkout (and GANVAS_COMFYUI_PYTHON at the Python
+that has its requirements and ganvas installed); the variables are read once, at import, because the
+autouse fixture in conftest.py clears GANVAS_* for each test.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PACK = REPO / "comfy_nodes"
+WORKFLOWS = PACK / "workflows"
+
+COMFYUI_DIR = os.environ.get("GANVAS_COMFYUI_DIR") or None
+COMFYUI_PYTHON = os.environ.get("GANVAS_COMFYUI_PYTHON") or None
+NO_CHECKOUT = ("no ComfyUI checkout configured: set GANVAS_COMFYUI_DIR to a ComfyUI folder (ComfyUI is not on "
+               "PyPI) and GANVAS_COMFYUI_PYTHON to a Python with its requirements and ganvas installed")
+
+# Widget values of each node in a UI workflow, in the frontend's order; CONTROL is the extra value that
+# follows a widget with control_after_generate ("fixed", "randomize", ...).
+CONTROL = "<control_after_generate>"
+WIDGETS = {
+    "GanvasModelLoader": ["model_name", "device"],
+    "GanvasGenerate": ["prompt", "seed", CONTROL, "batch_size", "truncation", "style"],
+    "GanvasInterpolate": ["prompt_from", "prompt_to", "seed_from", CONTROL, "seed_to", CONTROL, "frames",
+                          "truncation", "style"],
+    "GanvasEncodePrompt": ["text"],
+    "GanvasMixPrompts": ["weight"],
+    "SaveImage": ["filename_prefix"],
+}
+
+
+def import_comfy_api():
+    """(comfy_api.latest, folder_paths) from the configured checkout or the environment, or a skip reason."""
+    if COMFYUI_DIR and COMFYUI_DIR not in sys.path:
+        sys.path.insert(0, COMFYUI_DIR)
+    try:
+        import comfy.cli_args
+        import torch
+
+        if not torch.cuda.is_available():
+            comfy.cli_args.args.cpu = True  # what `main.py --cpu` sets; model_management reads it on import
+        import comfy.model_management  # noqa: F401
+        import comfy.utils  # noqa: F401
+        import comfy_api.latest
+        import folder_paths
+    except Exception as exc:  # ImportError, or a checkout whose requirements are missing here
+        where = f"GANVAS_COMFYUI_DIR={COMFYUI_DIR}" if COMFYUI_DIR else NO_CHECKOUT
+        return None, f"comfy_api not importable in {sys.executable} ({type(exc).__name__}: {exc}); {where}"
+    return (comfy_api.latest, folder_paths), None
+
+
+def load_workflow(name: str) -> dict:
+    return json.loads((WORKFLOWS / name).read_text("utf-8"))
+
+
+def ui_to_api(ui: dict) -> dict:
+    """What the frontend's graphToPrompt makes of a UI workflow (widget values + links), for our nodes."""
+    links = {link[0]: link for link in ui["links"]}
+    api = {}
+    for node in ui["nodes"]:
+        names = WIDGETS[node["type"]]
+        values = node.get("widgets_values", [])
+        if len(values) != len(names):
+            raise ValueError(f"node {node['id']} ({node['type']}): {len(values)} widget values, expected {len(names)}")
+        inputs = {n: v for n, v in zip(names, values) if n != CONTROL}
+        for socket in node.get("inputs", []):
+            if socket.get("link") is not None:
+                _, origin, slot, target, _, _ = links[socket["link"]]
+                assert target == node["id"], f"link {socket['link']} does not end at node {node['id']}"
+                inputs[socket["name"]] = [str(origin), slot]
+        api[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
+    return api

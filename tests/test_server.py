@@ -1,0 +1,604 @@
+"""`ganvas serve` driven by the official `openai` SDK over real loopback sockets.
+
+Most tests share one in-process server (uvicorn in a thread, see core/server/background.py) with an
+API key; tests that need another configuration (tiny queue, slow model, CORS) start their own, which
+is cheap because the model and the text encoder stay loaded in this process. The subprocess tests
+run the real command and kill it (SIGKILL, SIGTERM) mid-request.
+"""
+from __future__ import annotations
+
+import base64
+import http.client
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import warnings
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+openai = pytest.importorskip("openai")
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+
+from ganvas.core.hookspecs import hookimpl  # noqa: E402
+from ganvas.core.plugins import GanvasPlugins  # noqa: E402
+from ganvas.core.requests import MAX_SEED, RequestRefused  # noqa: E402
+from ganvas.core.server.background import BackgroundServer  # noqa: E402
+from ganvas.core.server.config import MAX_FRAMES, ServerConfig, ServerConfigError, is_loopback  # noqa: E402
+from ganvas.core.server.store import PARTIAL_PREFIX, ImageStore  # noqa: E402
+from ganvas.core.server.workers import QueueFull, WorkerPool  # noqa: E402
+
+from conftest import pixels  # noqa: E402
+
+KEY = "test-key"
+
+
+class TinyModels:
+    """Registers the conftest checkpoint as model "tiny" (plus extra named sources)."""
+
+    def __init__(self, folder: Path, **extra):
+        self.folder, self.extra = folder, extra
+
+    @hookimpl
+    def ganvas_register_models(self, register):
+        register("tiny", str(self.folder))
+        for name, source in self.extra.items():
+            register(name, source)
+
+
+class Gate:
+    """A policy plugin that holds any prompt containing "hold" until released: a slow job on demand."""
+
+    def __init__(self):
+        self.open = threading.Event()
+
+    @hookimpl
+    def ganvas_check_request(self, request):
+        if "hold" in request.prompt:
+            assert self.open.wait(60), "gate never opened"
+        if "forbidden" in request.prompt:
+            raise RequestRefused("no forbidden things", param="prompt")
+
+
+def make_plugins(tiny: Path, *extra_plugins, **extra_models) -> GanvasPlugins:
+    manager = GanvasPlugins(entry_points=False, env={})
+    manager.register(TinyModels(tiny, **extra_models), "test-models")
+    for i, plugin in enumerate(extra_plugins):
+        manager.register(plugin, f"test-plugin-{i}")
+    return manager
+
+
+def client(srv, key=KEY, **kw):
+    return openai.OpenAI(base_url=srv.url + "/v1", api_key=key, max_retries=0, timeout=60, **kw)
+
+
+def decode(item) -> Image.Image:
+    image = Image.open(io.BytesIO(base64.b64decode(item.b64_json)))
+    image.load()
+    return image
+
+
+def raw(srv, method, path, body=None, headers=None):
+    """(status, headers, parsed JSON or bytes) for a hand-made request."""
+    conn = http.client.HTTPConnection("127.0.0.1", int(srv.url.rsplit(":", 1)[1]), timeout=60)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        data = resp.read()
+        try:
+            data = json.loads(data)
+        except ValueError:
+            pass
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
+    finally:
+        conn.close()
+
+
+def auth(extra=None):
+    return {"Authorization": f"Bearer {KEY}".encode(), **(extra or {})}
+
+
+@pytest.fixture(scope="module")
+def gate():
+    return Gate()
+
+
+@pytest.fixture(scope="module")
+def srv(tiny_checkpoint, tmp_path_factory, gate):
+    config = ServerConfig(port=0, api_key=KEY, model="tiny", workers=2, max_queue=8, access_log=None,
+                          store_dir=tmp_path_factory.mktemp("store"))
+    with BackgroundServer(config, make_plugins(tiny_checkpoint, gate)) as server:
+        yield server
+
+
+# --- generation through the SDK ----------------------------------------------------------------------------
+
+def test_sdk_b64_json_n_greater_than_one_with_seeds(srv):
+    r = client(srv).images.generate(prompt="a red circle", n=3, size="64x64", response_format="b64_json",
+                                    extra_body={"seed": 7})
+    assert isinstance(r.created, int) and len(r.data) == 3
+    images = [decode(item) for item in r.data]
+    assert all(im.size == (64, 64) and im.format == "PNG" for im in images)
+    # the per-image seed is an extra field: the SDK keeps it (its models allow extras)
+    assert [item.seed for item in r.data] == [7, 8, 9]
+    assert r.data[0].url is None and r.data[0].revised_prompt is None
+    # image i uses seed + i: seed 8 alone is the second image of the batch
+    alone = client(srv).images.generate(prompt="a red circle", size="64x64", response_format="b64_json",
+                                        extra_body={"seed": 8})
+    assert (pixels(decode(alone.data[0])) == pixels(images[1])).all()
+    assert not (pixels(images[0]) == pixels(images[1])).all()
+    # PNG metadata from the pipeline travels with the image
+    assert any("seed" in str(v).lower() for v in images[0].info.values())
+
+
+def test_sdk_url_results_are_served_by_the_server(srv):
+    r = client(srv).images.generate(prompt="a blue square", n=2, response_format="url", extra_body={"seed": 1})
+    assert len(r.data) == 2 and all(item.b64_json is None for item in r.data)
+    for item in r.data:
+        assert item.url.startswith(srv.url + "/v1/images/files/")
+        with urllib.request.urlopen(item.url, timeout=30) as resp:  # no API key needed: the id is the secret
+            assert resp.headers["Content-Type"] == "image/png"
+            assert "max-age=" in resp.headers["Cache-Control"]
+            image = Image.open(io.BytesIO(resp.read()))
+            assert image.size == (32, 32)  # no size: the model's native resolution
+    stored = sorted(p.name for p in srv.config.store_dir.iterdir())
+    assert all(not name.startswith(PARTIAL_PREFIX) for name in stored)
+    assert {item.url.rsplit("/", 1)[1] for item in r.data} <= set(stored)
+
+
+def test_sdk_defaults_only_prompt(srv):
+    r = client(srv).images.generate(prompt="a green triangle")   # the SDK sends {"prompt": ...} only
+    assert len(r.data) == 1 and r.data[0].url and isinstance(r.data[0].seed, int)
+
+
+def test_extensions_truncation_style_and_model_alias(srv):
+    c = client(srv)
+    base = dict(prompt="a red circle", response_format="b64_json")
+    full = c.images.generate(**base, extra_body={"seed": 3})
+    low = c.images.generate(**base, extra_body={"seed": 3, "truncation": 0.25})
+    assert not (pixels(decode(full.data[0])) == pixels(decode(low.data[0]))).all()
+    styled = c.images.generate(**base, model="dall-e-2", extra_body={"seed": 3, "style": "noto"})
+    assert styled.data[0].revised_prompt == "a red circle; noto style"
+    assert styled.data[0].seed == 3
+
+
+def test_models_list_and_retrieve(srv):
+    c = client(srv)
+    assert [m.id for m in c.models.list()] == ["tiny"]
+    model = c.models.retrieve("tiny")
+    assert model.id == "tiny" and model.object == "model" and model.resolution == 32
+    with pytest.raises(openai.NotFoundError):
+        c.models.retrieve("nope")
+
+
+def test_interpolation_frames(srv):
+    c = client(srv)
+    body = {"prompts": ["a red circle", "a blue square"], "steps": 4, "seed": 11, "response_format": "b64_json"}
+    r = c.post("/images/interpolations", body=body, cast_to=object)
+    assert [f["index"] for f in r["data"]] == [0, 1, 2, 3, 4]
+    assert [f["t"] for f in r["data"]] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    first = Image.open(io.BytesIO(base64.b64decode(r["data"][0]["b64_json"])))
+    plain = c.images.generate(prompt="a red circle", response_format="b64_json", extra_body={"seed": 11})
+    assert (pixels(first) == pixels(decode(plain.data[0]))).all()  # frame 0 == a plain generation
+    walk = c.post("/images/interpolations", body={"prompts": ["a red circle"], "seeds": [1, 2, 3], "steps": 2,
+                                                  "response_format": "url"}, cast_to=object)
+    assert [f["seed"] for f in walk["data"]] == [1, 1, 2, 2, 3] and all("url" in f for f in walk["data"])
+
+
+@pytest.mark.parametrize("body, param", [
+    ({"prompts": ["a"], "seed": 1}, "prompts"),                                    # one key frame
+    ({"prompts": ["a", "b"], "steps": MAX_FRAMES}, "steps"),                       # too many frames
+    ({"prompts": ["a", "b", "c"], "seeds": [1, 2]}, "seeds"),                      # lengths disagree
+    ({"prompts": ["a", "b"], "seed": 1, "seeds": [1, 2]}, "seed"),
+    ({"prompts": ["a", "  "]}, "prompts"),
+    ({"prompts": "ab"}, "prompts"),
+])
+def test_interpolation_errors(srv, body, param):
+    with pytest.raises(openai.BadRequestError) as err:
+        client(srv).post("/images/interpolations", body=body, cast_to=object)
+    assert err.value.param == param, err.value.message
+
+
+# --- errors, one SDK class each ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs, param", [
+    (dict(n=11), "n"),
+    (dict(n=0), "n"),
+    (dict(size="100x200"), "size"),
+    (dict(size="4x4"), "size"),
+    (dict(size="4096x4096"), "size"),
+    (dict(size="large"), "size"),
+    (dict(response_format="jpeg"), "response_format"),
+    (dict(prompt=""), "prompt"),
+    (dict(prompt="   "), "prompt"),
+    (dict(prompt="x" * 1001), "prompt"),
+    (dict(extra_body={"seed": -1}), "seed"),
+    (dict(extra_body={"seed": MAX_SEED, "n": 2}), "seed"),
+    (dict(extra_body={"truncation": 0}), "truncation"),
+    (dict(extra_body={"truncation": 1.5}), "truncation"),
+    (dict(extra_body={"n": "2"}), "n"),
+    (dict(extra_body={"n": True}), "n"),
+    (dict(extra_body={"seeds": [1]}), "seeds"),          # a typo is named, not ignored
+    (dict(extra_body={"background": "transparent"}), "background"),
+    (dict(prompt="something forbidden"), "prompt"),      # a policy plugin's refusal
+])
+def test_bad_input_is_400_naming_the_field(srv, kwargs, param):
+    args = {"prompt": "a red circle", **kwargs}
+    extra = args.pop("extra_body", {})
+    with pytest.raises(openai.BadRequestError) as err:
+        client(srv).images.generate(**args, extra_body=extra)
+    assert err.value.status_code == 400 and err.value.param == param, err.value.message
+    assert err.value.type == "invalid_request_error"
+    assert set(err.value.body) == {"message", "type", "param", "code"}
+
+
+def test_policy_limits_apply(srv):
+    from ganvas.plugins import request_policy
+
+    request_policy.configure(max_prompt_chars=1000, max_n=2, blocklist=["purple"])
+    with pytest.raises(openai.BadRequestError) as err:
+        client(srv).images.generate(prompt="a purple circle")
+    assert err.value.code == "request_refused" and "purple" in err.value.message
+    with pytest.raises(openai.BadRequestError) as err:
+        client(srv).images.generate(prompt="a red circle", n=3)
+    assert err.value.param == "n"
+
+
+def test_wrong_or_missing_key_is_401(srv):
+    with pytest.raises(openai.AuthenticationError) as err:
+        client(srv, key="wrong").images.generate(prompt="a red circle")
+    assert err.value.code == "invalid_api_key"
+    with pytest.raises(openai.AuthenticationError):
+        client(srv, key="wrong").models.list()
+    status, headers, body = raw(srv, "POST", "/v1/images/generations", json.dumps({"prompt": "x"}),
+                                {"Content-Type": "application/json"})
+    assert status == 401 and headers["www-authenticate"] == "Bearer" and "missing" in body["error"]["message"]
+    # keys are compared as bytes: a non-ASCII token is a plain 401, never a TypeError (500)
+    status, _, body = raw(srv, "GET", "/v1/models", headers={"Authorization": "Bearer test-k\u00e9y".encode()})
+    assert status == 401 and body["error"]["code"] == "invalid_api_key"
+    assert raw(srv, "GET", "/health")[0] == 200  # health and the OpenAPI document need no key
+    assert raw(srv, "GET", "/openapi.json")[0] == 200
+
+
+@pytest.mark.parametrize("model", ["nope", "../tiny", "tiny/..", "/etc/passwd", "~/tiny", "C:\\tiny"])
+def test_unknown_or_path_like_model_is_404(srv, model):
+    with pytest.raises(openai.NotFoundError) as err:
+        client(srv).images.generate(prompt="a red circle", model=model)
+    assert err.value.param == "model" and err.value.code == "model_not_found"
+
+
+def test_checkpoint_folder_path_is_not_a_model_name(srv, tiny_checkpoint):
+    # the folder exists and holds a valid checkpoint: a request still cannot name it
+    with pytest.raises(openai.NotFoundError):
+        client(srv).images.generate(prompt="a red circle", model=str(tiny_checkpoint))
+
+
+def test_body_too_large_is_413(srv):
+    with pytest.raises(openai.APIStatusError) as err:
+        client(srv).images.generate(prompt="a red circle", extra_body={"pad": "x" * 100_000})
+    assert err.value.status_code == 413 and err.value.code == "request_too_large"
+    # chunked upload: no Content-Length to check up front, the count stops it
+    conn = http.client.HTTPConnection("127.0.0.1", int(srv.url.rsplit(":", 1)[1]), timeout=30)
+    conn.request("POST", "/v1/images/generations", body=iter([b'{"prompt": "', b"x" * 70_000, b'"}']),
+                 headers={**auth(), "Content-Type": "application/json"}, encode_chunked=True)
+    resp = conn.getresponse()
+    assert resp.status == 413 and json.loads(resp.read())["error"]["code"] == "request_too_large"
+    conn.close()
+
+
+@pytest.mark.parametrize("body, content_type", [
+    (b"{not json", "application/json"),
+    (b"[1, 2]", "application/json"),
+    (b"null", "application/json"),
+    (b"", "application/json"),
+    (b'{"prompt": "x"}', "text/plain"),
+    (b"prompt=x", "application/x-www-form-urlencoded"),
+    (b'{"prompt": {"nested": [1]}}', "application/json"),
+    (b'{"prompt": "x", "truncation": NaN}', "application/json"),
+    (b'{"prompt": "x", "seed": 1e400}', "application/json"),
+    (b'{"prompt": "x", "seed": 123456789012345678901234567890}', "application/json"),
+    (b'{"prompt": "x\\ud800"}', "application/json"),
+    (b"\xff\xfe", "application/json"),
+])
+def test_garbage_is_400_in_openai_shape(srv, body, content_type):
+    status, _, data = raw(srv, "POST", "/v1/images/generations", body, auth({"Content-Type": content_type}))
+    assert status == 400, data
+    assert set(data["error"]) == {"message", "type", "param", "code"} and data["error"]["message"]
+
+
+def test_unknown_routes_and_methods_in_openai_shape(srv):
+    status, _, data = raw(srv, "GET", "/v1/nothing-here", headers=auth())
+    assert status == 404 and data["error"]["code"] == "not_found"
+    status, headers, data = raw(srv, "GET", "/v1/images/generations", headers=auth())
+    assert status == 405 and "POST" in headers["allow"] and data["error"]["code"] == "method_not_allowed"
+    for name in ("..%2F..%2Fetc%2Fpasswd", "short.png", "A" * 22 + ".txt", "A" * 22 + ".png"):
+        status, _, data = raw(srv, "GET", f"/v1/images/files/{name}")
+        assert status == 404 and data["error"]["code"] in ("not_found",), name
+
+
+def test_health_and_openapi(srv):
+    status, _, data = raw(srv, "GET", "/health")
+    assert status == 200 and data["status"] == "ok" and data["model"] == "tiny"
+    status, _, doc = raw(srv, "GET", "/openapi.json")
+    assert {"/v1/images/generations", "/v1/images/interpolations", "/v1/models", "/health"} <= set(doc["paths"])
+    request_schema = doc["components"]["schemas"]["CreateImageRequest"]
+    assert request_schema["additionalProperties"] is False and request_schema["required"] == ["prompt"]
+
+
+# --- backpressure, readiness, CORS: servers of their own -------------------------------------------------------
+
+def test_full_queue_is_429_with_retry_after(tiny_checkpoint, tmp_path):
+    gate = Gate()
+    config = ServerConfig(port=0, model="tiny", workers=1, max_queue=1, access_log=None, store_dir=tmp_path)
+    with BackgroundServer(config, make_plugins(tiny_checkpoint, gate)) as server:
+        c = client(server)
+        results: list = []
+        held = [threading.Thread(target=lambda: results.append(c.images.generate(prompt=f"hold {i}")))
+                for i in range(2)]
+        for t in held:
+            t.start()
+        deadline = time.monotonic() + 30
+        while server.state.pool.stats()["pending"] < 2:  # one running (held at the gate), one waiting
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        try:
+            with pytest.raises(openai.RateLimitError) as err:
+                c.images.generate(prompt="a red circle")
+            assert err.value.code == "queue_full" and err.value.type == "rate_limit_error"
+            assert int(err.value.response.headers["retry-after"]) >= 1
+            assert raw(server, "GET", "/health")[2]["queue"]["pending"] == 2
+        finally:
+            gate.open.set()
+        for t in held:
+            t.join(60)
+        assert len(results) == 2  # the admitted requests were answered
+        assert c.images.generate(prompt="a red circle").data  # and the queue drained
+
+
+def test_503_until_the_model_is_warm(tiny_checkpoint, tmp_path):
+    release = threading.Event()
+
+    def slow_loader():
+        release.wait(60)
+        return str(tiny_checkpoint)
+
+    config = ServerConfig(port=0, model="slow", access_log=None, store_dir=tmp_path)
+    server = BackgroundServer(config, make_plugins(tiny_checkpoint, slow=slow_loader), wait_ready=False).start()
+    try:
+        status, headers, data = raw(server, "GET", "/health")
+        assert status == 503 and data["status"] == "loading" and headers["retry-after"]
+        with pytest.raises(openai.InternalServerError) as err:  # 503 is the SDK's InternalServerError class
+            client(server).images.generate(prompt="a red circle")
+        assert err.value.status_code == 503 and err.value.code == "model_loading"
+        release.set()
+        server.wait_until_ready()
+        assert client(server).images.generate(prompt="a red circle", model="slow").data
+    finally:
+        release.set()
+        server.stop()
+
+
+def test_model_that_fails_to_load_stops_the_server(tmp_path, tiny_checkpoint):
+    config = ServerConfig(port=0, model="missing-model", access_log=None, store_dir=tmp_path)
+    with pytest.raises(ServerConfigError, match="missing-model"):
+        BackgroundServer(config, make_plugins(tiny_checkpoint)).start()
+
+
+def test_cors_off_by_default_and_on_when_configured(srv, tiny_checkpoint, tmp_path):
+    preflight = {"Origin": "http://example.test", "Access-Control-Request-Method": "POST",
+                 "Access-Control-Request-Headers": "authorization,content-type"}
+    status, headers, _ = raw(srv, "OPTIONS", "/v1/images/generations", headers=preflight)
+    assert "access-control-allow-origin" not in headers
+    config = ServerConfig(port=0, model="tiny", access_log=None, store_dir=tmp_path, api_key="k",
+                          cors_origins=["http://example.test"])
+    with BackgroundServer(config, make_plugins(tiny_checkpoint)) as server:
+        status, headers, _ = raw(server, "OPTIONS", "/v1/images/generations", headers=preflight)
+        assert status == 200 and headers["access-control-allow-origin"] == "http://example.test"
+        status, headers, _ = raw(server, "POST", "/v1/images/generations", b"{}",
+                                 {"Origin": "http://example.test", "Content-Type": "application/json"})
+        assert status == 401 and headers["access-control-allow-origin"] == "http://example.test"
+
+
+def test_access_log_lines(tiny_checkpoint, tmp_path):
+    log_file = tmp_path / "access.jsonl"
+    from ganvas.core.server.runner import _access_logging
+
+    _access_logging(str(log_file))
+    try:
+        config = ServerConfig(port=0, model="tiny", store_dir=tmp_path / "store", api_key="k")
+        with BackgroundServer(config, make_plugins(tiny_checkpoint)) as server:
+            client(server, key="k").images.generate(prompt="a secret prompt", n=2, user="u1")
+            raw(server, "GET", "/health")
+    finally:
+        _access_logging(None)
+    lines = [json.loads(line) for line in log_file.read_text().splitlines()]
+    gen = next(line for line in lines if line["path"] == "/v1/images/generations")
+    assert gen["status"] == 200 and gen["model"] == "tiny" and gen["n"] == 2 and gen["user"] == "u1"
+    assert {"ts", "id", "client", "method", "ms", "bytes", "wait_ms"} <= set(gen)
+    text = log_file.read_text()
+    assert "secret prompt" not in text and "Bearer" not in text  # neither prompts nor keys are logged
+
+
+# --- the pieces on their own ------------------------------------------------------------------------------------
+
+def test_non_loopback_bind_needs_a_key():
+    with pytest.raises(ServerConfigError, match="API key"):
+        ServerConfig(host="0.0.0.0").check()
+    with pytest.raises(ServerConfigError, match="API key"):
+        ServerConfig(host="::").check()
+    ServerConfig(host="0.0.0.0", api_key="k").check()
+    ServerConfig(host="localhost").check()
+    assert is_loopback("127.0.0.2") and is_loopback("::1") and not is_loopback("192.168.1.10")
+    with pytest.raises(ServerConfigError, match="empty"):
+        ServerConfig(api_key=" ").check()
+
+
+def test_worker_pool_bounds_and_drains():
+    release = threading.Event()
+    pool = WorkerPool(workers=1, max_queue=1)
+    first, second = pool.submit(lambda: release.wait(10) and 1), pool.submit(lambda: 2)
+    with pytest.raises(QueueFull) as full:
+        pool.submit(lambda: 3)
+    assert full.value.retry_after > 0 and pool.stats()["rejected"] == 1
+    assert threading.active_count() < 50  # fixed threads, whatever the load
+    release.set()
+    assert pool.shutdown(wait=True, timeout=10)
+    assert first.result() == 1 and second.result() == 2  # admitted work finished during shutdown
+
+
+def test_store_is_atomic_and_recovers(tmp_path):
+    store = ImageStore(tmp_path, ttl_s=3600)
+    image_id = store.put(b"\x89PNG data")
+    assert store.lookup(image_id)[0].read_bytes() == b"\x89PNG data"
+    assert store.lookup("../../etc/passwd") is None and store.lookup("x" * 22 + "/") is None
+    # the rename path (filesystems without O_TMPFILE): a crash leaves .partial-*, the next open removes it
+    fallback = ImageStore(tmp_path, ttl_s=3600, use_tmpfile=False)
+    second = fallback.put(b"more")
+    (tmp_path / f"{PARTIAL_PREFIX}abc").write_bytes(b"half")
+    reopened = ImageStore(tmp_path, ttl_s=3600)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f"{image_id}.png", f"{second}.png"])
+    assert reopened.lookup(second) is not None
+    # expiry: a zero TTL store drops everything on open
+    ImageStore(tmp_path, ttl_s=0)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_serve_command_registers_through_the_hook():
+    import click
+
+    from ganvas.plugins import serve_command
+
+    @click.group()
+    def cli():
+        pass
+
+    manager = GanvasPlugins(builtins=False, entry_points=False, env={})
+    manager.register(serve_command, "serve_command")
+    manager.register_commands(cli)
+    assert "serve" in cli.commands
+    params = {p.name for p in cli.commands["serve"].params}
+    assert {"host", "port", "api_key", "workers", "threads", "max_queue", "cors_origins", "model"} <= params
+
+
+# --- the real command in a subprocess ----------------------------------------------------------------------------
+
+def serve_argv() -> list[str]:
+    from ganvas.core.plugins import BUILTIN_PLUGINS
+
+    if "serve_command" in BUILTIN_PLUGINS:
+        return [sys.executable, "-m", "ganvas.core.cli", "serve"]
+    return [sys.executable, "-m", "ganvas.plugins.serve_command"]  # same click command, before registration
+
+
+class ServeProcess:
+    def __init__(self, args: list[str], env: dict, log: Path):
+        self.log = log
+        self.handle = open(log, "ab")
+        self.proc = subprocess.Popen([*serve_argv(), *args], stdout=self.handle, stderr=subprocess.STDOUT, env=env)
+        self.url = ""
+
+    def wait_ready(self, timeout: float = 120) -> "ServeProcess":
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.log.read_text(errors="replace")
+            for line in text.splitlines():
+                if "ready at http://" in line:
+                    self.url = line.split("ready at ", 1)[1].split()[0].removesuffix("/v1")
+                    return self
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited {self.proc.returncode}:\n{text}")
+            time.sleep(0.05)
+        raise AssertionError(f"server not ready:\n{self.log.read_text(errors='replace')}")
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.handle.close()
+
+
+def serve_env(tiny_checkpoint: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GANVAS_", "OPENAI_"))}
+    env.update(GANVAS_MODELS_PATH=str(tiny_checkpoint.parent), GANVAS_PLUGINS="", OMP_NUM_THREADS="1",
+               GANVAS_THREADS="1")
+    return env
+
+
+def test_serve_refuses_public_bind_without_key(tiny_checkpoint):
+    proc = subprocess.run([*serve_argv(), "--host", "0.0.0.0", "--port", "0"], capture_output=True, text=True,
+                          env=serve_env(tiny_checkpoint), timeout=60)
+    assert proc.returncode == 1 and "without an API key" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def _store_is_clean(store: Path) -> list[str]:
+    names = sorted(p.name for p in store.iterdir())
+    for name in names:
+        assert not name.startswith(PARTIAL_PREFIX) and name.endswith(".png"), names
+        with Image.open(store / name) as im:
+            im.load()  # a truncated PNG raises here
+    return names
+
+
+def test_kill_mid_request_leaves_no_partial_files_and_restart_serves(tiny_checkpoint, tmp_path):
+    store, env = tmp_path / "store", serve_env(tiny_checkpoint)
+    args = ["--port", "0", "--model", "tiny", "--store", str(store), "--access-log", "off"]
+    first = ServeProcess(args, env, tmp_path / "serve1.log").wait_ready()
+    try:
+        kept = client(first, key="x").images.generate(prompt="a red circle", response_format="url").data[0].url
+        before = set(store.iterdir())
+        failed: list = []
+
+        def long_request():
+            try:
+                client(first, key="x").images.generate(prompt="a red circle", n=10, size="1024x1024",
+                                                       response_format="url")
+            except openai.APIConnectionError as exc:
+                failed.append(exc)
+
+        t = threading.Thread(target=long_request)
+        t.start()
+        deadline = time.monotonic() + 60
+        while set(store.iterdir()) == before:  # the request is writing its images: kill it now
+            assert time.monotonic() < deadline and t.is_alive()
+            time.sleep(0.002)
+        first.proc.send_signal(signal.SIGKILL)
+        first.proc.wait(10)
+        t.join(30)
+        assert failed, "the request should have died with the server"
+        assert len(_store_is_clean(store)) < len(before) + 10
+    finally:
+        first.close()
+
+    second = ServeProcess(args, env, tmp_path / "serve2.log").wait_ready()
+    try:
+        _store_is_clean(store)
+        with urllib.request.urlopen(second.url + "/v1/images/files/" + kept.rsplit("/", 1)[1], timeout=30) as resp:
+            assert resp.status == 200  # url results outlive a restart (until their 60 minutes are up)
+        # graceful stop: SIGTERM while a request runs; it is answered, then the process exits 0
+        answer: list = []
+        t = threading.Thread(target=lambda: answer.append(client(second, key="x").images.generate(
+            prompt="a red circle", n=10, size="1024x1024", response_format="b64_json")))
+        t.start()
+        deadline = time.monotonic() + 60
+        while True:
+            with urllib.request.urlopen(second.url + "/health", timeout=30) as resp:
+                if json.load(resp)["queue"]["running"] >= 1:
+                    break
+            assert time.monotonic() < deadline
+            time.sleep(0.002)
+        second.proc.send_signal(signal.SIGTERM)
+        t.join(60)
+        assert second.proc.wait(60) == 0
+        assert answer and len(answer[0].data) == 10
+        assert "stopped" in second.log.read_text()
+    finally:
+        second.close()

@@ -10,6 +10,7 @@ the same bytes back for every level 0..255, so a saved PNG equals `ganvas genera
 """
 from __future__ import annotations
 
+import importlib
 import sys
 from typing import Any, Callable, Sequence
 
@@ -22,7 +23,7 @@ OnImage = Callable[[int, int], None]  # (images done, images in total)
 def require_ganvas():
     """ganvas.core.pipeline, or an error that says how to install ganvas into ComfyUI's Python."""
     try:
-        from ganvas.core import pipeline
+        pipeline = importlib.import_module("ganvas.core.pipeline")
     except ImportError as exc:
         raise RuntimeError(
             f"the ganvas nodes need the ganvas package in ComfyUI's Python ({sys.executable}): {exc}. "

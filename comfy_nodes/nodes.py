@@ -78,6 +78,18 @@ class GanvasModelLoader(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, model_name, device):
+        # ComfyUI (pinned 0.3.64) does not check V3 combo values against their options itself
+        if device not in DEVICES:
+            return f"device must be one of {', '.join(DEVICES)}, got {device!r}"
+        choices = model_folders.model_choices()
+        if model_name not in choices:
+            where = ", ".join(model_folders.comfy_bases()) or f"models/{model_folders.FOLDER_NAME}"
+            return (f"ganvas model {model_name!r} not found: put its checkpoint folder (config.json + "
+                    f"model.safetensors) in {where}; available: {', '.join(choices) or 'none'}")
+        return True
+
+    @classmethod
     def fingerprint_inputs(cls, model_name, device):
         return f"{model_folders.fingerprint(model_name)}|{device}"
 

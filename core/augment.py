@@ -32,5 +32,13 @@ def cutout(x, ratio: float = 0.25, generator=None):
     return x * (~inside).unsqueeze(1).to(x.dtype)
 
 
-def diff_augment(x, generator=None):
-    return cutout(translate(x, generator=generator), generator=generator)
+OPS = {"translation": translate, "cutout": cutout}
+
+
+def diff_augment(x, ops: str = "translation,cutout", generator=None):
+    """Apply the comma-separated ops in order ("" = none)."""
+    for name in filter(None, (o.strip() for o in ops.split(","))):
+        if name not in OPS:
+            raise ValueError(f"unknown augmentation {name!r}; choose from {sorted(OPS)}")
+        x = OPS[name](x, generator=generator)
+    return x

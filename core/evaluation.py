@@ -206,28 +206,49 @@ def evaluate_dataset_model(model: str, root: Path, split: str, evaluator: str | 
                      "real_vs_real": frechet_distance(real_feat[a], real_feat[b])}
     report["kid"] = {"generated_vs_real": kernel_inception_distance(fake_feat[a], real_feat[b]),
                      "real_vs_real": kernel_inception_distance(real_feat[a], real_feat[b])}
-    report["diversity"] = _diversity(generator, ev, captions, concepts, text_vectors, real_feat, diversity_seeds,
-                                     diversity_concepts, seed)
+    styles = _concept_styles(root, split, rows, resolution, ev, diversity_concepts, embed)
+    report["diversity"] = _diversity(generator, ev, captions, concepts, text_vectors, styles, diversity_seeds, seed)
     return report, format_dataset_report(report, model, root, split, seed)
 
 
-def _diversity(generator, ev, captions, concepts, text_vectors, real_feat, n_seeds, n_concepts, seed) -> dict:
+def _concept_styles(root: Path, split: str, rows: list[dict], resolution: int, ev, limit: int, embed) -> dict:
+    """Evaluator features of every real image of up to `limit` concepts of the split that exist in 2+ styles,
+    looking in train/ too: a test concept has its other styles there."""
+    from .data import load_image
+
+    images: dict[str, list[Path]] = {}
+    for folder, split_rows in [(root / split, rows)] + (
+            [(root / "train", _read_split(root, "train")[0])] if split != "train" and (root / "train").is_dir() else []):
+        for r in split_rows:
+            images.setdefault(r.get("label", r["text"]), []).append(folder / r["file_name"])
+    wanted = list(dict.fromkeys(r.get("label", r["text"]) for r in rows))
+    chosen = [c for c in wanted if len(images.get(c, [])) >= 2][:limit]
+    out = {}
+    for concept in chosen:
+        arrays = [torch.from_numpy(load_image(p, resolution).copy()).permute(2, 0, 1) for p in images[concept]]
+        out[concept] = embed(from_uint8(torch.stack(arrays)))[0]
+    return out
+
+
+def _diversity(generator, ev, captions, concepts, text_vectors, styles: dict, n_seeds, seed) -> dict:
     """Seed spread (one caption, several seeds) next to the real spread of that concept across its styles."""
-    by_concept: dict[str, list[int]] = {}
+    first_row = {}
     for i, c in enumerate(concepts):
-        by_concept.setdefault(c, []).append(i)
-    multi = [idx for idx in by_concept.values() if len(idx) >= 2][:n_concepts]
+        first_row.setdefault(c, i)
     gen_spread, real_spread, pixel_std = [], [], []
-    for idx in multi:
-        i = idx[0]
+    for concept, real_features in styles.items():
+        i = first_row[concept]
         seeds = [seed * 1_000_000 + 500_000 + k for k in range(n_seeds)]
         imgs = generate_from_vectors(generator, text_vectors[i:i + 1].expand(n_seeds, -1), seeds)
         gen_spread.append(_pairwise_spread(ev.image_features(imgs)))
         pixel_std.append(float(imgs.std(0).mean()))
-        real_spread.append(_pairwise_spread(real_feat[idx]))
-    g, r = float(np.mean(gen_spread)) if multi else float("nan"), float(np.mean(real_spread)) if multi else float("nan")
-    return {"concepts": len(multi), "seeds": n_seeds, "generated_seed_spread": g, "real_style_spread": r,
-            "ratio": g / r if r else float("nan"), "generated_pixel_std": float(np.mean(pixel_std)) if multi else 0.0}
+        real_spread.append(_pairwise_spread(real_features))
+    if not styles:
+        return {"concepts": 0, "seeds": n_seeds, "generated_seed_spread": float("nan"),
+                "real_style_spread": float("nan"), "ratio": float("nan"), "generated_pixel_std": float("nan")}
+    g, r = float(np.mean(gen_spread)), float(np.mean(real_spread))
+    return {"concepts": len(styles), "seeds": n_seeds, "generated_seed_spread": g, "real_style_spread": r,
+            "ratio": g / r if r else float("nan"), "generated_pixel_std": float(np.mean(pixel_std))}
 
 
 def format_dataset_report(r: dict, model, root, split, seed) -> str:
@@ -241,8 +262,8 @@ def format_dataset_report(r: dict, model, root, split, seed) -> str:
         f"  real (ceiling)   {rp(r['real'])}",
         f"  shuffled (floor) {rp(r['shuffled'])}   chance 1.0%",
         f"  generated / ceiling R@1: {r['generated']['r_precision_at_1'] / max(r['real']['r_precision_at_1'], 1e-9):.2f}",
-        f"  FID (evaluator space) {r['fid']['generated_vs_real']:.3f}   real-vs-real floor {r['fid']['real_vs_real']:.3f}",
-        f"  KID (evaluator space) {r['kid']['generated_vs_real']:.4f}   real-vs-real floor {r['kid']['real_vs_real']:.4f}",
+        f"  FID (evaluator space) {r['fid']['generated_vs_real']:.4g}   real-vs-real floor {r['fid']['real_vs_real']:.4g}",
+        f"  KID (evaluator space) {r['kid']['generated_vs_real']:.4g}   real-vs-real floor {r['kid']['real_vs_real']:.4g}",
         f"  diversity: seed spread {d['generated_seed_spread']:.3f} vs real style spread {d['real_style_spread']:.3f} "
         f"(ratio {d['ratio']:.2f}, {d['concepts']} multi-style concepts, pixel std {d['generated_pixel_std']:.3f})",
         f"command: ganvas eval --model {model} --data {root} --split {split} --seed {seed}",

@@ -31,7 +31,8 @@ logger = logging.getLogger("ganvas.plugins")
 
 ENTRY_POINT_GROUP = "ganvas"
 # Built-in plugins, by module name under ganvas.plugins; registered like third-party ones.
-BUILTIN_PLUGINS = ("default_backend", "minilm_encoder", "png_metadata", "provenance", "request_policy")
+BUILTIN_PLUGINS = ("default_backend", "minilm_encoder", "png_metadata", "provenance", "request_policy",
+                   "serve_command", "comfy_command", "krita_command", "watch_command")
 BUILTIN_PREFIX = "ganvas.plugins."
 
 

@@ -43,6 +43,8 @@ class TrainOptions:
     gp_weight: float = 2.0
     gp_power: float = 6.0         # DF-GAN's MA-GP: weight * mean(|grad|^p)
     ema_beta: float = 0.999
+    augment: str = "translation,cutout"  # DiffAugment ops; cutout can erase small objects entirely
+    hard_negatives: float = 0.0   # share of mismatched captions chosen as the batch's most similar caption
     seed: int = 0
     threads: int | None = None
     device: str = "auto"
@@ -163,10 +165,26 @@ class Trainer:
         caps = self.caption_index[idx]
         real = from_uint8(self.images[idx])
         text = self.text[caps]
-        # Mismatched captions for the matching-aware negative: the next sample's caption, unless identical.
-        mis_caps = caps.roll(1)
+        mis_caps = self._mismatched_captions(caps)
         mismatch_ok = (mis_caps != caps).float()
         return real, text, self.text[mis_caps], mismatch_ok
+
+    def _mismatched_captions(self, caps):
+        """Captions for the matching-aware negative: the next sample's caption, or, for a share of the batch,
+        the most similar *different* caption in the batch (hard negatives make D read the words that
+        change the picture least in embedding space, e.g. the shape in "a small red star on the left")."""
+        mis = caps.roll(1)
+        hard = int(round(self.opts.hard_negatives * len(caps)))
+        if hard:
+            t = self.text[caps]
+            sims = t @ t.t()
+            sims[caps[:, None] == caps[None, :]] = float("-inf")
+            nearest = caps[sims.argmax(1)]
+            mis = torch.cat([nearest[:hard], mis[hard:]])
+        return mis
+
+    def _augment(self, images):
+        return diff_augment(images, ops=self.opts.augment)
 
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.opts.bf16)
@@ -182,8 +200,8 @@ class Trainer:
         with self._autocast():
             with torch.no_grad():
                 fake = self.G(z, text)
-            d_real, d_mis = self.D(diff_augment(real), t, t_mis)
-            d_fake = self.D(diff_augment(fake.float()), t)
+            d_real, d_mis = self.D(self._augment(real), t, t_mis)
+            d_fake = self.D(self._augment(fake.float()), t)
             loss_real = F.relu(1 - d_real).mean()
             loss_fake = F.relu(1 + d_fake).mean()
             loss_mis = (F.relu(1 + d_mis) * mismatch_ok).sum() / mismatch_ok.sum().clamp(min=1)
@@ -200,7 +218,7 @@ class Trainer:
         z = torch.randn(real.shape[0], self.config.z_dim, device=self.device)
         with self._autocast():
             fake = self.G(z, text)
-            loss_g = -self.D(diff_augment(fake.float()), t).mean()
+            loss_g = -self.D(self._augment(fake.float()), t).mean()
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.float().backward()
         self._average_gradients(self.G)

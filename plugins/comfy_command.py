@@ -14,8 +14,7 @@ import json
 import os
 import shutil
 import subprocess
-import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ganvas import __version__
@@ -37,7 +36,6 @@ class InstallResult:
     mode: str                  # "link" or "copy"
     replaced: str | None       # what was there before ("link to ...", "earlier copy"), None if nothing
     models_dir: Path | None    # ComfyUI/models/ganvas, created when ComfyUI has a models/ folder
-    notes: list[str] = field(default_factory=list)
 
 
 def custom_nodes_dir(comfyui_dir: str | os.PathLike) -> Path:
@@ -137,7 +135,10 @@ def find_comfy_python(comfyui_dir: str | os.PathLike) -> Path | None:
 
 def has_ganvas(python: str | os.PathLike) -> bool | None:
     """Whether `python` can import ganvas (None when it cannot be run). Does not import torch."""
-    code = "import importlib.util, sys; sys.exit(0 if importlib.util.find_spec('ganvas.core') else 3)"
+    code = ("import importlib.util, sys\n"
+            "try:\n    found = importlib.util.find_spec('ganvas.core') is not None\n"
+            "except ImportError:\n    found = False\n"
+            "sys.exit(0 if found else 3)\n")
     try:
         done = subprocess.run([str(python), "-c", code], capture_output=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired):

@@ -1,6 +1,7 @@
 """Built-in plugin: `ganvas serve`, the pipeline behind an OpenAI-compatible HTTP API (core/server/)."""
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import click
@@ -56,6 +57,10 @@ def _serve_command() -> click.Command:
                               shutdown_timeout_s=shutdown_timeout)
         try:
             config.check()  # before importing FastAPI/torch: an unsafe bind is refused at once
+            missing = [m for m in ("fastapi", "uvicorn") if importlib.util.find_spec(m) is None]
+            if missing:
+                raise click.ClickException(f"ganvas serve needs {' and '.join(missing)}: "
+                                           f"pip install fastapi uvicorn (or the ganvas[serve] extra)")
             from ganvas.core.server.runner import serve as run
 
             run(config)

@@ -18,7 +18,6 @@ import sys
 import threading
 import time
 import urllib.request
-import warnings
 from pathlib import Path
 
 import pytest
@@ -200,6 +199,7 @@ def test_interpolation_frames(srv):
     ({"prompts": ["a", "b"], "seed": 1, "seeds": [1, 2]}, "seed"),
     ({"prompts": ["a", "  "]}, "prompts"),
     ({"prompts": "ab"}, "prompts"),
+    ({"prompts": ["a", "b"], "steps": 40, "size": "1024x1024"}, "size"),      # pixel budget
 ])
 def test_interpolation_errors(srv, body, param):
     with pytest.raises(openai.BadRequestError) as err:
@@ -283,11 +283,11 @@ def test_checkpoint_folder_path_is_not_a_model_name(srv, tiny_checkpoint):
 
 def test_body_too_large_is_413(srv):
     with pytest.raises(openai.APIStatusError) as err:
-        client(srv).images.generate(prompt="a red circle", extra_body={"pad": "x" * 100_000})
+        client(srv).images.generate(prompt="a red circle", extra_body={"pad": "x" * 200_000})
     assert err.value.status_code == 413 and err.value.code == "request_too_large"
     # chunked upload: no Content-Length to check up front, the count stops it
     conn = http.client.HTTPConnection("127.0.0.1", int(srv.url.rsplit(":", 1)[1]), timeout=30)
-    conn.request("POST", "/v1/images/generations", body=iter([b'{"prompt": "', b"x" * 70_000, b'"}']),
+    conn.request("POST", "/v1/images/generations", body=iter([b'{"prompt": "', b"x" * 140_000, b'"}']),
                  headers={**auth(), "Content-Type": "application/json"}, encode_chunked=True)
     resp = conn.getresponse()
     assert resp.status == 413 and json.loads(resp.read())["error"]["code"] == "request_too_large"

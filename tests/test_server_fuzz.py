@@ -34,7 +34,7 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 OPERATIONS = [("POST", "/v1/images/generations"), ("POST", "/v1/images/interpolations"),
               ("GET", "/v1/images/files/{filename}"), ("GET", "/v1/models"), ("GET", "/v1/models/{model}"),
               ("GET", "/health")]
-EXAMPLES = 40
+EXAMPLES = 60
 
 
 @pytest.fixture(scope="module")
@@ -67,5 +67,4 @@ def test_operation_never_fails_on_generated_input(api_schema, method, path, mode
         calls.append(response.status_code)
 
     run()
-    print(method, path, mode, sorted(__import__("collections").Counter(calls).items()))
     assert calls and all(status < 500 for status in calls)

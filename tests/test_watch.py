@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -137,8 +138,11 @@ def test_stability_waits_for_quiet_and_restarts_on_change(tmp_path):
     tracker.touch(path)
     clock.now += 1.5
     assert tracker.ready() == []  # 1.5 s since the last change
+    assert tracker.next_due() == pytest.approx(0.5)
     clock.now += 0.6
-    assert tracker.ready() == [path]
+    assert tracker.ready() == [path] and tracker.next_due() == 0
+    tracker.discard(path)
+    assert tracker.next_due() is None
 
 
 def test_stability_notices_change_without_event_and_drops_vanished(tmp_path):
@@ -373,7 +377,7 @@ def test_watcher_turns_files_into_images_with_metadata(tmp_path, tiny_checkpoint
     record = json.loads(text["ganvas"])
     assert record["request"]["host"] == "watch" and record["seed"] == 41 and record["request"]["truncation"] == 0.7
     assert text["Description"] == "a green star" and "Seed: 41" in text["parameters"]
-    assert "done early.txt: 2 prompts, 2 images" in caplog.text and "done late.json: 1 prompts, 2 images" in caplog.text
+    assert "done early.txt: 2 prompts, 2 images" in caplog.text and "done late.json: 1 prompt, 2 images" in caplog.text
 
 
 def test_bad_lines_fail_the_job_but_good_ones_are_made(tmp_path, tiny_checkpoint, plugins):
@@ -415,6 +419,12 @@ def test_name_collision_gets_a_new_folder_and_duplicates_are_skipped(tmp_path, t
     with Running(inbox, outbox, tiny_checkpoint, duplicates="process"):
         assert wait_for(lambda: (inbox / "done" / "job-2.txt").exists())
     assert len(list((outbox / "job-2").glob("*.png"))) == 1
+    shutil.rmtree(outbox / "job-1")
+    shutil.rmtree(outbox / "job-2")
+    (inbox / "job.txt").write_text("a red circle\n")
+    with Running(inbox, outbox, tiny_checkpoint):  # the earlier outputs are gone: not a duplicate any more
+        assert wait_for(lambda: (inbox / "done" / "job-3.txt").exists())
+    assert len(list((outbox / "job-1").glob("*.png"))) == 1
 
 
 def test_whole_file_failures_go_to_failed_with_an_error_file(tmp_path, tiny_checkpoint, plugins):

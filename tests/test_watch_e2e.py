@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import resource
 import signal
 import subprocess
 import sys
@@ -34,12 +35,12 @@ def watch_env() -> dict:
 class WatchProcess:
     """`python -m ganvas.core.watch INBOX --out OUTBOX ...` with its log in a file."""
 
-    def __init__(self, inbox: Path, outbox: Path, model: Path, *args: str, log: Path):
+    def __init__(self, inbox: Path, outbox: Path, model: Path, *args: str, log: Path, env: dict | None = None):
         self.log = log
         self.log_fh = open(log, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "ganvas.core.watch", str(inbox), "--out", str(outbox),
                                       "--model", str(model), *args], stdout=self.log_fh, stderr=subprocess.STDOUT,
-                                     env=watch_env())
+                                     env={**watch_env(), **(env or {})})
 
     def text(self) -> str:
         return self.log.read_text(errors="replace")
@@ -178,7 +179,10 @@ def test_ten_thousand_line_file_goes_through(tmp_path, tiny_checkpoint):
     assert len(files) == 10_000 and manifest["images"] == 10_000 and len(manifest["prompts"]) == 10_000
     assert files[0].startswith("0000_") and files[-1].startswith("9999_")
     assert (inbox / "done" / "big.txt").exists()
-    print(f"\n10,000-line file: {seconds:.1f} s end to end including start-up ({10_000 / seconds:.0f} prompts/s)")
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # KiB on Linux
+    print(f"\n10,000-line file: {seconds:.1f} s end to end including start-up ({10_000 / seconds:.0f} prompts/s), "
+          f"peak RSS of the watcher {peak:.0f} MiB")
+    assert peak < 2048  # images go to disk one prompt at a time; nothing grows with the file
 
 
 JOBS = {
@@ -238,19 +242,47 @@ def verify_exactly_once(inbox: Path, outbox: Path) -> dict[str, dict[str, np.nda
     return fixed
 
 
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, tiny_checkpoint) -> dict[str, np.ndarray]:
+    """A run without a kill: its fixed-seed images are what every interrupted run must reproduce."""
+    base = tmp_path_factory.mktemp("reference")
+    fill_inbox(base / "in")
+    ref = WatchProcess(base / "in", base / "out", tiny_checkpoint, "--once", "--quiet-period", "0.1",
+                       log=base / "watch.log")
+    assert ref.wait() == 1, ref.text()  # 1: c.json failed (on purpose)
+    return verify_exactly_once(base / "in", base / "out")
+
+
+def restart_and_verify(inbox: Path, outbox: Path, model: Path, log: Path, reference: dict) -> str:
+    restart = WatchProcess(inbox, outbox, model, "--once", "--quiet-period", "0.1", log=log)
+    assert restart.wait() in (0, 1), restart.text()  # 1 when c.json failed in this run, not before the kill
+    fixed = verify_exactly_once(inbox, outbox)
+    assert fixed.keys() == reference.keys()
+    assert all(np.array_equal(fixed[k], reference[k]) for k in reference), "pixels differ from the uninterrupted run"
+    return restart.text()
+
+
+# Every window between two writes of a job's life; ":n" = the n-th time (jobs run a.json, b.txt, c.json).
+CRASH_POINTS = ["claimed-file", "claimed", "output-chosen", "image", "image:50", "image:120", "manifest",
+                "manifest:3", "terminal-record", "terminal-record:3", "error-file", "moved", "moved:3"]
+
+
 @pytest.mark.slow
-def test_sigkill_at_random_points_loses_and_repeats_nothing(tmp_path, tiny_checkpoint):
+@pytest.mark.parametrize("point", CRASH_POINTS)
+def test_sigkill_at_every_crash_point(point, tmp_path, tiny_checkpoint, reference):
+    inbox, outbox = tmp_path / "in", tmp_path / "out"
+    fill_inbox(inbox)
+    crashing = WatchProcess(inbox, outbox, tiny_checkpoint, "--once", "--quiet-period", "0.1",
+                            log=tmp_path / "watch.log", env={"GANVAS_WATCH_CRASH_AT": point})
+    assert crashing.wait() == -signal.SIGKILL, crashing.text()
+    restart_and_verify(inbox, outbox, tiny_checkpoint, tmp_path / "watch.log", reference)
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_points_loses_and_repeats_nothing(tmp_path, tiny_checkpoint, reference):
     trials = int(os.environ.get("GANVAS_WATCH_TRIALS", "20"))
     rng = random.Random(int(os.environ.get("GANVAS_WATCH_SEED", "8")))
     total = sum(EXPECTED.values())
-
-    # Reference run without a kill: its fixed-seed images are what every trial must reproduce.
-    ref_in, ref_out = tmp_path / "ref" / "in", tmp_path / "ref" / "out"
-    fill_inbox(ref_in)
-    ref = WatchProcess(ref_in, ref_out, tiny_checkpoint, "--once", "--quiet-period", "0.1",
-                       log=tmp_path / "ref" / "watch.log")
-    assert ref.wait() == 1, ref.text()  # 1: c.json failed (on purpose)
-    reference = verify_exactly_once(ref_in, ref_out)
 
     results = []
     for trial in range(trials):
@@ -263,6 +295,9 @@ def test_sigkill_at_random_points_loses_and_repeats_nothing(tmp_path, tiny_check
         if trial % 4 == 0:  # early: claim, parse, output-folder and first-image windows
             point = ("seconds", round(rng.uniform(0, 0.4), 3))
             time.sleep(point[1])
+        elif trial % 4 == 2:  # finishing: manifest written, journal record, error file and move under way
+            point = ("manifest", rng.choice(sorted(EXPECTED)))
+            wait_for(lambda: (outbox / point[1] / "manifest.json").exists(), timeout=120, interval=0.001)
         else:  # mid-job: after a random number of images
             point = ("images", rng.randrange(1, total))
             deadline = time.monotonic() + 120
@@ -271,20 +306,13 @@ def test_sigkill_at_random_points_loses_and_repeats_nothing(tmp_path, tiny_check
         watcher.kill()
         at_kill = {"pngs": count_pngs(outbox), "processing": len(os.listdir(inbox / "processing")),
                    "settled": sum(1 for n in JOBS if where(inbox, n))}
-        restart = WatchProcess(inbox, outbox, tiny_checkpoint, "--once", "--quiet-period", "0.1",
-                               log=base / "watch.log")
-        code = restart.wait()
-        assert code == 1, restart.text()
-        fixed = verify_exactly_once(inbox, outbox)
-        assert fixed.keys() == reference.keys()
-        assert all(np.array_equal(fixed[k], reference[k]) for k in reference), f"trial {trial}: pixels differ"
-        log = restart.text()
+        log = restart_and_verify(inbox, outbox, tiny_checkpoint, base / "watch.log", reference)
         results.append({"trial": trial, "kill": point, **at_kill, "resumed": log.count("resuming "),
                         "moves finished": log.count("finished moving ")})
 
     mid_job = [r for r in results if 0 < r["pngs"] < total]
     summary = (f"\n{trials} SIGKILL trials: all passed (every input in done/ or failed/, {total} images exactly once, "
-               f"fixed-seed pixels identical to the uninterrupted run); {len(mid_job)} kills landed mid-job, "
+               f"fixed-seed pixels identical to the uninterrupted run); {len(mid_job)} kills landed while jobs ran, "
                f"{sum(1 for r in results if r['pngs'] == 0)} before the first image, "
                f"{sum(1 for r in results if r['pngs'] == total)} after the last; "
                f"{sum(r['resumed'] for r in results)} jobs resumed, {sum(r['moves finished'] for r in results)} "
@@ -292,5 +320,6 @@ def test_sigkill_at_random_points_loses_and_repeats_nothing(tmp_path, tiny_check
     print(summary)
     for r in results:
         print("  ", json.dumps(r))
-    (tmp_path.parent / "watch-crash-trials.json").write_text(json.dumps({"summary": summary, "trials": results}, indent=1))
+    report = tmp_path.parent / "watch-crash-trials.json"
+    report.write_text(json.dumps({"summary": summary, "trials": results}, indent=1))
     assert len(mid_job) >= trials // 2  # the trials must actually have hit running jobs

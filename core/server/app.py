@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import logging
 import threading
-import time
 from functools import partial
 from typing import Any, Callable, Optional
 
@@ -21,122 +20,20 @@ from starlette.responses import FileResponse, JSONResponse
 
 from ... import __version__
 from ..plugins import GanvasPlugins, get_plugin_manager
-from ..requests import MAX_SEED, MIN_SIZE, GanvasError, GenerationRequest, InvalidRequest, RequestRefused
-from .config import MAX_FRAMES, MAX_SIDE, ServerConfig
+from ..requests import MAX_SEED, GenerationRequest, InvalidRequest
+from .config import MAX_FRAMES, MAX_PIXELS, ServerConfig, ServerConfigError
 from .errors import APIError, error_response, error_responses
-from .hub import ModelHub
 from .jobs import run_generation, run_interpolation
 from .middleware import AccessLog, LimitBody, RequireKey
 from .schemas import (Health, ImagesResponse, InterpolationResponse, ModelCard, ModelList,
                       make_generation_model, make_interpolation_model)
-from .store import ImageStore
-from .workers import PoolClosed, QueueFull, WorkerPool
+from .state import ServerState
+from .validation import parse_size, validation_error
 
 log = logging.getLogger("ganvas.server")
 
 DEFAULT_STEPS = 8
 FILE_PATTERN = r"^[A-Za-z0-9_-]{22}\.png$"   # store.ID_PATTERN + ".png"
-
-
-class ServerState:
-    """What the routes share: config, models, the worker pool and the image store."""
-
-    def __init__(self, config: ServerConfig, plugins: GanvasPlugins):
-        self.config = config
-        self.hub = ModelHub(plugins, config.model)
-        self.store = ImageStore(config.store_dir, config.url_ttl_s)
-        self.pool = WorkerPool(config.workers, config.max_queue)
-
-    def require_ready(self) -> None:
-        state = self.hub.state
-        if state == "ok":
-            return
-        if state == "loading":
-            raise APIError(503, "the model is still loading; retry shortly", type="server_error",
-                           code="model_loading", retry_after=2)
-        if state == "stopping":
-            raise APIError(503, "the server is shutting down", type="server_error", code="shutting_down",
-                           retry_after=5)
-        raise APIError(503, f"the model failed to load: {self.hub.error}", type="server_error",
-                       code="model_failed")
-
-    async def run(self, request: Request, job: Callable[[], Any]) -> Any:
-        """Queue a job for the worker pool and await it; 429 when the queue is full."""
-        submitted = time.perf_counter()
-        started: list[float] = []
-
-        def timed():
-            started.append(time.perf_counter())
-            return job()
-
-        try:
-            future = self.pool.submit(timed)
-        except QueueFull as full:
-            request.state.log["queue"] = "full"
-            raise APIError(429, f"the server is busy ({full.pending} requests pending, at most "
-                                f"{self.pool.capacity}); retry after the Retry-After header",
-                           type="rate_limit_error", code="queue_full", retry_after=full.retry_after) from None
-        except PoolClosed:
-            raise APIError(503, "the server is shutting down", type="server_error", code="shutting_down",
-                           retry_after=5) from None
-        try:
-            return await asyncio.wrap_future(future)
-        except asyncio.CancelledError:
-            future.cancel()  # the client left: skip the job if it has not started
-            raise
-        except InvalidRequest as exc:
-            raise APIError(400, str(exc), param=exc.param) from None
-        except RequestRefused as exc:
-            raise APIError(400, str(exc), param=exc.param, code="request_refused") from None
-        except GanvasError as exc:  # the server's own trouble (a broken plugin or model), said in one line
-            log.error("generation failed: %s", exc)
-            raise APIError(500, str(exc), type="server_error") from None
-        finally:
-            if started:
-                request.state.log["wait_ms"] = round((started[0] - submitted) * 1000, 1)
-
-    def base_url(self, request: Request) -> str:
-        return (self.config.public_url or str(request.base_url)).rstrip("/")
-
-
-def parse_size(size: Optional[str]) -> Optional[int]:
-    if size is None or size == "auto":
-        return None
-    width, _, height = size.partition("x")
-    if width != height:
-        raise APIError(400, f"size {size!r} is not square; this model makes square images (e.g. 256x256, or auto "
-                            f"for its native resolution)", param="size")
-    side = int(width)
-    if not MIN_SIZE <= side <= MAX_SIDE:
-        raise APIError(400, f"size {size!r} is outside {MIN_SIZE}x{MIN_SIZE}..{MAX_SIDE}x{MAX_SIDE}", param="size")
-    return side
-
-
-def _validation_error(exc: RequestValidationError) -> JSONResponse:
-    errors = exc.errors()
-    first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request", "type": "value_error"}
-    if first.get("loc", ("body",))[0] == "path":  # a malformed image id or model name names nothing: 404
-        return error_response(404, "no such resource (malformed name in the path)", code="not_found")
-    loc = [p for p in first.get("loc", ()) if p not in ("body", "query", "path")]
-    param = str(loc[0]) if loc else None
-    kind = first.get("type", "")
-    if kind == "json_invalid":
-        message = f"the request body is not valid JSON ({first.get('ctx', {}).get('error', 'parse error')})"
-    elif param is None and kind == "missing":
-        message = "a JSON request body is required"
-    elif param is None:
-        message = "the request body must be a JSON object (Content-Type: application/json)"
-    elif kind == "extra_forbidden":
-        message = f"unknown field {param!r}"
-    elif kind == "missing":
-        message = f"{param} is required"
-    else:
-        where = "".join(f"[{p}]" for p in loc[1:])
-        message = f"{param}{where}: {first.get('msg', 'invalid value')}"
-    more = len(errors) - 1
-    if more > 0:
-        message += f" (and {more} more problem{'s' if more > 1 else ''})"
-    return error_response(400, message, param=param)
 
 
 def _document_bearer_auth(app: FastAPI) -> None:
@@ -166,7 +63,10 @@ def create_app(config: ServerConfig, plugins: Optional[GanvasPlugins] = None, *,
     plugins = plugins or get_plugin_manager()
     from ...plugins.request_policy import current_policy
 
-    max_prompt = config.max_prompt_chars or current_policy().max_prompt_chars
+    try:
+        max_prompt = config.max_prompt_chars or current_policy().max_prompt_chars
+    except ValueError as exc:  # e.g. GANVAS_MAX_PROMPT_CHARS=abc: say so instead of serving without limits
+        raise ServerConfigError(f"the request policy is misconfigured: {exc}") from None
     GenerationBody = make_generation_model(max_prompt)
     InterpolationBody = make_interpolation_model(max_prompt)
     state = ServerState(config, plugins)
@@ -203,7 +103,7 @@ def create_app(config: ServerConfig, plugins: Optional[GanvasPlugins] = None, *,
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
-        return _validation_error(exc)
+        return validation_error(exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
@@ -265,8 +165,12 @@ def create_app(config: ServerConfig, plugins: Optional[GanvasPlugins] = None, *,
         if frames > MAX_FRAMES:
             raise APIError(400, f"{frames} frames requested ((keys - 1) * steps + 1); the limit is {MAX_FRAMES}",
                            param="steps")
+        side = parse_size(body.size)
+        if side is not None and frames * side * side > MAX_PIXELS:
+            raise APIError(400, f"{frames} frames of {side}x{side} exceed the {MAX_PIXELS // 2 ** 20} megapixels a "
+                                f"request may make; use fewer steps or a smaller size", param="size")
         gen = GenerationRequest(body.prompts[0], 1, None, 1.0 if body.truncation is None else body.truncation,
-                                name, body.style, parse_size(body.size), "http", {})
+                                name, body.style, side, "http", {})
         try:
             gen.validate()
             for prompt in body.prompts[1:]:

@@ -9,8 +9,9 @@ from pathlib import Path
 
 MAX_N = 10                    # the OpenAI Images limit for dall-e-2
 MAX_SIDE = 1024               # largest requested side: dall-e-2's biggest square; bigger is a memory/CPU hazard
-MAX_BODY_BYTES = 64 * 1024    # a 1000-character prompt is at most ~6 KB of JSON even fully \u-escaped
+MAX_BODY_BYTES = 128 * 1024   # 16 prompts of 1000 characters fit even fully \u-escaped (6 bytes each)
 MAX_FRAMES = 64               # interpolation frames per request
+MAX_PIXELS = MAX_N * MAX_SIDE * MAX_SIDE  # per request: what n=10 at 1024x1024 makes; bounds memory and time
 MAX_KEYS = 16                 # interpolation key frames (prompts or seeds) per request
 URL_TTL_S = 60 * 60           # OpenAI image URLs are valid for 60 minutes
 DEFAULT_PORT = 8000

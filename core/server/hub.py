@@ -68,6 +68,9 @@ class ModelHub:
         """The loaded pipeline for a resolved name (loaded on first use, then reused)."""
         from ..pipeline import Pipeline
 
+        pipe = self._pipelines.get(name)  # fast path: loaded models never wait behind another one loading
+        if pipe is not None:
+            return pipe
         with self._lock:
             pipe = self._pipelines.get(name)
             if pipe is None:

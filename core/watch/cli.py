@@ -45,7 +45,8 @@ def _install_signals(stop: threading.Event) -> None:
 @click.command("watch")
 @click.argument("inbox", type=click.Path(exists=True, file_okay=False))
 @click.option("--out", "outbox", type=click.Path(file_okay=False), help="output folder (created if missing)")
-@click.option("--model", help="registered model name or checkpoint folder  [default: $GANVAS_MODEL or the shipped default]")
+@click.option("--model",
+              help="registered model name or checkpoint folder  [default: $GANVAS_MODEL or the shipped default]")
 @click.option("--poll", type=click.FloatRange(min=0.05), metavar="SECONDS",
               help="poll the folder every SECONDS instead of native events (network drives, Docker mounts)")
 @click.option("--once", is_flag=True, help="process the files already there, then exit (cron, CI)")

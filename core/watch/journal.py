@@ -73,7 +73,7 @@ class Journal:
                 except ValueError:
                     log.warning("%s line %d: unreadable journal record skipped (torn write?)", self.path, number)
                     continue
-                if isinstance(record, dict) and isinstance(record.get("event"), str) and isinstance(record.get("job"), str):
+                if isinstance(record, dict) and all(isinstance(record.get(k), str) for k in ("event", "job")):
                     yield record
 
     def close(self) -> None:

@@ -108,10 +108,14 @@ class WatchLock:
         self.path = path
         self._fh = None
 
-    def acquire(self) -> None:
+    def acquire(self, tries: int = 5) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fh = open(self.path, "a+")
-        if not _try_lock(fh):
+        for _ in range(tries):  # `--status` holds the lock for an instant while it looks
+            if _try_lock(fh):
+                break
+            time.sleep(0.1)
+        else:
             fh.seek(0)
             owner = fh.read().strip()
             fh.close()

@@ -110,20 +110,25 @@ class Watcher:
             if now - last_scan >= (tick if cfg.once else cfg.rescan):
                 self._rescan()
                 last_scan = now
-            for path in self.tracker.ready():
-                if self.stop.is_set():
-                    break
-                self.tracker.discard(path)
-                try:
-                    self.processor.take(path)
-                except OSError as exc:  # e.g. the inbox is read-only: report and keep watching
-                    log.error("cannot process %s: %s", path.name, exc)
-                except Exception:  # a bug must not take the watcher down; the job resumes on restart
-                    log.exception("unexpected error while processing %s", path.name)
+            ready = self.tracker.ready()
+            if ready:
+                # One job, then look again: a long job must not leave the others' stability checks stale.
+                self._take(ready[0])
+                continue
             if cfg.once and not len(self.tracker):
                 return
-            sink.wake.wait(tick)
+            due = self.tracker.next_due()  # sleep until the next file's quiet period ends, or an event
+            sink.wake.wait(tick if due is None else min(tick, max(due, 0.01)))
             sink.wake.clear()
+
+    def _take(self, path: Path) -> None:
+        self.tracker.discard(path)
+        try:
+            self.processor.take(path)
+        except OSError as exc:  # e.g. the inbox is read-only: report and keep watching
+            log.error("cannot process %s: %s", path.name, exc)
+        except Exception:  # a bug must not take the watcher down; the job resumes on restart
+            log.exception("unexpected error while processing %s", path.name)
 
     def _rescan(self) -> None:
         """The safety net for missed events; with --once it only re-stats the backlog it started with."""

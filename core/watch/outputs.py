@@ -12,7 +12,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..png import save_png
 from .layout import free_name
 
 TMP_SUFFIX = ".tmp"
@@ -43,6 +42,8 @@ def write_json(path: Path, data: Any) -> Path:
 
 def write_png(path: Path, image) -> Path:
     """The image with its metadata (image.info text fields, set by the pipeline) as PNG chunks."""
+    from ..png import save_png  # Pillow only when a job runs: `ganvas --help` and --status stay light
+
     return atomic_write(path, lambda fh: save_png(image, fh))
 
 

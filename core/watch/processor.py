@@ -22,11 +22,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from .faults import crash_point
 from .jobs import JobError, Limits, ParsedJob, parse_job, read_limited
 from .journal import JobHistory, Journal
 from .layout import Inbox, free_name, new_job_id
 from .outputs import choose_output_dir, clean_temps, write_json
-from .runner import JobContext, Pipelines, RunOutcome, run_job
+from .runner import MANIFEST, JobContext, Pipelines, RunOutcome, run_job
 
 log = logging.getLogger("ganvas.watch")
 
@@ -81,7 +82,9 @@ class JobProcessor:
         if source is None:
             log.info("%s vanished before it could be claimed", path.name)
             return None
+        crash_point("claimed-file")
         self._record("claimed", job_id, file=path.name, path=self._rel(source), seed_base=secrets.randbelow(2 ** 32))
+        crash_point("claimed")
         return self._run(job_id, source)
 
     def recover(self) -> list[tuple[str, str]]:
@@ -90,32 +93,35 @@ class JobProcessor:
         for source in self.inbox.in_processing():
             if self.stop.is_set():
                 break
-            job_id, name = Inbox.split_claimed(source)
-            job = self.history.jobs.get(job_id) if job_id else None
-            if job_id is None:  # put there by hand: give it a job id like any claim
-                job_id = new_job_id()
-                target = self.inbox.processing / f"{job_id}__{name}"
-                os.rename(source, target)
-                source = target
-            if job is None:
-                log.info("recovering %s (claimed, not yet started)", name)
-                self._record("claimed", job_id, file=name, path=self._rel(source),
-                             seed_base=secrets.randbelow(2 ** 32))
-            elif job.get("terminal"):
-                results.append((name, self._complete(job_id, source)))
-                continue
-            else:
-                attempts = self._attempts(job_id)
-                if attempts >= self.max_attempts:
-                    error = {"message": f"interrupted {attempts} times while running (watcher killed or crashed); "
-                                        f"gave up after {self.max_attempts} attempts", "kind": "interrupted"}
-                    out_dir = self.outbox / job["dir"] if job.get("dir") else None
-                    results.append((name, self._fail(job_id, source, error, out_dir=out_dir)))
-                    continue
-                log.info("resuming %s (attempt %d of %d)", name, attempts + 1, self.max_attempts)
-                self._record("resumed", job_id, path=self._rel(source))
-            results.append((name, self._run(job_id, source)))
+            try:
+                results.append(self._recover_one(source))
+            except Exception:  # one broken leftover must not keep the watcher from starting
+                log.exception("could not recover %s; it stays in processing/", source.name)
         return results
+
+    def _recover_one(self, source: Path) -> tuple[str, str]:
+        job_id, name = Inbox.split_claimed(source)
+        job = self.history.jobs.get(job_id) if job_id else None
+        if job_id is None:  # put there by hand: give it a job id like any claim
+            job_id = new_job_id()
+            target = self.inbox.processing / f"{job_id}__{name}"
+            os.rename(source, target)
+            source = target
+        if job is None:  # claimed, killed before the journal record: nothing was made yet
+            log.info("recovering %s (claimed, not yet started)", name)
+            self._record("claimed", job_id, file=name, path=self._rel(source), seed_base=secrets.randbelow(2 ** 32))
+            return name, self._run(job_id, source)
+        if job.get("terminal"):
+            return name, self._complete(job_id, source)
+        attempts = self._attempts(job_id)
+        if attempts >= self.max_attempts:  # a job that keeps killing the watcher must not loop forever
+            error = {"message": f"interrupted {attempts} times while running (watcher killed or crashed); "
+                                f"gave up after {self.max_attempts} attempts", "kind": "interrupted"}
+            out_dir = self.outbox / job["dir"] if job.get("dir") else None
+            return name, self._fail(job_id, source, error, out_dir=out_dir)
+        log.info("resuming %s (attempt %d of %d)", name, attempts + 1, self.max_attempts)
+        self._record("resumed", job_id, path=self._rel(source))
+        return name, self._run(job_id, source)
 
     def _attempts(self, job_id: str) -> int:
         events = self.history.jobs.get(job_id, {}).get("events", [])
@@ -135,8 +141,11 @@ class JobProcessor:
             return self._fail(job_id, source, {"message": f"cannot read: {exc.strerror or exc}", "kind": "unreadable"})
         sha = hashlib.sha256(data).hexdigest()
         key = hashlib.sha256(f"{sha}|{self.pipelines.model_key()}".encode()).hexdigest()
-        if "dir" not in job and self.duplicates == "skip" and key in self.history.done_keys:
-            return self._duplicate(job_id, source, self.history.done_keys[key])
+        earlier = self.history.done_keys.get(key)
+        # A duplicate is skipped only while the earlier job's outputs are still there to be found.
+        if ("dir" not in job and self.duplicates == "skip" and earlier is not None
+                and (self.outbox / str(earlier.get("dir")) / MANIFEST).exists()):
+            return self._duplicate(job_id, source, earlier)
         try:
             parsed = parse_job(name, data, self.limits)
         except JobError as exc:
@@ -163,6 +172,7 @@ class JobProcessor:
         while True:
             out_dir = choose_output_dir(self.outbox, Path(name).stem)
             self._record("output", job_id, dir=out_dir.name)
+            crash_point("output-chosen")
             try:
                 out_dir.mkdir()
                 return out_dir
@@ -177,11 +187,13 @@ class JobProcessor:
         dest = free_name(self.inbox.done, name)
         self._record("done", job_id, dest=self._rel(dest), dir=out_dir.name, sha256=sha, key=key,
                      prompts=len(outcome.prompts), images=outcome.images)
+        crash_point("terminal-record")
         self.inbox.move(source, dest)
+        crash_point("moved")
         self.counts["done"] += 1
         reused = f", {outcome.reused} already there" if outcome.reused else ""
-        log.info("done %s: %d prompts, %d images%s -> %s (%.2f s)", name, len(outcome.prompts), outcome.images,
-                 reused, out_dir, seconds)
+        log.info("done %s: %s, %s%s -> %s (%.2f s)", name, _count(len(outcome.prompts), "prompt"),
+                 _count(outcome.images, "image"), reused, out_dir, seconds)
         return "done"
 
     def _duplicate(self, job_id: str, source: Path, earlier: dict) -> str:
@@ -189,7 +201,9 @@ class JobProcessor:
         dest = free_name(self.inbox.done, name)
         self._record("duplicate", job_id, dest=self._rel(dest), of=earlier["job"], dir=earlier.get("dir"),
                      key=earlier.get("key"))
+        crash_point("terminal-record")
         self.inbox.move(source, dest)
+        crash_point("moved")
         self.counts["duplicate"] += 1
         log.info("duplicate %s: same content and model as %s (job %s, outputs in %s); skipped -> %s "
                  "(--duplicates process to run it again)", name, earlier.get("dest", "?").split("/")[-1],
@@ -210,8 +224,11 @@ class JobProcessor:
             report["prompts_ok"] = len(outcome.prompts)
         summary = {k: v for k, v in report.items() if k != "problems"}
         self._record("failed", job_id, dest=self._rel(dest), error=summary)
+        crash_point("terminal-record")
         write_json(error_file(dest), report)
+        crash_point("error-file")
         self.inbox.move(source, dest)
+        crash_point("moved")
         self.counts["failed"] += 1
         log.warning("failed %s: %s -> %s", name, error["message"], self._rel(dest))
         return "failed"
@@ -226,6 +243,10 @@ class JobProcessor:
         self.counts[job["terminal"]] += 1
         log.info("finished moving %s -> %s (%s before a restart)", job["file"], self._rel(moved), job["terminal"])
         return job["terminal"]
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _problems_error(parsed: ParsedJob, outcome: RunOutcome) -> dict[str, Any]:

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..png import slug
 from ..requests import GanvasError, GenerationRequest, ModelNotFound
+from .faults import crash_point
 from .jobs import Entry, ParsedJob, Problem
 from .outputs import image_name, png_complete, write_json, write_png
 
@@ -113,12 +113,15 @@ def run_job(ctx: JobContext, job: ParsedJob, pipelines: Pipelines,
         "prompts": outcome.prompts,
         "errors": [p.to_dict() for p in sorted(outcome.problems, key=lambda p: (p.index is None, p.index))],
     }
-    outcome.manifest = write_json(ctx.out_dir / "manifest.json", manifest)
+    outcome.manifest = write_json(ctx.out_dir / MANIFEST, manifest)
+    crash_point("manifest")
     return outcome
 
 
 def _run_entry(ctx: JobContext, entry: Entry, width: int, pipelines: Pipelines, outcome: RunOutcome,
                spent: dict[str, float]) -> dict[str, Any] | None:
+    from ..png import slug  # Pillow only once a job runs
+
     seed = entry.seed if entry.seed is not None else derive_seed(ctx.seed_base, entry.index)
     seeds = [seed + k for k in range(entry.n)]
     label = slug(entry.name) if entry.name else None
@@ -150,6 +153,7 @@ def _run_entry(ctx: JobContext, entry: Entry, width: int, pipelines: Pipelines, 
         if needed:
             write_png(path, image)
             outcome.written += 1
+            crash_point("image")
     spent["write"] += time.perf_counter() - mark
     record["seconds"] = round(time.perf_counter() - mark + result.timings.get("total", 0.0), 4)
     if entry.model is not None:

@@ -10,6 +10,7 @@ stat. A zero-byte file (a browser's placeholder, or a writer that has not starte
 from __future__ import annotations
 
 import os
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,12 +18,12 @@ from typing import Callable
 
 
 def signature(path: Path) -> tuple[int, int, int] | None:
-    """(size, mtime_ns, inode) of a regular file; None when it is gone or not a file."""
+    """(size, mtime_ns, inode) of a regular file (not a symlink); None when it is gone or not a file."""
     try:
-        st = os.stat(path)
+        st = os.lstat(path)
     except (FileNotFoundError, NotADirectoryError, PermissionError):
         return None
-    if not os.path.isfile(path):
+    if not stat.S_ISREG(st.st_mode):
         return None
     return (st.st_size, st.st_mtime_ns, st.st_ino)
 
@@ -72,6 +73,14 @@ class StabilityTracker:
             else:
                 out.append(path)
         return out
+
+    def next_due(self) -> float | None:
+        """Seconds until the earliest tracked file may be ready (None when nothing is tracked)."""
+        if not self._files:
+            return None
+        now = self.clock()
+        return max(0.0, min(t.changed_at + (self.empty_quiet if t.sig[0] == 0 else self.quiet) - now
+                            for t in self._files.values()))
 
     def discard(self, path: Path) -> None:
         self._files.pop(path, None)

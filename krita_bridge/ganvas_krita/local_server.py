@@ -43,6 +43,7 @@ class LocalServer:
         self.url: str | None = None
         self.log_path: Path | None = None
         self._log = None
+        self._stopping: list[subprocess.Popen] = []
 
     @property
     def running(self) -> bool:
@@ -55,6 +56,9 @@ class LocalServer:
             raise ClientError("invalid", f"{normalize_url(url)} is not this computer; a local server needs a URL "
                                          "like http://127.0.0.1:8000", param="url")
         args = command_args(template, url)
+        if env is None:
+            # The server is another Python: Krita's own PYTHONPATH/PYTHONHOME (set by some Krita builds) would break it.
+            env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
         fd, name = tempfile.mkstemp(prefix="ganvas-krita-serve-", suffix=".log")
         self._close_log()
         self._log = os.fdopen(fd, "wb")
@@ -87,20 +91,33 @@ class LocalServer:
         kept = [line.strip() for line in text.splitlines() if line.strip()]
         return " | ".join(kept[-lines:])
 
-    def stop(self, timeout: float = 5.0) -> int | None:
-        """SIGTERM (the server finishes in-flight requests), then kill after `timeout` seconds."""
+    def stop(self, timeout: float = 3.0) -> int | None:
+        """SIGTERM (the server finishes in-flight requests), then kill after `timeout` seconds. Blocks:
+        for Krita's exit. The docker's button uses terminate() + finish_stopping() instead."""
+        self.terminate()
+        return self.finish_stopping(timeout)
+
+    def terminate(self) -> None:
+        """Ask the server to stop, without waiting."""
         process, self.process = self.process, None
-        if process is None:
-            return None
-        if process.poll() is None:
-            process.terminate()
+        if process is not None:
+            if process.poll() is None:
+                process.terminate()
+            self._stopping.append(process)
+        self._close_log()
+
+    def finish_stopping(self, timeout: float = 0.0) -> int | None:
+        """Reap stopped servers; kill any still running after `timeout` seconds. Returns the last exit code."""
+        code = None
+        for process in list(self._stopping):
             try:
                 process.wait(timeout)
             except subprocess.TimeoutExpired:
                 process.kill()
-                process.wait(timeout)
-        self._close_log()
-        return process.returncode
+                process.wait(3)
+            self._stopping.remove(process)
+            code = process.returncode
+        return code
 
     def wait_exit(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout

@@ -1,0 +1,78 @@
+"""What the routes share: config, models, worker pool, image store; and how a job is queued and awaited."""
+import asyncio
+import logging
+import time
+from typing import Any, Callable
+
+from fastapi import Request
+
+from ..plugins import GanvasPlugins
+from ..requests import GanvasError, InvalidRequest, RequestRefused
+from .config import ServerConfig
+from .errors import APIError
+from .hub import ModelHub
+from .store import ImageStore
+from .workers import PoolClosed, QueueFull, WorkerPool
+
+log = logging.getLogger("ganvas.server")
+
+
+class ServerState:
+    """What the routes share: config, models, the worker pool and the image store."""
+
+    def __init__(self, config: ServerConfig, plugins: GanvasPlugins):
+        self.config = config
+        self.hub = ModelHub(plugins, config.model)
+        self.store = ImageStore(config.store_dir, config.url_ttl_s)
+        self.pool = WorkerPool(config.workers, config.max_queue)
+
+    def require_ready(self) -> None:
+        state = self.hub.state
+        if state == "ok":
+            return
+        if state == "loading":
+            raise APIError(503, "the model is still loading; retry shortly", type="server_error",
+                           code="model_loading", retry_after=2)
+        if state == "stopping":
+            raise APIError(503, "the server is shutting down", type="server_error", code="shutting_down",
+                           retry_after=5)
+        raise APIError(503, f"the model failed to load: {self.hub.error}", type="server_error",
+                       code="model_failed")
+
+    async def run(self, request: Request, job: Callable[[], Any]) -> Any:
+        """Queue a job for the worker pool and await it; 429 when the queue is full."""
+        submitted = time.perf_counter()
+        started: list[float] = []
+
+        def timed():
+            started.append(time.perf_counter())
+            return job()
+
+        try:
+            future = self.pool.submit(timed)
+        except QueueFull as full:
+            request.state.log["queue"] = "full"
+            raise APIError(429, f"the server is busy ({full.pending} requests pending, at most "
+                                f"{self.pool.capacity}); retry after the Retry-After header",
+                           type="rate_limit_error", code="queue_full", retry_after=full.retry_after) from None
+        except PoolClosed:
+            raise APIError(503, "the server is shutting down", type="server_error", code="shutting_down",
+                           retry_after=5) from None
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            future.cancel()  # the client left: skip the job if it has not started
+            raise
+        except InvalidRequest as exc:
+            raise APIError(400, str(exc), param=exc.param) from None
+        except RequestRefused as exc:
+            raise APIError(400, str(exc), param=exc.param, code="request_refused") from None
+        except GanvasError as exc:  # the server's own trouble (a broken plugin or model), said in one line
+            log.error("generation failed: %s", exc)
+            raise APIError(500, str(exc), type="server_error") from None
+        finally:
+            if started:
+                request.state.log["wait_ms"] = round((started[0] - submitted) * 1000, 1)
+
+    def base_url(self, request: Request) -> str:
+        return (self.config.public_url or str(request.base_url)).rstrip("/")

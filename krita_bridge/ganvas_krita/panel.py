@@ -1,0 +1,481 @@
+"""The docker's behaviour: connection, generation, live mode, results, insertion, history, settings.
+
+The widgets come from widgets.py (stable object names: OBJECT_NAMES there). All network work runs
+through `Tasks`; slots are `guarded`, so nothing here can freeze Krita or open its traceback dialog.
+
+`ganvasStatus` describes the connection and starts with "ready" when the server answers; the outcome
+of the last action (generated, inserted, refused, timed out) goes to `ganvasMessage`.
+"""
+from __future__ import annotations
+
+from . import canvas
+from .canvas import CanvasError
+from .client import MAX_N, ClientError, GanvasClient, GenerateParams, normalize_url, probe
+from .guard import guarded
+from .local_server import SHARED, LocalServer
+from .qt import QIcon, QListWidgetItem, QPixmap, Qt, QTimer
+from .session import Batch, History, layer_name, parse_seed, random_seed
+from .settings import Settings
+from .tasks import Tasks, Ticket
+from .widgets import SIZES, THUMB, DockerWidgets
+
+LIVE_DELAY_MS = 300                    # debounce while typing
+POLL_READY_MS = 15000                  # health check while connected (notices a server that went away)
+POLL_WAITING_MS = 2000                 # while offline or loading
+POLL_STARTING_MS = 500                 # while a local server we started is coming up
+STOP_GRACE_MS = 5000                   # "Stop local server": SIGTERM, then kill after this
+
+
+class GanvasPanel(DockerWidgets):
+    def __init__(self, settings: Settings, host, parent=None, local_server: LocalServer | None = None):
+        super().__init__(parent)
+        self.settings = settings
+        self.host = host
+        self.local = local_server or SHARED
+        self.tasks = Tasks(self)
+        self.tasks.finished.connect(self._task_finished)
+        self.history = History()
+        self.client: GanvasClient | None = None
+        self.connected = False
+        self.server_model: str | None = None
+        self.models: list[dict] = []
+        self.probe_ticket: Ticket | None = None
+        self.gen_ticket: Ticket | None = None
+        self.gen_params: GenerateParams | None = None
+        self.shown_batch: Batch | None = None
+        self._connect_signals()
+        self._load_settings()
+        self.poll_timer = QTimer(self)
+        self.poll_timer.setSingleShot(True)
+        self.poll_timer.timeout.connect(self.check_connection)
+        self.live_timer = QTimer(self)
+        self.live_timer.setSingleShot(True)
+        self.live_timer.setInterval(LIVE_DELAY_MS)
+        self.live_timer.timeout.connect(self._live_fire)
+        self._update_buttons()
+        QTimer.singleShot(0, self.reconnect)
+
+    def _connect_signals(self) -> None:
+        self.connect_button.clicked.connect(self.reconnect)
+        self.url.returnPressed.connect(self.reconnect)
+        self.url.editingFinished.connect(self._url_edited)
+        self.start_button.clicked.connect(self.toggle_local_server)
+        self.model.currentIndexChanged.connect(self._model_chosen)
+        self.prompt.returnPressed.connect(self.generate)
+        self.prompt.textChanged.connect(self._prompt_edited)
+        self.style.currentTextChanged.connect(self._style_edited)
+        self.seed.editingFinished.connect(self._seed_edited)
+        self.seed_lock.toggled.connect(self._seed_lock_toggled)
+        self.seed_random.clicked.connect(self.randomise_seed)
+        self.count.valueChanged.connect(self._count_changed)
+        self.size.currentIndexChanged.connect(self._size_changed)
+        self.truncation.valueChanged.connect(self._truncation_changed)
+        self.live.toggled.connect(self._live_toggled)
+        self.generate_button.clicked.connect(self.generate)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.results.currentRowChanged.connect(self._result_chosen)
+        self.results.itemDoubleClicked.connect(self.insert_layer)
+        self.insert_layer_button.clicked.connect(self.insert_layer)
+        self.insert_selection_button.clicked.connect(self.insert_selection)
+        self.history_box.activated.connect(self._history_chosen)
+        self.server_command.editingFinished.connect(self._command_edited)
+        self.api_key.editingFinished.connect(self._api_key_edited)
+
+    def _load_settings(self) -> None:
+        s = self.settings
+        widgets = (self.url, self.style, self.seed, self.seed_lock, self.count, self.size, self.truncation, self.live,
+                   self.server_command, self.api_key)
+        for widget in widgets:
+            widget.blockSignals(True)
+        try:
+            self.url.setText(s.text("server_url"))
+            self.style.setEditText(s.text("style"))
+            self.seed.setText(str(s.integer("seed", 0, 2 ** 53 - 1)))
+            self.seed_lock.setChecked(s.flag("seed_locked"))
+            self.count.setValue(s.integer("count", 1, MAX_N))
+            side = s.integer("size", 0, max(SIZES))
+            self.size.setCurrentIndex(SIZES.index(side) if side in SIZES else 0)
+            self.truncation.setValue(round(s.number("truncation", 0.01, 1.0) * 100))
+            self.live.setChecked(s.flag("live"))
+            self.server_command.setText(s.text("server_command"))
+            self.api_key.setText(s.text("api_key"))
+        finally:
+            for widget in widgets:
+                widget.blockSignals(False)
+        self.truncation_label.setText(f"{self.truncation.value() / 100:.2f}")
+        self.seed_lock.setText("Locked" if self.seed_lock.isChecked() else "Lock")
+        self.timeout = s.number("timeout", 1.0, 600.0)
+
+    # --- messages --------------------------------------------------------------------------------------------
+    def set_status(self, text: str, ready: bool = False) -> None:
+        self.connected = ready
+        self.status.setText(text)
+        self._update_buttons()
+
+    def say(self, text: str) -> None:
+        self.message.setText(text)
+
+    def show_internal_error(self, exc: BaseException) -> None:
+        self.say(f"internal error in the ganvas plugin: {type(exc).__name__}: {exc} (details in Krita's log)")
+
+    def describe_error(self, error: ClientError) -> str:
+        kind = error.kind
+        if kind == "refused":
+            return f"refused: {error.message}"
+        if kind == "invalid":
+            named = error.param and not error.message.startswith(str(error.param))
+            return f"invalid {error.param}: {error.message}" if named else f"invalid: {error.message}"
+        if kind == "busy":
+            wait = f"; retry in {error.retry_after:.0f} s" if error.retry_after else ""
+            return f"server busy: {error.message}{wait}"
+        if kind == "timeout":
+            return f"timeout: {error.message}"
+        if kind == "offline":
+            return f"server unreachable: {error.message}"
+        if kind == "auth":
+            return f"not allowed: {error.message} (check the API key under Server settings)"
+        if kind == "not_found":
+            return f"not found: {error.message}"
+        if kind == "cancelled":
+            return "cancelled"
+        return f"error: {error.message}"
+
+    def _update_buttons(self) -> None:
+        busy = self.gen_ticket is not None
+        chosen = self._chosen_image() is not None
+        self.generate_button.setEnabled(self.connected)
+        self.cancel_button.setEnabled(busy)
+        self.insert_layer_button.setEnabled(chosen)
+        self.insert_selection_button.setEnabled(chosen)
+        self.start_button.setText("Stop local server" if self.local.running else "Start local server")
+
+    # --- connection --------------------------------------------------------------------------------------------
+    @guarded
+    def reconnect(self, *_):
+        """Apply the URL field and check the server now."""
+        self.settings.set("server_url", self.url.text().strip())
+        try:
+            self.client = GanvasClient(self.url.text(), self.api_key.text() or None, timeout=self.timeout)
+        except ClientError as exc:
+            self.client = None
+            self.set_status(f"offline \u2014 {exc.message}")
+            return
+        if self.probe_ticket is not None:
+            self.probe_ticket.cancel()
+            self.probe_ticket = None
+        self.set_status(f"connecting to {self.client.base}\u2026", ready=self.connected)
+        self.check_connection()
+
+    @guarded
+    def check_connection(self, *_):
+        if self.client is None or self.probe_ticket is not None:
+            return
+        client = self.client
+        self.probe_ticket = self.tasks.submit("probe", lambda call: (client, probe(client, call)))
+
+    def _schedule_poll(self) -> None:
+        if self.local.running and not self.connected:
+            delay = POLL_STARTING_MS
+        else:
+            delay = POLL_READY_MS if self.connected else POLL_WAITING_MS
+        self.poll_timer.start(delay)
+
+    def _probe_done(self, ticket: Ticket) -> None:
+        self.probe_ticket = None
+        if ticket.error is not None:
+            if ticket.error.kind == "cancelled":
+                return
+            state = "not allowed" if ticket.error.kind == "auth" else "offline"
+            self.set_status(f"{state} \u2014 {ticket.error.message}" + self._local_server_note())
+        else:
+            client, info = ticket.result
+            if client is not self.client:
+                return  # the URL changed meanwhile; that probe runs now
+            if info.status == "ok":
+                self.server_model = info.model
+                self._fill_models(info.models)
+                name = self.current_model() or info.model
+                res = next((m.get("resolution") for m in info.models if m["id"] == name), None)
+                where = f"{name or 'default model'}" + (f" ({res} px)" if res else "")
+                self.set_status(f"ready \u2014 {client.base}, {where}", ready=True)
+            elif info.status == "loading":
+                self.set_status(f"loading \u2014 {client.base} is loading its model\u2026")
+            else:
+                self.set_status(f"offline \u2014 {client.base} says {info.status}" + self._local_server_note())
+        self._schedule_poll()
+
+    def _local_server_note(self) -> str:
+        if self.local.process is None:
+            return ""
+        code = self.local.exit_code()
+        if code is None:
+            return " (the local server is starting\u2026)"
+        tail = self.local.log_tail()
+        self.local.stop()
+        self._update_buttons()
+        return f" (the local server exited with code {code}: {tail or 'no output'})"
+
+    def _fill_models(self, models: list[dict]) -> None:
+        names = [m["id"] for m in models]
+        if names == [self.model.itemData(i) for i in range(self.model.count())]:
+            return
+        self.models = models
+        wanted = self.current_model() or self.settings.text("model") or self.server_model
+        self.model.blockSignals(True)
+        try:
+            self.model.clear()
+            for m in models:
+                label = m["id"] + (" (default)" if m["id"] == self.server_model else "")
+                self.model.addItem(label, m["id"])
+            index = names.index(wanted) if wanted in names else (
+                names.index(self.server_model) if self.server_model in names else 0)
+            self.model.setCurrentIndex(index)
+        finally:
+            self.model.blockSignals(False)
+
+    def current_model(self) -> str | None:
+        value = self.model.currentData()
+        return str(value) if value else None
+
+    # --- local server --------------------------------------------------------------------------------------------
+    @guarded
+    def toggle_local_server(self, *_):
+        if self.local.running:
+            self.local.terminate()  # the server finishes what it is doing; Krita does not wait for it
+            QTimer.singleShot(STOP_GRACE_MS, self._finish_stopping)
+            self.say("stopping the local server")
+            self._update_buttons()
+            self.reconnect()
+            return
+        self.settings.set("server_command", self.server_command.text())
+        try:
+            args = self.local.start(self.server_command.text(), self.url.text())
+        except ClientError as exc:
+            self.say(self.describe_error(exc))
+            return
+        self.say(f"starting: {' '.join(args)} (log: {self.local.log_path})")
+        self._update_buttons()
+        self.reconnect()
+
+    @guarded
+    def _finish_stopping(self, *_):
+        code = self.local.finish_stopping(0.0)  # kills one that ignored SIGTERM for STOP_GRACE_MS
+        if code is not None:
+            self.say(f"stopped the local server (exit code {code})")
+
+    @guarded
+    def shutdown(self, *_):
+        """Krita is closing: stop what we started, forget what is in flight."""
+        self.poll_timer.stop()
+        self.live_timer.stop()
+        for ticket in (self.gen_ticket, self.probe_ticket):
+            if ticket is not None:
+                ticket.cancel()
+        self.gen_ticket = self.probe_ticket = None
+        if self.local.running:
+            self.local.stop()
+
+    # --- generation --------------------------------------------------------------------------------------------
+    def _params(self, live: bool) -> GenerateParams:
+        n = self.count.value()
+        if not self.prompt.text().strip():
+            raise ClientError("invalid", "the prompt is empty", param="prompt")
+        if not live and not self.seed_lock.isChecked():
+            self.seed.setText(str(random_seed()))
+        seed = parse_seed(self.seed.text(), n)
+        self.settings.set("seed", seed)
+        return GenerateParams(prompt=self.prompt.text().strip(), n=n, seed=seed,
+                              truncation=self.truncation.value() / 100, style=self.style.currentText().strip() or None,
+                              model=self.current_model(), size=self.size.currentData() or None).check()
+
+    @guarded
+    def generate(self, *_, live: bool = False):
+        if self.client is None or not self.connected:
+            self.say("not connected: start a server (Start local server) or fix the URL, then Connect")
+            return
+        try:
+            params = self._params(live)
+        except ClientError as exc:
+            if not live:
+                self.say(self.describe_error(exc))
+            return
+        if self.gen_ticket is not None:  # the newest request wins; the older answer would be stale
+            self.gen_ticket.cancel()
+        client = self.client
+        self.gen_params = params
+        self.gen_ticket = self.tasks.submit("live" if live else "generate",
+                                            lambda call: client.generate(params, call))
+        self.say("generating\u2026")
+        self._update_buttons()
+
+    @guarded
+    def cancel(self, *_):
+        self.live_timer.stop()
+        if self.gen_ticket is not None:
+            self.gen_ticket.cancel()
+            self.gen_ticket = None
+            self.say("cancelled")
+        self._update_buttons()
+
+    def _generate_done(self, ticket: Ticket) -> None:
+        if ticket is not self.gen_ticket:
+            return  # superseded or cancelled
+        self.gen_ticket = None
+        if ticket.error is not None:
+            self.say(self.describe_error(ticket.error))
+            if ticket.error.kind == "offline":
+                self.set_status(f"offline \u2014 {ticket.error.message}")
+                self.poll_timer.start(POLL_WAITING_MS)
+        else:
+            images, elapsed = ticket.result
+            batch = self.history.add(Batch(self.gen_params, images, elapsed, live=ticket.kind == "live"))
+            self._refresh_history(batch)
+            self.show_batch(batch)
+            self.say(batch.summary())
+        self._update_buttons()
+
+    @guarded
+    def _task_finished(self, ticket: Ticket):
+        if ticket.kind == "probe":
+            if ticket is self.probe_ticket:
+                self._probe_done(ticket)
+        else:
+            self._generate_done(ticket)
+
+    # --- live mode --------------------------------------------------------------------------------------------
+    @guarded
+    def _prompt_edited(self, *_):
+        if self.live.isChecked() and self.prompt.text().strip():
+            self.live_timer.start()  # restarts: fires LIVE_DELAY_MS after the last keystroke
+
+    @guarded
+    def _live_fire(self):
+        if self.live.isChecked() and self.connected:
+            self.generate(live=True)
+
+    @guarded
+    def _live_toggled(self, on):
+        self.settings.set("live", bool(on))
+        if on:
+            self._prompt_edited()
+        else:
+            self.live_timer.stop()
+
+    # --- results --------------------------------------------------------------------------------------------
+    def show_batch(self, batch: Batch) -> None:
+        self.shown_batch = batch
+        self.results.clear()
+        for index, image in enumerate(batch.images):
+            try:
+                thumb = canvas.thumbnail(canvas.decode_png(image.png), THUMB)
+            except CanvasError:
+                continue
+            item = QListWidgetItem(QIcon(QPixmap.fromImage(thumb)), f"seed {image.seed}")
+            item.setData(Qt.ItemDataRole.UserRole, index)
+            item.setToolTip(layer_name(image.prompt, image.seed))
+            self.results.addItem(item)
+        if self.results.count():
+            self.results.setCurrentRow(0)
+        self._update_buttons()
+
+    def _refresh_history(self, current: Batch) -> None:
+        self.history_box.blockSignals(True)
+        try:
+            self.history_box.clear()
+            for batch in reversed(self.history.batches):
+                self.history_box.addItem(batch.label())
+            self.history_box.setCurrentIndex(len(self.history) - 1 - self.history.batches.index(current))
+        finally:
+            self.history_box.blockSignals(False)
+
+    @guarded
+    def _history_chosen(self, row):
+        if 0 <= row < len(self.history):
+            self.show_batch(self.history[len(self.history) - 1 - row])
+
+    def _chosen_image(self):
+        item = self.results.currentItem()
+        if item is None or self.shown_batch is None:
+            return None
+        return self.shown_batch.images[item.data(Qt.ItemDataRole.UserRole)]
+
+    @guarded
+    def _result_chosen(self, *_):
+        self._update_buttons()
+
+    @guarded
+    def insert_layer(self, *_):
+        self._insert(self.host.insert_layer)
+
+    @guarded
+    def insert_selection(self, *_):
+        self._insert(self.host.insert_into_selection)
+
+    def _insert(self, action) -> None:
+        image = self._chosen_image()
+        if image is None:
+            self.say("choose a result first")
+            return
+        try:
+            self.say(action(image.png, layer_name(image.prompt, image.seed)))
+        except CanvasError as exc:
+            self.say(str(exc))
+
+    # --- settings --------------------------------------------------------------------------------------------
+    @guarded
+    def _url_edited(self, *_):
+        self.settings.set("server_url", self.url.text().strip())
+        try:
+            changed = self.client is None or normalize_url(self.url.text()) != self.client.base
+        except ClientError:
+            changed = True
+        if changed:
+            self.reconnect()
+
+    @guarded
+    def _model_chosen(self, *_):
+        if self.current_model():
+            self.settings.set("model", self.current_model())
+
+    @guarded
+    def _style_edited(self, text):
+        self.settings.set("style", text.strip())
+
+    @guarded
+    def _seed_edited(self, *_):
+        if self.seed.text().strip():
+            self.settings.set("seed", self.seed.text().strip())
+
+    @guarded
+    def _seed_lock_toggled(self, on):
+        self.seed_lock.setText("Locked" if on else "Lock")
+        self.settings.set("seed_locked", bool(on))
+
+    @guarded
+    def randomise_seed(self, *_):
+        self.seed.setText(str(random_seed()))
+        self.settings.set("seed", self.seed.text())
+        self._prompt_edited()
+
+    @guarded
+    def _count_changed(self, value):
+        self.settings.set("count", int(value))
+
+    @guarded
+    def _size_changed(self, *_):
+        self.settings.set("size", int(self.size.currentData() or 0))
+
+    @guarded
+    def _truncation_changed(self, value):
+        self.truncation_label.setText(f"{value / 100:.2f}")
+        self.settings.set("truncation", f"{value / 100:.2f}")
+        self._prompt_edited()
+
+    @guarded
+    def _command_edited(self, *_):
+        self.settings.set("server_command", self.server_command.text())
+
+    @guarded
+    def _api_key_edited(self, *_):
+        self.settings.set("api_key", self.api_key.text())
+        self.reconnect()

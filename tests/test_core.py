@@ -220,3 +220,26 @@ def test_two_processes_under_torchrun_train_in_lockstep(tmp_path, messy_imagefol
     assert info["step"] == 3 and info["images_seen"] == 3 * 2 * 2  # both processes' images count
     g, data = checkpoint.load_generator(run / "model")
     assert data["trained"]["processes"] == 2
+
+
+def test_augment_ops_are_selectable_and_unknown_ones_named():
+    from ganvas.core.augment import diff_augment
+
+    x = torch.rand(4, 3, 16, 16)
+    assert torch.equal(diff_augment(x, ops=""), x)
+    cut = diff_augment(x, ops="cutout", generator=torch.Generator().manual_seed(0))
+    assert (cut == 0).any() and cut.shape == x.shape
+    with pytest.raises(ValueError, match="colour"):
+        diff_augment(x, ops="translation,colour")
+
+
+def test_hard_negatives_pick_the_most_similar_other_caption(tmp_path, messy_imagefolder):
+    trainer = Trainer(_tiny_options(tmp_path, messy_imagefolder, 1, hard_negatives=1.0))
+    caps = torch.tensor([0, 1, 2, 3, 0])
+    mis = trainer._mismatched_captions(caps)
+    assert (mis != caps).all()
+    t = trainer.text
+    for row, cap in enumerate(caps.tolist()):
+        others = [c for c in range(4) if c != cap and c in caps.tolist()]
+        best = max(others, key=lambda c: float(t[cap] @ t[c]))
+        assert mis[row].item() == best

@@ -359,7 +359,7 @@ class Trainer:
                     bar.update(1)
                 if self.step % opts.checkpoint_every == 0:
                     self.save()
-                if opts.max_minutes and time.time() - start > opts.max_minutes * 60:
+                if self._time_is_up(start):
                     self.log(f"\nstopping at step {self.step}: --max-minutes {opts.max_minutes} reached")
                     break
         finally:
@@ -372,6 +372,15 @@ class Trainer:
             self.save()
             self.write_loss_plot()
         return {"step": self.step, "images_seen": self.images_seen, **last}
+
+    def _time_is_up(self, start: float) -> bool:
+        """All processes must stop at the same step, or one would wait forever in the next all-reduce."""
+        up = bool(self.opts.max_minutes) and time.time() - start > self.opts.max_minutes * 60
+        if self.world > 1:
+            flag = torch.tensor([1.0 if up else 0.0], device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            up = bool(flag.item())
+        return up
 
     def save_on_failure(self):
         """Keep the last good model folder untouched; only record where the run failed."""

@@ -32,7 +32,7 @@ It exists to prove the whole path (text encoder → GAN → pipeline → hosts) 
 can be checked, and it is the default model until the emoji model replaces it.
 
 ```bash
-ganvas generate "a large red star in the centre" -n 4 --seed 0
+ganvas generate "a large purple square in the centre" -n 4 --seed 0
 ```
 
 ## Vocabulary
@@ -43,8 +43,18 @@ black (the noise picks). Six colour–shape pairs were **never shown in training
 circle, yellow cross, green triangle, blue diamond, purple square): drawing them is composition.
 
 ## Training
-`ganvas train --data shapes --out runs/shapes32 --resolution 32 --batch 32 --bf16 --threads 1 --shapes-size 30000`
-on a 2-core CPU (no GPU), stopped by time. Budget:
+On a 2-core CPU (no GPU), 1.8 hours of wall time, 352,000 images seen:
+
+1. steps 0-3,000 (96k images): `ganvas train --data shapes --out runs/shapes32 --resolution 32 --batch 32 --bf16 --threads 1 --shapes-size 30000`
+   (default augmentation `translation,cutout`, random mismatched captions);
+2. steps 3,000-4,500: the same run resumed with `--resume --augment translation --hard-negatives 0.5`
+   (cutout can erase a whole small shape at 32 px; half of the mismatched captions became the batch's
+   most similar other caption);
+3. steps 4,500-7,750: the same, resumed under `torchrun --nproc-per-node 2` (2 processes x 1 thread,
+   gradients averaged, effective batch 64).
+
+In the JSON below `train_hours` is wall time and `device_hours` counts every process for the whole run
+(it over-counts phase 1-2, which used one process):
 
 ```json
 {trained}

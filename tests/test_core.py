@@ -243,3 +243,18 @@ def test_hard_negatives_pick_the_most_similar_other_caption(tmp_path, messy_imag
         others = [c for c in range(4) if c != cap and c in caps.tolist()]
         best = max(others, key=lambda c: float(t[cap] @ t[c]))
         assert mis[row].item() == best
+
+
+@pytest.mark.slow
+def test_processes_stop_together_when_time_is_up(tmp_path, messy_imagefolder):
+    """--max-minutes under torchrun: every process must stop at the same step (no all-reduce deadlock)."""
+    run = tmp_path / "ddp-time"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GANVAS_CACHE": str(tmp_path / "cache")}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "ganvas.core.cli_train", "train", "--data", str(messy_imagefolder), "--out", str(run),
+           "--resolution", "32", "--steps", "1000", "--batch", "2", "--preset", "tiny", "--threads", "1",
+           "--device", "cpu", "--no-progress", "--max-minutes", "0.002"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    info = json.loads((run / "training_state.json").read_text())["info"]
+    assert 1 <= info["step"] < 1000

@@ -11,6 +11,9 @@ from PIL import Image
 from conftest import pixels, run_ganvas
 from ganvas.core.cli import main
 from ganvas.core.png import read_png_text
+from ganvas.plugins.default_backend import MODELS_DIR
+
+SHIPPED_MODELS = {p.name for p in MODELS_DIR.glob("*") if (p / "config.json").exists()}
 
 
 def invoke(*args, **kwargs):
@@ -100,9 +103,10 @@ def test_models_command(tiny_checkpoint, monkeypatch, plugins):
     monkeypatch.setenv("GANVAS_MODELS_PATH", str(tiny_checkpoint.parent))
     monkeypatch.setenv("GANVAS_MODEL", "tiny")
     out = invoke("models").output
-    assert out.startswith(f"tiny (default)\t32px\t{tiny_checkpoint}")
-    rows = json.loads(invoke("models", "--json").output)
-    assert rows[0]["name"] == "tiny" and rows[0]["resolution"] == 32 and rows[0]["plugin"] == "default_backend"
+    assert f"tiny (default)\t32px\t{tiny_checkpoint}" in out.splitlines()
+    rows = {row["name"]: row for row in json.loads(invoke("models", "--json").output)}
+    assert rows["tiny"]["resolution"] == 32 and rows["tiny"]["plugin"] == "default_backend"
+    assert set(rows) == {"tiny", *SHIPPED_MODELS}
 
 
 def test_plugins_command_lists_builtins_with_all(plugins):

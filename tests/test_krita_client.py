@@ -496,7 +496,7 @@ def test_panel_offscreen_against_the_real_server(server):
     assert report["errors"] == [] and report["missing_names"] == []
     for step in ("connect", "generate", "unlocked", "refused", "empty", "live", "cancel", "offline"):
         assert report[step]["ok"], (step, report[step])
-    assert report["connect"]["status"].startswith("ready") and report["models"] == ["tiny"]
+    assert report["connect"]["status"].startswith("ready") and "tiny" in report["models"]
     assert report["seeds"] == [41, 42, 43] and report["generate"]["message"].startswith("3 images in")
     assert report["pending_after_click"] is True  # Generate only queues the call; Krita's UI never waits
     assert report["host_calls"] == [["layer", "ganvas: a red circle (seed 43)"]]

@@ -5,11 +5,10 @@
 #   carry/emoji64/train/                              the emoji64 training split
 # Build carry/ on the CPU first (the GPU machine has no MiniLM weights):
 #   mkdir -p carry/emoji64 && cp -r ../shared/data/emoji64/train carry/emoji64/
-#   GANVAS_CACHE=carry/cache python -c "import json; from ganvas.core.data import shapes_caption_bank as b; \
+#   python -c "import json; from ganvas.core.data import shapes_caption_bank as b, SHAPES_SAMPLE_CAPTIONS as g; \
 #     from ganvas.core.text_encoder import EmbeddingCache as C; s, d = b(); \
 #     rows = [json.loads(l) for l in open('carry/emoji64/train/metadata.jsonl')]; \
-#     C('carry/cache/text-embeddings').lookup(sorted({t for _, t in s + d} | {r['text'] for r in rows}))"
-# (shapes sample-grid captions are added the same way; data.SHAPES_SAMPLE_CAPTIONS.)
+#     C('carry/cache/text-embeddings').lookup(sorted({t for _, t in s + d} | set(g) | {r['text'] for r in rows}))"
 # Outputs (model folders, stats, sample grids, logs) come back as tarballs in $OUT.
 set -u
 MINUTES=${MINUTES:-6}; BATCH=${BATCH:-256}; SHAPES_SIZE=${SHAPES_SIZE:-200000}; EPOCHS=${EPOCHS:-40}

@@ -99,8 +99,8 @@ class Trainer:
         if self.data.resolution != opts.resolution:
             raise ValueError(f"dataset resolution {self.data.resolution} != --resolution {opts.resolution}")
         self._write_skipped()
-        cache = EmbeddingCache(opts.cache_dir or default_cache_dir())
-        text = cache.lookup(self.data.captions, log=self.log)
+        self.cache = EmbeddingCache(opts.cache_dir or default_cache_dir())
+        text = self.cache.lookup(self.data.captions, log=self.log)
 
         self.config = ModelConfig(resolution=opts.resolution, **PRESETS[opts.preset])
         torch.manual_seed(opts.seed)
@@ -251,8 +251,7 @@ class Trainer:
     # --- outputs --------------------------------------------------------------------------------------------
     @torch.no_grad()
     def sample(self, captions: list[str], seeds: int = 8):
-        cache = EmbeddingCache(self.opts.cache_dir or default_cache_dir())
-        text = cache.lookup(captions).to(self.device)
+        text = self.cache.lookup(captions).to(self.device)  # one cache per run: no re-read per sample grid
         rows, tensors = [], []
         for i in range(len(captions)):
             z = noise(self.config.z_dim, range(seeds)).to(self.device)  # the pipeline's seeds 0..n-1

@@ -206,16 +206,21 @@ def test_resume_continues_exactly_the_same_curve(tmp_path, messy_imagefolder):
     assert second.images_seen == straight.images_seen == 24
 
 
+def _torchrun_train(tmp_path, data, run, *args):
+    """`ganvas train` as 2 real processes under torchrun (gloo, CPU), tiny model; fails with its stderr."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GANVAS_CACHE": str(tmp_path / "cache")}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "ganvas.core.cli_train", "train", "--data", str(data), "--out", str(run),
+           "--resolution", "32", "--batch", "2", "--preset", "tiny", "--threads", "1",
+           "--device", "cpu", "--no-progress", *args]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
 @pytest.mark.slow
 def test_two_processes_under_torchrun_train_in_lockstep(tmp_path, messy_imagefolder):
     run = tmp_path / "ddp"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "GANVAS_CACHE": str(tmp_path / "cache")}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "ganvas.core.cli_train", "train", "--data", str(messy_imagefolder), "--out", str(run),
-           "--resolution", "32", "--steps", "3", "--batch", "2", "--preset", "tiny", "--threads", "1",
-           "--device", "cpu", "--no-progress", "--checkpoint-every", "3"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    _torchrun_train(tmp_path, messy_imagefolder, run, "--steps", "3", "--checkpoint-every", "3")
     info = json.loads((run / "training_state.json").read_text())["info"]
     assert info["step"] == 3 and info["images_seen"] == 3 * 2 * 2  # both processes' images count
     g, data = checkpoint.load_generator(run / "model")
@@ -249,12 +254,6 @@ def test_hard_negatives_pick_the_most_similar_other_caption(tmp_path, messy_imag
 def test_processes_stop_together_when_time_is_up(tmp_path, messy_imagefolder):
     """--max-minutes under torchrun: every process must stop at the same step (no all-reduce deadlock)."""
     run = tmp_path / "ddp-time"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "GANVAS_CACHE": str(tmp_path / "cache")}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "ganvas.core.cli_train", "train", "--data", str(messy_imagefolder), "--out", str(run),
-           "--resolution", "32", "--steps", "1000", "--batch", "2", "--preset", "tiny", "--threads", "1",
-           "--device", "cpu", "--no-progress", "--max-minutes", "0.002"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    _torchrun_train(tmp_path, messy_imagefolder, run, "--steps", "1000", "--max-minutes", "0.002")
     info = json.loads((run / "training_state.json").read_text())["info"]
     assert 1 <= info["step"] < 1000

@@ -17,7 +17,7 @@ import torch
 from .checkpoint import load_generator
 from .data import load_imagefolder
 from .images import from_uint8
-from .pipeline import noise
+from .pipeline import configure_threads, noise
 from .text_encoder import EmbeddingCache, default_cache_dir
 
 
@@ -42,17 +42,13 @@ def generate_from_vectors(generator, text_vectors: torch.Tensor, seeds: list[int
     return torch.cat(out) if out else torch.zeros(0, 3, generator.config.resolution, generator.config.resolution)
 
 
-def _set_threads(threads):
-    torch.set_num_threads(threads or int(os.environ.get("GANVAS_THREADS", "1")))
-
-
 # --- shapes ---------------------------------------------------------------------------------------------------
 
 def evaluate_shapes_model(model: str, seed: int = 0, threads: int | None = None, n_per_caption: int = 4,
                           log=print) -> tuple[dict, str]:
     from .shapes_eval import evaluate, format_report, load_classifier, save_classifier, train_classifier
 
-    _set_threads(threads)
+    configure_threads(threads)
     folder = resolve_model(model)
     generator, _ = load_generator(folder)
     cache = EmbeddingCache(default_cache_dir())
@@ -78,7 +74,7 @@ def train_split_evaluator(root: Path, out: Path, epochs: int = 20, device: str =
                           log=print) -> Path:
     from .evaluator import save_evaluator, train_evaluator
 
-    _set_threads(threads)
+    configure_threads(threads)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     train_dir = root / "train" if (root / "train" / "metadata.jsonl").exists() else root
@@ -162,7 +158,7 @@ def evaluate_dataset_model(model: str, root: Path, split: str, evaluator: str | 
                            log=print) -> tuple[dict, str]:
     from .evaluator import load_evaluator
 
-    _set_threads(threads)
+    configure_threads(threads)
     folder = resolve_model(model)
     generator, config = load_generator(folder)
     ev = load_evaluator(Path(evaluator) if evaluator else folder)

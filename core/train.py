@@ -393,4 +393,7 @@ def train(opts: TrainOptions, log=print) -> dict:
         return trainer.run()
     finally:
         if trainer.world > 1 and dist.is_initialized():
+            # Rank 0 is still writing samples and checkpoints after the loop: tearing the group down
+            # under it made gloo abort another process ("terminate called without an active exception").
+            dist.barrier()
             dist.destroy_process_group()

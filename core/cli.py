@@ -188,7 +188,7 @@ REPLAY_CONFLICTS = ("prompt", "n", "seed", "truncation", "style", "size", "promp
 @click.option("--model", help="registered model name or checkpoint folder  [default: $GANVAS_MODEL or the shipped default]")
 @click.option("--truncation", type=click.FloatRange(0, 1, min_open=True), default=DEFAULT_TRUNCATION,
               show_default=True, help="psi: lower = more typical, less varied")
-@click.option("--style", help='style word; appends "; STYLE style" to the prompt')
+@click.option("--style", help='style word (`ganvas models` lists each model\'s); appends "; STYLE style" to the prompt')
 @click.option("--size", type=click.IntRange(8, 2048), help="output side in pixels (a Lanczos resize)  [default: native]")
 @click.option("--out", type=click.Path(file_okay=False), default="ganvas-out", show_default=True, help="output folder")
 @click.option("--prompts", "prompts_file", type=click.Path(dir_okay=False), help="file with one prompt per line")
@@ -358,12 +358,14 @@ def models(as_json):
     rows = []
     for name, entry in sorted(get_plugin_manager().models().items()):
         row = {"name": name, "default": name == default, "plugin": entry.plugin, "description": entry.description,
-               "path": None, "resolution": None}
+               "path": None, "resolution": None, "styles": []}
         if isinstance(entry.value, (str, os.PathLike)):
             row["path"] = str(entry.value)
             try:
-                row["resolution"] = json.loads((Path(entry.value) / "config.json").read_text("utf-8"))["resolution"]
-            except (OSError, ValueError, KeyError, TypeError):
+                config = json.loads((Path(entry.value) / "config.json").read_text("utf-8"))
+                row["resolution"] = config["resolution"]
+                row["styles"] = [s for s in (config.get("trained") or {}).get("styles") or [] if isinstance(s, str)]
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
                 pass
         rows.append(row)
     if as_json:
@@ -374,7 +376,8 @@ def models(as_json):
     for row in rows:
         res = f"{row['resolution']}px" if row["resolution"] else "?"
         where = row["path"] or f"from plugin {row['plugin']}"
-        click.echo(f"{row['name']}{' (default)' if row['default'] else ''}\t{res}\t{where}")
+        styles = f"\tstyles: {', '.join(row['styles'])}" if row["styles"] else ""
+        click.echo(f"{row['name']}{' (default)' if row['default'] else ''}\t{res}\t{where}{styles}")
 
 
 @main.command("plugins")

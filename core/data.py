@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ class CaptionedImages:
     caption_index: torch.Tensor          # (N,) int64 into `captions`
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason) never fatal
     source: str = ""
+    styles: list[str] = field(default_factory=list)  # distinct metadata "style" words, most frequent first
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -72,7 +74,7 @@ def _assemble(pairs: list[tuple[Path, str]], resolution: int, source: str) -> Ca
 
 def load_imagefolder(folder: Path, resolution: int, caption_field: str = "text") -> CaptionedImages:
     meta = folder / "metadata.jsonl"
-    pairs, skipped = [], []
+    pairs, skipped, styles = [], [], Counter()
     for line_no, line in enumerate(meta.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
@@ -86,8 +88,13 @@ def load_imagefolder(folder: Path, resolution: int, caption_field: str = "text")
             skipped.append((str(folder / str(name)), f"empty or missing {caption_field!r}"))
             continue
         pairs.append((folder / name, text.strip()))
+        if isinstance(row.get("style"), str) and row["style"].strip():
+            styles[row["style"].strip()] += 1
     data = _assemble(pairs, resolution, str(folder))
     data.skipped[:0] = skipped
+    # The captions' style words (emoji64: "noto", "twemoji", ...), recorded in the checkpoint so hosts
+    # can offer them; images that failed to load still count, which only matters for the order.
+    data.styles = [style for style, _ in styles.most_common()]
     return data
 
 

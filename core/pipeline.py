@@ -168,10 +168,12 @@ def _folder_key(folder: Path) -> tuple:
 
 
 def _load_folder(name: str, folder: Path) -> tuple[torch.nn.Module, ModelInfo]:
-    generator, _config = load_generator(folder)
+    generator, config = load_generator(folder)
     cfg = generator.config
+    styles = (config.get("trained") or {}).get("styles") or []
     info = ModelInfo(name, file_hash(folder / "model.safetensors", 10), cfg.resolution, cfg.z_dim,
-                     cfg.text_encoder, str(folder.resolve()))
+                     cfg.text_encoder, str(folder.resolve()),
+                     tuple(s for s in styles if isinstance(s, str)) if isinstance(styles, list) else ())
     return generator, info
 
 

@@ -135,6 +135,7 @@ class ModelInfo:
     z_dim: int
     text_encoder: str
     path: str | None = None   # checkpoint folder, None for models built by a plugin loader
+    styles: tuple[str, ...] = ()  # style words the training captions used (emoji64: "noto", ...); may be empty
 
 
 @dataclass

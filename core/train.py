@@ -279,7 +279,8 @@ class Trainer:
                 "device": self.device.type, "train_hours": round(self.train_seconds / 3600, 4),
                 "device_hours": round(self.train_seconds * self.world / 3600, 4),
                 "bf16": self.opts.bf16, "params_generator": count_parameters(self.G),
-                "params_discriminator": count_parameters(self.D), "seed": self.opts.seed}
+                "params_discriminator": count_parameters(self.D), "seed": self.opts.seed,
+                **({"styles": list(self.data.styles)} if self.data.styles else {})}
 
     def save(self):
         if not self.is_main:

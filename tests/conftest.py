@@ -44,10 +44,12 @@ def make_tiny_generator(seed: int = 0, text_encoder: str = "minilm"):
     return generator.eval()
 
 
-def save_tiny_checkpoint(folder: Path, seed: int = 0, text_encoder: str = "minilm") -> Path:
+def save_tiny_checkpoint(folder: Path, seed: int = 0, text_encoder: str = "minilm",
+                         styles: list[str] | None = None) -> Path:
     from ganvas.core.checkpoint import save_model
 
-    return save_model(folder, make_tiny_generator(seed, text_encoder), trained={"note": "random weights for tests"},
+    trained = {"note": "random weights for tests", **({"styles": styles} if styles else {})}
+    return save_model(folder, make_tiny_generator(seed, text_encoder), trained=trained,
                       card="# tiny\n\nRandom weights, for tests only.\n")
 
 

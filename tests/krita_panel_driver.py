@@ -57,6 +57,7 @@ report["missing_names"] = [n for n in OBJECT_NAMES if panel.findChild(QWidget, n
 
 step("connect", wait(lambda: panel.status.text().startswith("ready")))
 report["models"] = [panel.model.itemData(i) for i in range(panel.model.count())]
+report["style_choices"] = [panel.style.itemText(i) for i in range(panel.style.count())]
 
 panel.prompt.setText("a red circle")
 panel.seed.setText("41")

@@ -8,7 +8,7 @@ import numpy as np
 from click.testing import CliRunner
 from PIL import Image
 
-from conftest import pixels, run_ganvas
+from conftest import REPO, pixels, run_ganvas
 from ganvas.core.cli import main
 from ganvas.core.png import read_png_text
 from ganvas.plugins.default_backend import MODELS_DIR
@@ -155,3 +155,20 @@ def test_real_process_with_installed_plugins(installed_plugins, tiny_checkpoint,
     assert refused.returncode == 1 and "Traceback" not in refused.stderr
     assert refused.stderr.strip().splitlines()[-1] == (
         "Error: request refused by example: the example plugin refuses prompts containing 'forbidden'")
+
+
+def test_sample_sheet_script_draws_prompts_by_seeds(tiny_checkpoint, tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "sheet.png"
+    subprocess.run([sys.executable, str(REPO / "scripts" / "sample_sheet.py"), "--model",
+                    str(tiny_checkpoint), "--prompts", "a red circle", "a blue star", "--seeds", "3", "--out", str(out)],
+                   check=True, capture_output=True, timeout=120)
+    with Image.open(out) as sheet:
+        width, height = sheet.size
+        rgb = np.asarray(sheet.convert("RGB"))
+    assert height == 24 + 2 * (32 + 4)  # header + 2 rows of 32 px tiles
+    label_w = width - 3 * (32 + 4)
+    first_tile = rgb[24:56, label_w:label_w + 32]
+    assert first_tile.std() > 0 and (rgb[:, :label_w] < 128).any()  # a generated tile, and the prompt written

@@ -14,6 +14,7 @@ from ganvas.core import checkpoint
 from ganvas.core.config import ModelConfig
 from ganvas.core.data import load_dataset, make_shapes
 from ganvas.core.model import Discriminator, Generator
+from ganvas.core.pipeline import Pipeline
 from ganvas.core.text_encoder import EmbeddingCache, get_text_encoder
 from ganvas.core.train import TrainOptions, Trainer
 
@@ -129,7 +130,8 @@ def messy_imagefolder(tmp_path):
     for i in range(12):
         arr = rng.integers(0, 255, (40, 56, 3), dtype=np.uint8)  # non-square: centre-cropped
         Image.fromarray(arr).save(folder / f"img{i}.png")
-        rows.append({"file_name": f"img{i}.png", "text": f"caption number {i % 4}"})
+        rows.append({"file_name": f"img{i}.png", "text": f"caption number {i % 4}",
+                     "style": ["noto", "twemoji", "noto"][i % 3]})
     rgba = Image.new("RGBA", (32, 32), (255, 0, 0, 0))  # fully transparent red -> white
     rgba.save(folder / "alpha.png")
     rows.append({"file_name": "alpha.png", "text": "a transparent image"})
@@ -151,6 +153,7 @@ def test_imagefolder_skips_bad_files_and_lists_them(messy_imagefolder):
     alpha = data.images[12]
     assert int(alpha.min()) == 255  # transparent pixels composited on white
     assert len(data.captions) == 5
+    assert data.styles == ["noto", "twemoji"]  # metadata "style" words, most frequent first
 
 
 def test_sidecar_folder_reads_txt_captions(tmp_path):
@@ -189,6 +192,8 @@ def test_training_writes_stats_samples_plot_and_a_loadable_model(tmp_path, messy
     assert "corrupt.png" in (run / "skipped.txt").read_text()
     g, data = checkpoint.load_generator(run / "model")
     assert data["trained"]["images_seen"] == 16 and (run / "model" / "README.md").exists()
+    assert data["trained"]["styles"] == ["noto", "twemoji"]  # what hosts offer in their style box
+    assert Pipeline.load(run / "model").info.styles == ("noto", "twemoji")
 
 
 def test_resume_continues_exactly_the_same_curve(tmp_path, messy_imagefolder):

@@ -20,6 +20,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from conftest import save_tiny_checkpoint
 from ganvas.core.hookspecs import hookimpl
 from ganvas.core.plugins import GanvasPlugins
 from ganvas.core.requests import MAX_SEED, RequestRefused
@@ -50,13 +51,17 @@ class Refuser:
             raise RequestRefused("no forbidden things here", param="prompt")
 
 
+STYLES = ["noto", "twemoji"]
+
+
 @pytest.fixture(scope="module")
-def server(tiny_checkpoint, tmp_path_factory):
+def server(tmp_path_factory):
     from ganvas.core.server import ServerConfig
     from ganvas.core.server.background import BackgroundServer
 
     plugins = GanvasPlugins(entry_points=False, env={})
-    plugins.register(TinyModels(tiny_checkpoint), "test-models")
+    model = save_tiny_checkpoint(tmp_path_factory.mktemp("krita-models") / "tiny", styles=STYLES)
+    plugins.register(TinyModels(model), "test-models")
     plugins.register(Refuser(), "test-refuser")
     config = ServerConfig(port=0, api_key=KEY, model="tiny", workers=2, max_queue=8, access_log=None,
                           store_dir=tmp_path_factory.mktemp("krita-store"))
@@ -110,7 +115,7 @@ def closed_port() -> int:
 def test_probe_reads_health_and_models(api):
     info = kc.probe(api)
     assert info.status == "ok" and info.model == "tiny"
-    assert {"id": "tiny", "resolution": 32} in info.models
+    assert {"id": "tiny", "resolution": 32, "styles": STYLES} in info.models
 
 
 def test_generate_returns_pngs_with_per_image_seeds(api):
@@ -497,6 +502,7 @@ def test_panel_offscreen_against_the_real_server(server):
     for step in ("connect", "generate", "unlocked", "refused", "empty", "live", "cancel", "offline"):
         assert report[step]["ok"], (step, report[step])
     assert report["connect"]["status"].startswith("ready") and "tiny" in report["models"]
+    assert report["style_choices"] == ["", *STYLES]  # the model's style words, from GET /v1/models
     assert report["seeds"] == [41, 42, 43] and report["generate"]["message"].startswith("3 images in")
     assert report["pending_after_click"] is True  # Generate only queues the call; Krita's UI never waits
     assert report["host_calls"] == [["layer", "ganvas: a red circle (seed 43)"]]

@@ -96,6 +96,8 @@ class ModelCard(BaseModel):
     created: int
     owned_by: str
     resolution: Optional[int] = Field(None, description="native side in pixels, once the model is loaded")
+    styles: Optional[list[str]] = Field(None, description=(
+        "ganvas extension: style words the model was trained with (for the `style` field), once it is loaded"))
 
 
 class ModelList(BaseModel):

@@ -17,7 +17,7 @@ from .qt import QIcon, QListWidgetItem, QPixmap, Qt, QTimer
 from .session import Batch, History, layer_name, parse_seed, random_seed
 from .settings import Settings
 from .tasks import Tasks, Ticket
-from .widgets import SIZES, THUMB, DockerWidgets
+from .widgets import SIZES, STYLE_SUGGESTIONS, THUMB, DockerWidgets
 
 LIVE_DELAY_MS = 300                    # debounce while typing
 POLL_READY_MS = 15000                  # health check while connected (notices a server that went away)
@@ -217,7 +217,7 @@ class GanvasPanel(DockerWidgets):
 
     def _fill_models(self, models: list[dict]) -> None:
         names = [m["id"] for m in models]
-        if names == [self.model.itemData(i) for i in range(self.model.count())]:
+        if models == self.models and names == [self.model.itemData(i) for i in range(self.model.count())]:
             return
         self.models = models
         wanted = self.current_model() or self.settings.text("model") or self.server_model
@@ -232,6 +232,24 @@ class GanvasPanel(DockerWidgets):
             self.model.setCurrentIndex(index)
         finally:
             self.model.blockSignals(False)
+        self._offer_styles()
+
+    def _offer_styles(self) -> None:
+        """The Style box suggests the chosen model's style words (the server lists them once it has loaded
+        the model); whatever the user typed stays."""
+        card = next((m for m in self.models if m.get("id") == self.current_model()), {})
+        styles = [s for s in card.get("styles") or [] if isinstance(s, str)]
+        wanted = ["", *styles] if styles else list(STYLE_SUGGESTIONS)
+        if wanted == [self.style.itemText(i) for i in range(self.style.count())]:
+            return
+        typed = self.style.currentText()
+        self.style.blockSignals(True)
+        try:
+            self.style.clear()
+            self.style.addItems(wanted)
+            self.style.setEditText(typed)
+        finally:
+            self.style.blockSignals(False)
 
     def current_model(self) -> str | None:
         value = self.model.currentData()
@@ -436,6 +454,7 @@ class GanvasPanel(DockerWidgets):
     def _model_chosen(self, *_):
         if self.current_model():
             self.settings.set("model", self.current_model())
+        self._offer_styles()
 
     @guarded
     def _style_edited(self, text):

@@ -16,7 +16,8 @@ OBJECT_NAMES = ("ganvasStatus", "ganvasServerUrl", "ganvasConnect", "ganvasStart
 
 SIZES = (0, 256, 512, 1024)            # 0 = the model's native resolution
 THUMB = 96
-STYLE_SUGGESTIONS = ("", "flat", "pixel art", "sketch", "watercolor")
+# Until the server names the chosen model's style words (GET /v1/models "styles"), offer none.
+STYLE_SUGGESTIONS = ("",)
 
 
 class DockerWidgets(QWidget):

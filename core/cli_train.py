@@ -55,14 +55,15 @@ def train_command(data, out, resolution, steps, batch, preset, lr_g, lr_d, gp_ev
               help="dataset root with train/ (imagefolder); only train/ is used")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="folder to save the evaluator in")
 @click.option("--epochs", default=20, show_default=True)
+@click.option("--batch", default=256, show_default=True, help="contrastive batch (more negatives per step)")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--threads", default=None, type=int)
-def train_evaluator_command(data, out, epochs, device, threads):
+def train_evaluator_command(data, out, epochs, batch, device, threads):
     """Train the contrastive image-text evaluator used by `ganvas eval` (train split only)."""
     from .evaluation import train_split_evaluator
 
     path = train_split_evaluator(Path(data), Path(out), epochs=epochs, device=device, threads=threads,
-                                 log=lambda m: click.echo(m, err=True))
+                                 batch=batch, log=lambda m: click.echo(m, err=True))
     click.echo(str(path))
 
 

@@ -71,7 +71,7 @@ def evaluate_shapes_model(model: str, seed: int = 0, threads: int | None = None,
 # --- captioned datasets ------------------------------------------------------------------------------------------
 
 def train_split_evaluator(root: Path, out: Path, epochs: int = 20, device: str = "auto", threads=None,
-                          log=print) -> Path:
+                          batch: int = 256, log=print) -> Path:
     from .evaluator import save_evaluator, train_evaluator
 
     configure_threads(threads)
@@ -80,8 +80,10 @@ def train_split_evaluator(root: Path, out: Path, epochs: int = 20, device: str =
     train_dir = root / "train" if (root / "train" / "metadata.jsonl").exists() else root
     data = load_imagefolder(train_dir, 64)
     text = EmbeddingCache(default_cache_dir()).lookup(data.captions, log=log)
-    model = train_evaluator(data.images, text, data.caption_index, epochs=epochs, device=device, log=log)
-    return save_evaluator(model, out, {"data": str(train_dir), "images": len(data), "epochs": epochs})
+    model = train_evaluator(data.images, text, data.caption_index, epochs=epochs, batch=batch, device=device,
+                            log=log)
+    return save_evaluator(model, out, {"data": str(train_dir), "images": len(data), "epochs": epochs,
+                                       "batch": min(batch, len(data))})
 
 
 def _read_split(root: Path, split: str) -> tuple[list[dict], Path]:
@@ -121,8 +123,8 @@ def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
     a, b = a.double().numpy(), b.double().numpy()
     mu1, mu2 = a.mean(0), b.mean(0)
     s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    covmean, _ = linalg.sqrtm(s1 @ s2, disp=False)
-    covmean = covmean.real
+    covmean = linalg.sqrtm(s1 @ s2)
+    covmean = (covmean[0] if isinstance(covmean, tuple) else covmean).real  # older SciPy returned a tuple
     return float(((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * covmean))
 
 

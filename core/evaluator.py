@@ -85,7 +85,8 @@ def train_evaluator(images_uint8: torch.Tensor, text_vectors: torch.Tensor, capt
     model = ContrastiveEvaluator(cfg).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
     n = len(images_uint8)
-    steps = epochs * max(1, n // batch)
+    batch = min(batch, n)  # a dataset smaller than one batch still trains (one batch per epoch)
+    steps = epochs * (n // batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
     images_uint8, text_vectors, caption_index = (images_uint8.to(device), text_vectors.to(device),
                                                  caption_index.to(device))
@@ -124,8 +125,20 @@ def save_evaluator(model: ContrastiveEvaluator, folder: str | Path, info: dict |
 
 
 def load_evaluator(folder: str | Path) -> ContrastiveEvaluator:
+    """Load a saved evaluator; raises CheckpointError naming the missing or broken file."""
+    from .checkpoint import CheckpointError
+
     folder = Path(folder)
-    meta = json.loads((folder / CONFIG).read_text())
-    model = ContrastiveEvaluator(EvaluatorConfig(**meta["config"]))
-    model.load_state_dict(load_file(str(folder / WEIGHTS)))
+    if not (folder / CONFIG).exists() or not (folder / WEIGHTS).exists():
+        raise CheckpointError(f"{folder}: no evaluator ({CONFIG} + {WEIGHTS}); train one with `ganvas "
+                              f"train-evaluator --data DATASET --out {folder}` or pass --evaluator FOLDER")
+    try:
+        meta = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
+        model = ContrastiveEvaluator(EvaluatorConfig(**meta["config"]))
+    except (ValueError, TypeError, KeyError) as exc:
+        raise CheckpointError(f"{folder / CONFIG}: not an evaluator config ({exc})") from None
+    try:
+        model.load_state_dict(load_file(str(folder / WEIGHTS)))
+    except Exception as exc:  # safetensors raises its own error types for truncated files
+        raise CheckpointError(f"{folder / WEIGHTS}: unreadable or does not fit {CONFIG} ({exc})") from None
     return model.eval()

@@ -21,6 +21,8 @@ import click
               help="DiffAugment ops applied to everything D sees ('' = none; no colour ops: captions name colours)")
 @click.option("--hard-negatives", default=0.0, show_default=True,
               help="share of mismatched-caption negatives drawn as the batch's most similar other caption")
+@click.option("--mode-seeking", default=0.0, show_default=True,
+              help="weight of the MSGAN mode-seeking term: two noises for one caption must differ (fights collapse)")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--threads", default=None, type=int, help="torch CPU threads (default: torch's choice)")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
@@ -32,15 +34,16 @@ import click
 @click.option("--max-minutes", default=None, type=float, help="stop (and save) after this much wall time")
 @click.option("--resume", is_flag=True, help="continue the run in --out exactly where it stopped")
 @click.option("--no-progress", is_flag=True, help="no progress bar (logs still go to stats.jsonl)")
-def train_command(data, out, resolution, steps, batch, preset, lr_g, lr_d, gp_every, augment, hard_negatives, seed, threads, device, bf16,
-                  shapes_size, workers, sample_every, checkpoint_every, max_minutes, resume, no_progress):
+def train_command(data, out, resolution, steps, batch, preset, lr_g, lr_d, gp_every, augment, hard_negatives,
+                  mode_seeking, seed, threads, device, bf16, shapes_size, workers, sample_every, checkpoint_every,
+                  max_minutes, resume, no_progress):
     """Train a text-conditional GAN; the model folder appears in OUT/model."""
     from .train import TrainOptions, train
 
     opts = TrainOptions(data=data, out=out, resolution=int(resolution), steps=steps, batch=batch, preset=preset,
                         lr_g=lr_g, lr_d=lr_d, gp_every=gp_every, augment=augment,
-                        hard_negatives=hard_negatives, seed=seed, threads=threads, device=device,
-                        bf16=bf16, shapes_size=shapes_size, workers=workers, sample_every=sample_every,
+                        hard_negatives=hard_negatives, mode_seeking=mode_seeking, seed=seed, threads=threads,
+                        device=device, bf16=bf16, shapes_size=shapes_size, workers=workers, sample_every=sample_every,
                         checkpoint_every=checkpoint_every, max_minutes=max_minutes, resume=resume,
                         progress=not no_progress)
     if data == "shapes":

@@ -45,6 +45,7 @@ class TrainOptions:
     ema_beta: float = 0.999
     augment: str = "translation,cutout"  # DiffAugment ops; cutout can erase small objects entirely
     hard_negatives: float = 0.0   # share of mismatched captions chosen as the batch's most similar caption
+    mode_seeking: float = 0.0     # weight of MSGAN's mode-seeking term (pairs of noises per caption in G's step)
     seed: int = 0
     threads: int | None = None
     device: str = "auto"
@@ -216,17 +217,28 @@ class Trainer:
 
         # Generator: fool D on matched captions.
         z = torch.randn(real.shape[0], self.config.z_dim, device=self.device)
+        half = real.shape[0] // 2
+        if opts.mode_seeking and half:
+            # Each caption of the first half is drawn again with a second noise in the second half.
+            text, t = text.clone(), t.clone()
+            text[half:2 * half], t[half:2 * half] = text[:half], t[:half]
         with self._autocast():
             fake = self.G(z, text)
             loss_g = -self.D(self._augment(fake.float()), t).mean()
+        loss_ms = torch.zeros((), device=self.device)
+        if opts.mode_seeking and half:
+            # MSGAN (Mao et al. 2019): penalise two noises that give nearly the same image for one caption.
+            image_gap = (fake[:half] - fake[half:2 * half]).float().abs().mean(dim=(1, 2, 3))
+            noise_gap = (z[:half] - z[half:2 * half]).abs().mean(dim=1)
+            loss_ms = 1 / (image_gap / noise_gap).mean().clamp(min=1e-5)
         self.opt_g.zero_grad(set_to_none=True)
-        loss_g.float().backward()
+        (loss_g.float() + opts.mode_seeking * loss_ms).backward()
         self._average_gradients(self.G)
         self.opt_g.step()
         self._update_ema()
         self.step += 1
         self.images_seen += real.shape[0] * self.world
-        return {"loss_d": loss_d.item(), "loss_g": loss_g.item(), "gp": gp.item(),
+        return {"loss_d": loss_d.item(), "loss_g": loss_g.item(), "gp": gp.item(), "mode_seeking": loss_ms.item(),
                 "d_real": d_real.float().mean().item(), "d_fake": d_fake.float().mean().item(),
                 "d_mis": d_mis.float().mean().item()}
 

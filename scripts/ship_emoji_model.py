@@ -151,13 +151,16 @@ def main():
         shutil.copy2(f, target / f.name)
     shutil.copytree(args.data / "LICENSES", target / "LICENSES", dirs_exist_ok=True)
 
-    reports = {}
+    reports, numbers = {}, {}
     for split in ("test", "unseen_concepts"):
         out = args.run / f"eval_{split}.json"
         text_file = args.run / f"eval_{split}.txt"
         if not args.skip_eval:
             text_file.write_text(run_eval(target, args.data, split, out))
         reports[split] = text_file.read_text()
+        numbers[split] = {**json.loads(out.read_text()), "model": "models/emoji64"}
+    # The card's numbers as data: tests/test_shipped_models.py re-runs the command and compares.
+    (target / "evaluation.json").write_text(json.dumps(numbers, indent=2) + "\n")
 
     rows = [json.loads(line) for line in (args.data / "train" / "metadata.jsonl").read_text().splitlines() if line]
     styles = Counter(r["style"] for r in rows)

@@ -222,6 +222,27 @@ def _torchrun_train(tmp_path, data, run, *args):
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
+def test_mode_seeking_pairs_noises_per_caption_and_spreads_the_images(tmp_path, messy_imagefolder):
+    def seed_spread(weight):
+        torch.manual_seed(0)
+        trainer = Trainer(_tiny_options(tmp_path, messy_imagefolder, 1, name=f"ms{weight}", mode_seeking=weight,
+                                        lr_g=1e-3))
+        seen = []
+        forward = trainer.G.forward
+        trainer.G.forward = lambda z, text: seen.append(text.clone()) or forward(z, text)
+        for _ in range(8):
+            stats = trainer.train_step()
+        g_text = seen[-1]  # the last G step's captions: second half repeats the first
+        if weight:
+            assert torch.equal(g_text[2:4], g_text[:2]) and 0 < stats["mode_seeking"] < float("inf")
+        with torch.no_grad():
+            images = forward(torch.randn(16, trainer.config.z_dim), trainer.text[:1].expand(16, -1))
+        return float(images.std(0).mean())
+
+    spread_with, spread_without = seed_spread(20.0), seed_spread(0.0)
+    assert spread_with > 1.5 * spread_without, (spread_with, spread_without)
+
+
 @pytest.mark.slow
 def test_two_processes_under_torchrun_train_in_lockstep(tmp_path, messy_imagefolder):
     run = tmp_path / "ddp"

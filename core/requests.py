@@ -16,7 +16,7 @@ if TYPE_CHECKING:  # keep `import ganvas.core.requests` free of Pillow/torch for
     from PIL import Image
 
 # The model a bare `ganvas generate` uses (env GANVAS_MODEL overrides it).
-DEFAULT_MODEL = "shapes"
+DEFAULT_MODEL = "emoji64"  # models/emoji64: 64 px emoji from English captions (models/shapes ships too)
 DEFAULT_TRUNCATION = 1.0
 MAX_SEED = 2 ** 53 - 1          # JSON-safe in every host language (JavaScript numbers included)
 MIN_SIZE, MAX_SIZE = 8, 2048    # a requested output side outside this is a mistake, not a resize

@@ -27,7 +27,7 @@ from comfy_helpers import CONTROL, PACK, WIDGETS, import_comfy_api, load_workflo
 from conftest import pixels, save_tiny_checkpoint
 from ganvas.comfy_nodes import NODE_IDS, comfy_entrypoint, conditioning, generation, model_folders
 from ganvas.comfy_nodes.conditioning import PromptConditioning, mix, mix_weight
-from ganvas.core.requests import MAX_SEED, GanvasError
+from ganvas.core.requests import DEFAULT_MODEL, MAX_SEED, GanvasError
 from ganvas.plugins import comfy_command, request_policy
 
 PROMPT = "a small red circle on the left"
@@ -102,7 +102,7 @@ def test_choices_list_folders_then_registered_names_they_do_not_shadow(tmp_path)
     assert choices == ["mine", "shapes", "emoji64"]
     assert model_folders.model_source("shapes", [tmp_path]) == str(tmp_path / "shapes")
     assert model_folders.model_source("emoji64", [tmp_path]) == "emoji64"
-    assert model_folders.default_choice(choices) == "shapes"  # ganvas's default model
+    assert model_folders.default_choice(choices) == DEFAULT_MODEL == "emoji64"  # ganvas's default model
     assert model_folders.default_choice(["b", "a"]) == "b"
     assert model_folders.default_choice([]) is None
 

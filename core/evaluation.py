@@ -204,9 +204,39 @@ def evaluate_dataset_model(model: str, root: Path, split: str, evaluator: str | 
                      "real_vs_real": frechet_distance(real_feat[a], real_feat[b])}
     report["kid"] = {"generated_vs_real": kernel_inception_distance(fake_feat[a], real_feat[b]),
                      "real_vs_real": kernel_inception_distance(real_feat[a], real_feat[b])}
+    report["style"] = _style_accuracy(root, split, rows, captions, concepts, cache, ev, fake_emb, real_emb, log)
     styles = _concept_styles(root, split, rows, resolution, ev, diversity_concepts, embed)
     report["diversity"] = _diversity(generator, ev, captions, concepts, text_vectors, styles, diversity_seeds, seed)
     return report, format_dataset_report(report, model, root, split, seed)
+
+
+def _style_accuracy(root: Path, split: str, rows: list[dict], captions, concepts, cache, ev, fake_emb, real_emb,
+                    log) -> dict:
+    """Style control: rank each image's caption among the captions of the *same* concept in its other designs
+    (taken from the split and train/); a hit when its own design's caption wins. Images of concepts drawn in
+    one design only are left out. Chance is the mean of 1 / number of designs."""
+    by_concept: dict[str, list[str]] = {}
+    sources = [rows] + ([_read_split(root, "train")[0]] if split != "train" and (root / "train").is_dir() else [])
+    for source in sources:
+        for r in source:
+            by_concept.setdefault(r.get("label", r["text"]), [])
+            if r["text"] not in by_concept[r.get("label", r["text"])]:
+                by_concept[r.get("label", r["text"])].append(r["text"])
+    usable = [i for i, c in enumerate(concepts) if len(by_concept.get(c, [])) >= 2]
+    if not usable:
+        return {"images": 0, "generated": float("nan"), "real": float("nan"), "chance": float("nan")}
+    needed = sorted({t for i in usable for t in by_concept[concepts[i]]})
+    index = {t: k for k, t in enumerate(needed)}
+    text_emb = ev.embed_texts(cache.lookup(needed, log=log))
+    hits_fake = hits_real = chance = 0.0
+    for i in usable:
+        options = [index[t] for t in by_concept[concepts[i]]]
+        own = options.index(index[captions[i]])
+        hits_fake += int((text_emb[options] @ fake_emb[i]).argmax()) == own
+        hits_real += int((text_emb[options] @ real_emb[i]).argmax()) == own
+        chance += 1 / len(options)
+    n = len(usable)
+    return {"images": n, "generated": hits_fake / n, "real": hits_real / n, "chance": chance / n}
 
 
 def _concept_styles(root: Path, split: str, rows: list[dict], resolution: int, ev, limit: int, embed) -> dict:
@@ -262,6 +292,9 @@ def format_dataset_report(r: dict, model, root, split, seed) -> str:
         f"  generated / ceiling R@1: {r['generated']['r_precision_at_1'] / max(r['real']['r_precision_at_1'], 1e-9):.2f}",
         f"  FID (evaluator space) {r['fid']['generated_vs_real']:.4g}   real-vs-real floor {r['fid']['real_vs_real']:.4g}",
         f"  KID (evaluator space) {r['kid']['generated_vs_real']:.4g}   real-vs-real floor {r['kid']['real_vs_real']:.4g}",
+        f"  style (own design's caption ranked first among the concept's designs, {r['style']['images']} images): "
+        f"generated {r['style']['generated'] * 100:.1f}%   real {r['style']['real'] * 100:.1f}%   "
+        f"chance {r['style']['chance'] * 100:.1f}%",
         f"  diversity: seed spread {d['generated_seed_spread']:.3f} vs real style spread {d['real_style_spread']:.3f} "
         f"(ratio {d['ratio']:.2f}, {d['concepts']} multi-style concepts, pixel std {d['generated_pixel_std']:.3f})",
         f"command: ganvas eval --model {model} --data {root} --split {split} --seed {seed}",

@@ -83,7 +83,9 @@ vector, `evaluator.safetensors` beside the model) was trained on the **train spl
 R-precision@1 ranks the true caption among itself + 99 captions of other concepts (mean ± std over
 draws; chance 1 %); the same is measured for the split's real images (ceiling) and for generated
 images paired with shuffled captions (floor). FID/KID are computed in the evaluator's feature space,
-generated half vs real half, beside real half vs real half (floor). Diversity is the mean pairwise
+generated half vs real half, beside real half vs real half (floor). Style control ranks each image's
+caption among the captions of the same concept in its other designs (a hit when its own design wins;
+real images are the ceiling, 1 / number of designs the chance). Diversity is the mean pairwise
 feature distance across 8 seeds of one caption, next to the real spread of that concept across its
 emoji designs.
 

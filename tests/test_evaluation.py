@@ -107,6 +107,8 @@ def test_eval_command_reports_generated_ceiling_floor_fid_and_diversity(dataset,
     for key in ("generated", "shuffled"):
         assert 0.0 <= report[key]["r_precision_at_1"] <= 1.0
     assert report["fid"]["real_vs_real"] >= 0 and report["fid"]["generated_vs_real"] > report["fid"]["real_vs_real"]
+    style = report["style"]  # each concept here has two designs: its caption must beat the other design's
+    assert style["images"] == 4 and style["chance"] == 0.5 and style["real"] >= 0.75
     diversity = report["diversity"]
     assert diversity["concepts"] == (4 if split == "test" else 2) and diversity["real_style_spread"] > 0
     assert "real (ceiling)" in result.output and f"--split {split}" in result.output

@@ -37,6 +37,11 @@ SOURCES = {
                    "<https://github.com/webalys-hq/streamline-vectors>"),
 }
 
+DESIGNS = {"noto": "Noto Emoji (Google)", "twemoji": "Twemoji (Twitter, now jdecked)",
+           "fluent-flat": "Fluent Emoji Flat (Microsoft)", "fluent-color": "Fluent Emoji Color (Microsoft)",
+           "emojione": "Emojione 2.2 / Emojitwo", "noto-v1": "Noto Emoji v1, 2016 design (Google)",
+           "fxemoji": "FxEmoji (Mozilla, Firefox OS)", "streamline": "Streamline Emojis (webalys)"}
+
 CARD = """---
 library_name: ganvas
 pipeline_tag: text-to-image
@@ -70,7 +75,8 @@ hot-folder prompt files), the Style box (Krita) and the `style` input (ComfyUI) 
 ## Training
 {history}
 
-`train_hours` is wall time; `device_hours` counts every process:
+`train_hours` is wall time; `device_hours` multiplies it by the last phase's process count, so it
+over-counts phase 1 (one process): the run used {core_hours} CPU-core-hours, plus {evaluator_hours} for the evaluator.
 
 ```json
 {trained}
@@ -143,6 +149,8 @@ def main():
     ap.add_argument("--data", type=Path, required=True, help="the emoji64 dataset root")
     ap.add_argument("--history", type=Path, required=True, help="markdown: the training commands, phase by phase")
     ap.add_argument("--limits", type=Path, required=True, help="markdown: the known limits, from the evaluation")
+    ap.add_argument("--core-hours", required=True, help="CPU-core (or GPU) hours the whole run used")
+    ap.add_argument("--evaluator-hours", required=True, help="hours the evaluator's training used")
     ap.add_argument("--skip-eval", action="store_true", help="reuse eval_*.json reports already in the run folder")
     args = ap.parse_args()
     target = REPO / "models" / "emoji64"
@@ -151,7 +159,7 @@ def main():
         shutil.copy2(args.run / "model" / f, target / f)
     for f in args.evaluator.glob("evaluator.*"):
         shutil.copy2(f, target / f.name)
-    shutil.copytree(args.data / "LICENSES", target / "LICENSES", dirs_exist_ok=True)
+    shutil.copytree(args.data / "LICENSES", target / "LICENSES", dirs_exist_ok=True, copy_function=shutil.copyfile)
 
     reports, numbers = {}, {}
     for split in ("test", "unseen_concepts"):
@@ -172,8 +180,9 @@ def main():
         train_images=len(rows), train_concepts=len({r["label"] for r in rows}),
         resolution=config["resolution"], images_seen=trained.get("images_seen"),
         style_list=", ".join(SOURCES),
-        style_rows="\n".join(f"| `{s}` | {SOURCES[s][1].split(',')[0]} | {styles[s]} |" for s in SOURCES),
+        style_rows="\n".join(f"| `{s}` | {DESIGNS[s]} | {styles[s]} |" for s in SOURCES),
         history=args.history.read_text().strip(), trained=json.dumps(trained, indent=2),
+        core_hours=args.core_hours, evaluator_hours=args.evaluator_hours,
         evaluator_command=f"ganvas train-evaluator --data emoji64 --out {args.evaluator}",
         report_test=reports["test"], report_unseen=reports["unseen_concepts"],
         limits=args.limits.read_text().strip(),

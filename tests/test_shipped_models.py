@@ -43,7 +43,7 @@ def test_emoji_model_offers_its_styles_and_carries_its_licences(plugins):
         assert f"| `{style}` |" in card
     for licence in ("Apache-2.0.txt", "CC-BY-4.0.txt", "MIT-fluentui-emoji.txt", "MIT-emojibase-data.txt",
                     "Unicode-3.0-CLDR.txt"):
-        assert (EMOJI / "LICENSES" / licence).stat().st_size > 500
+        assert (EMOJI / "LICENSES" / licence).stat().st_size > 300
     assert "https://creativecommons.org/licenses/by/4.0/" in card and "Copyright Google Inc." in card
     assert load_evaluator(EMOJI).config.resolution == 64  # the evaluator the card's numbers come from
 

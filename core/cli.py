@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from .. import __version__
-from .requests import DEFAULT_TRUNCATION, MAX_SEED, default_model_name
+from .requests import DEFAULT_TRUNCATION, MAX_SEED, default_model_name, trained_styles
 
 log = logging.getLogger("ganvas")
 
@@ -364,8 +364,8 @@ def models(as_json):
             try:
                 config = json.loads((Path(entry.value) / "config.json").read_text("utf-8"))
                 row["resolution"] = config["resolution"]
-                row["styles"] = [s for s in (config.get("trained") or {}).get("styles") or [] if isinstance(s, str)]
-            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                row["styles"] = list(trained_styles(config))
+            except (OSError, ValueError, KeyError, TypeError):
                 pass
         rows.append(row)
     if as_json:

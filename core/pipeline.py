@@ -44,6 +44,7 @@ from .requests import (  # DEFAULT_MODEL (the shipped default model) lives in re
     ModelInfo,
     ModelNotFound,
     default_model_name,
+    trained_styles,
 )
 
 BATCH_SIZE = 64  # forward-pass chunk when exact_seeds=False
@@ -170,10 +171,8 @@ def _folder_key(folder: Path) -> tuple:
 def _load_folder(name: str, folder: Path) -> tuple[torch.nn.Module, ModelInfo]:
     generator, config = load_generator(folder)
     cfg = generator.config
-    styles = (config.get("trained") or {}).get("styles") or []
     info = ModelInfo(name, file_hash(folder / "model.safetensors", 10), cfg.resolution, cfg.z_dim,
-                     cfg.text_encoder, str(folder.resolve()),
-                     tuple(s for s in styles if isinstance(s, str)) if isinstance(styles, list) else ())
+                     cfg.text_encoder, str(folder.resolve()), trained_styles(config))
     return generator, info
 
 

@@ -138,6 +138,13 @@ class ModelInfo:
     styles: tuple[str, ...] = ()  # style words the training captions used (emoji64: "noto", ...); may be empty
 
 
+def trained_styles(config: dict) -> tuple[str, ...]:
+    """The style words a checkpoint's config.json records (`trained.styles`); () when absent or malformed."""
+    trained = config.get("trained") if isinstance(config, dict) else None
+    styles = trained.get("styles") if isinstance(trained, dict) else None
+    return tuple(s for s in styles if isinstance(s, str)) if isinstance(styles, list) else ()
+
+
 @dataclass
 class GenerationResult:
     """Images plus everything needed to explain and reproduce them.

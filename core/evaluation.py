@@ -204,24 +204,26 @@ def evaluate_dataset_model(model: str, root: Path, split: str, evaluator: str | 
                      "real_vs_real": frechet_distance(real_feat[a], real_feat[b])}
     report["kid"] = {"generated_vs_real": kernel_inception_distance(fake_feat[a], real_feat[b]),
                      "real_vs_real": kernel_inception_distance(real_feat[a], real_feat[b])}
-    report["style"] = _style_accuracy(root, split, rows, captions, concepts, cache, ev, fake_emb, real_emb, log)
-    styles = _concept_styles(root, split, rows, resolution, ev, diversity_concepts, embed)
+    # A test concept's other designs live in train/: both the style and the diversity figures look there.
+    train = (root / "train", _read_split(root, "train")[0]) if split != "train" and (root / "train").is_dir() else None
+    others = [(split_dir, rows)] + ([train] if train else [])
+    report["style"] = _style_accuracy(others, captions, concepts, cache, ev, fake_emb, real_emb, log)
+    styles = _concept_styles(others, rows, resolution, diversity_concepts, embed)
     report["diversity"] = _diversity(generator, ev, captions, concepts, text_vectors, styles, diversity_seeds, seed)
     return report, format_dataset_report(report, model, root, split, seed)
 
 
-def _style_accuracy(root: Path, split: str, rows: list[dict], captions, concepts, cache, ev, fake_emb, real_emb,
+def _style_accuracy(sources: list[tuple[Path, list[dict]]], captions, concepts, cache, ev, fake_emb, real_emb,
                     log) -> dict:
     """Style control: rank each image's caption among the captions of the *same* concept in its other designs
-    (taken from the split and train/); a hit when its own design's caption wins. Images of concepts drawn in
-    one design only are left out. Chance is the mean of 1 / number of designs."""
+    (taken from `sources`: the split and train/); a hit when its own design's caption wins. Images of concepts
+    drawn in one design only are left out. Chance is the mean of 1 / number of designs."""
     by_concept: dict[str, list[str]] = {}
-    sources = [rows] + ([_read_split(root, "train")[0]] if split != "train" and (root / "train").is_dir() else [])
-    for source in sources:
-        for r in source:
-            by_concept.setdefault(r.get("label", r["text"]), [])
-            if r["text"] not in by_concept[r.get("label", r["text"])]:
-                by_concept[r.get("label", r["text"])].append(r["text"])
+    for _folder, source_rows in sources:
+        for r in source_rows:
+            texts = by_concept.setdefault(r.get("label", r["text"]), [])
+            if r["text"] not in texts:
+                texts.append(r["text"])
     usable = [i for i, c in enumerate(concepts) if len(by_concept.get(c, [])) >= 2]
     if not usable:
         return {"images": 0, "generated": float("nan"), "real": float("nan"), "chance": float("nan")}
@@ -239,15 +241,15 @@ def _style_accuracy(root: Path, split: str, rows: list[dict], captions, concepts
     return {"images": n, "generated": hits_fake / n, "real": hits_real / n, "chance": chance / n}
 
 
-def _concept_styles(root: Path, split: str, rows: list[dict], resolution: int, ev, limit: int, embed) -> dict:
-    """Evaluator features of every real image of up to `limit` concepts of the split that exist in 2+ styles,
-    looking in train/ too: a test concept has its other styles there."""
+def _concept_styles(sources: list[tuple[Path, list[dict]]], rows: list[dict], resolution: int, limit: int,
+                    embed) -> dict:
+    """Evaluator features of every real image of up to `limit` concepts of the split (`rows`) that exist in 2+
+    styles, looking through every (folder, rows) of `sources`: a test concept has its other styles in train/."""
     from .data import load_image
 
     images: dict[str, list[Path]] = {}
-    for folder, split_rows in [(root / split, rows)] + (
-            [(root / "train", _read_split(root, "train")[0])] if split != "train" and (root / "train").is_dir() else []):
-        for r in split_rows:
+    for folder, source_rows in sources:
+        for r in source_rows:
             images.setdefault(r.get("label", r["text"]), []).append(folder / r["file_name"])
     wanted = list(dict.fromkeys(r.get("label", r["text"]) for r in rows))
     chosen = [c for c in wanted if len(images.get(c, [])) >= 2][:limit]

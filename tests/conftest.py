@@ -22,6 +22,8 @@ torch.set_num_threads(1)  # see FINDINGS.md: one thread is faster on these share
 from ganvas.core.plugins import GanvasPlugins, reset_plugin_manager, set_plugin_manager  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
+# Checkpoint folders shipped in models/ (what the default backend registers by folder name).
+SHIPPED_MODELS = sorted(p.name for p in (REPO / "models").glob("*") if (p / "config.json").exists())
 EXAMPLE_PLUGIN = REPO / "examples" / "ganvas-example-plugin"
 BROKEN_PLUGIN = REPO / "tests" / "fixtures" / "broken-plugin"
 PLUGIN_ENV = ("GANVAS_PLUGINS", "GANVAS_DISABLE_PLUGINS", "GANVAS_TRACE_PLUGINS", "GANVAS_STRICT_PLUGINS",

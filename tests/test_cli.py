@@ -8,12 +8,10 @@ import numpy as np
 from click.testing import CliRunner
 from PIL import Image
 
-from conftest import REPO, pixels, run_ganvas
+from conftest import REPO, SHIPPED_MODELS, pixels, run_ganvas
 from ganvas.core.cli import main
 from ganvas.core.png import read_png_text
-from ganvas.plugins.default_backend import MODELS_DIR
 
-SHIPPED_MODELS = {p.name for p in MODELS_DIR.glob("*") if (p / "config.json").exists()}
 
 
 def invoke(*args, **kwargs):

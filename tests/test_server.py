@@ -35,7 +35,7 @@ from ganvas.core.server.config import MAX_FRAMES, ServerConfig, ServerConfigErro
 from ganvas.core.server.store import PARTIAL_PREFIX, ImageStore  # noqa: E402
 from ganvas.core.server.workers import QueueFull, WorkerPool  # noqa: E402
 
-from conftest import pixels  # noqa: E402
+from conftest import SHIPPED_MODELS, pixels  # noqa: E402
 
 KEY = "test-key"
 
@@ -171,10 +171,7 @@ def test_extensions_truncation_style_and_model_alias(srv):
 
 def test_models_list_and_retrieve(srv):
     c = client(srv)
-    from ganvas.plugins.default_backend import MODELS_DIR
-
-    shipped = [p.name for p in MODELS_DIR.glob("*") if (p / "config.json").exists()]
-    assert [m.id for m in c.models.list()] == sorted({"tiny", *shipped})  # the test's model + shipped ones
+    assert [m.id for m in c.models.list()] == sorted({"tiny", *SHIPPED_MODELS})  # the test's model + shipped ones
     model = c.models.retrieve("tiny")
     assert model.id == "tiny" and model.object == "model" and model.resolution == 32
     with pytest.raises(openai.NotFoundError):

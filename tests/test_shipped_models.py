@@ -8,23 +8,23 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from conftest import SHIPPED_MODELS
 from ganvas.core.cli import main
 from ganvas.core.evaluator import load_evaluator
 from ganvas.core.pipeline import Pipeline
 from ganvas.core.requests import DEFAULT_MODEL
 from ganvas.plugins.default_backend import MODELS_DIR
 
-SHIPPED = sorted(p.name for p in MODELS_DIR.glob("*") if (p / "config.json").exists())
 EMOJI = MODELS_DIR / "emoji64"
 EMOJI_STYLES = ["noto", "twemoji", "fluent-flat", "fluent-color", "emojione", "noto-v1", "fxemoji", "streamline"]
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "emoji64"
 
 
 def test_the_default_model_is_shipped():
-    assert DEFAULT_MODEL in SHIPPED
+    assert DEFAULT_MODEL in SHIPPED_MODELS
 
 
-@pytest.mark.parametrize("name", SHIPPED)
+@pytest.mark.parametrize("name", SHIPPED_MODELS)
 def test_shipped_model_loads_by_name_and_has_a_card(name, plugins):
     pipe = Pipeline.load(name, plugins=plugins)
     result = pipe("a prompt", n=2, seed=0)

@@ -80,10 +80,7 @@ def load_generator(folder: str | os.PathLike, expected_text_encoder: str | None 
     """Load the generator of a checkpoint folder. Raises CheckpointError naming the bad file."""
     folder = Path(folder)
     data = read_config(folder)
-    try:
-        cfg = ModelConfig.from_dict(data["generator"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{folder / 'config.json'}: bad generator config ({exc})") from None
+    cfg = _model_config(folder / "config.json", data)
     if expected_text_encoder and cfg.text_encoder != expected_text_encoder:
         raise CheckpointError(f"{folder}: made for text encoder {cfg.text_encoder!r}, but the configured "
                               f"text encoder is {expected_text_encoder!r}")
@@ -94,14 +91,62 @@ def load_generator(folder: str | os.PathLike, expected_text_encoder: str | None 
         state = load_file(str(weights), device=map_location)
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{weights}: unreadable or truncated safetensors file ({exc})") from None
-    generator = Generator(cfg)
+    _check_fits(weights, _expected_shapes(folder / "config.json", cfg), state)
+    _check_finite(weights, state)
+    generator = Generator(cfg)  # only now: the file's tensors bound what this allocates
     try:
         generator.load_state_dict(state)
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise CheckpointError(f"{weights}: weights do not fit the config ({first})") from None
+        raise CheckpointError(f"{weights}: weights do not fit the config ({' '.join(str(exc).split())})") from None
     generator.eval().requires_grad_(False)
     return generator, data
+
+
+def _model_config(path: Path, data: dict) -> ModelConfig:
+    if "generator" not in data:
+        raise CheckpointError(f"{path}: no \"generator\" section")
+    try:
+        return ModelConfig.from_dict(data["generator"])
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: bad generator config ({exc})") from None
+
+
+def _expected_shapes(path: Path, cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """The tensor shapes the config implies, from a model built on the meta device: a crafted config
+    (widths of 10^6) is caught by comparing shapes, not by allocating terabytes."""
+    try:
+        with torch.device("meta"):
+            model = Generator(cfg)
+    except (RuntimeError, ValueError, TypeError, OverflowError) as exc:
+        raise CheckpointError(f"{path}: the generator config makes no model ({' '.join(str(exc).split())})") from None
+    return {key: tuple(value.shape) for key, value in model.state_dict().items()}
+
+
+def _check_fits(weights: Path, expected: dict[str, tuple[int, ...]], state: dict) -> None:
+    """One line naming the first tensor that is missing, extra or shaped differently from config.json."""
+    missing = [key for key in expected if key not in state]
+    extra = [key for key in state if key not in expected]
+    wrong = [key for key in expected if key in state and tuple(state[key].shape) != expected[key]]
+    if missing:
+        problem = f"tensor {missing[0]!r} is missing from the file"
+    elif extra:
+        problem = f"tensor {extra[0]!r} is not part of this model"
+    elif wrong:
+        key = wrong[0]
+        problem = f"tensor {key!r} is {list(state[key].shape)} in the file, config.json makes {list(expected[key])}"
+    else:
+        return
+    count = len(missing) + len(extra) + len(wrong)
+    more = f" (and {count - 1} more)" if count > 1 else ""
+    raise CheckpointError(f"{weights}: weights do not fit config.json: {problem}{more}")
+
+
+def _check_finite(weights: Path, state: dict) -> None:
+    """NaN or inf weights would silently draw blank images; refuse them at load."""
+    for key, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"{weights}: tensor {key!r} holds NaN or infinite values (a diverged or "
+                                  f"corrupted training run); this model would draw blank images")
 
 
 def file_hash(path: str | os.PathLike, length: int = 12) -> str:

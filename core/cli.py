@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import reprlib
 import sys
 from pathlib import Path
 
@@ -124,29 +125,68 @@ def _parse_params(params: tuple[str, ...]) -> dict:
     return extra
 
 
+MAX_PROMPT_LINE_BYTES = 64 * 1024  # far above any prompt the request policy accepts (1000 characters by default)
+_READ_BLOCK = 64 * 1024
+
+
 def read_prompts_file(path: str) -> list[str]:
-    """One prompt per line; blank lines and '#' comments skipped. Errors name the line."""
+    """One prompt per line; blank lines and '#' comments skipped. Errors name the line.
+
+    Streamed block by block with the hot folder's per-file limits (size, prompt count) plus a line
+    length limit, so /dev/zero or a huge file is refused after reading at most a few megabytes."""
     try:
-        data = Path(path).read_bytes()
+        with open(path, "rb") as fh:
+            prompts = _prompt_lines(fh, path)
     except OSError as exc:
         raise click.ClickException(f"{path}: cannot read ({exc.strerror or exc})") from None
-    lines = data.splitlines()
-    for number, raw in enumerate(lines, 1):
-        if b"\x00" in raw:  # checked first: a binary file should be called binary, not "not UTF-8"
-            raise click.ClickException(f"{path} line {number}: binary data (NUL byte); expected one text prompt per line")
-    prompts = []
-    for number, raw in enumerate(lines, 1):
-        try:
-            line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
-        except UnicodeDecodeError as exc:
-            raise click.ClickException(f"{path} line {number}: not UTF-8 text (byte 0x{raw[exc.start]:02x} "
-                                       f"at column {exc.start + 1})") from None
-        line = line.strip()
-        if line and not line.startswith("#"):
-            prompts.append(line)
     if not prompts:
         raise click.ClickException(f"{path}: no prompts (one per line; blank and # lines are skipped)")
     return prompts
+
+
+def _prompt_lines(fh, path: str) -> list[str]:
+    from .watch.jobs import Limits  # one prompts file is one hot-folder job: the same limits
+
+    limits, prompts, size, bad_text = Limits(), [], 0, None
+    for number, raw in enumerate(_lines(fh, MAX_PROMPT_LINE_BYTES), 1):
+        size += len(raw)
+        if b"\x00" in raw:  # before any other complaint: a binary file should be called binary, not "not UTF-8"
+            raise click.ClickException(f"{path} line {number}: binary data (NUL byte); expected one text prompt "
+                                       f"per line")
+        if len(raw.rstrip(b"\r\n")) > MAX_PROMPT_LINE_BYTES:
+            raise click.ClickException(f"{path} line {number}: longer than {MAX_PROMPT_LINE_BYTES} bytes; "
+                                       f"expected one prompt per line")
+        if size > limits.max_bytes:
+            raise click.ClickException(f"{path}: larger than {limits.max_bytes} bytes (at line {number}); "
+                                       f"split the file")
+        try:
+            line = raw.decode("utf-8-sig" if number == 1 else "utf-8").strip()
+        except UnicodeDecodeError as exc:  # reported after the whole file is known not to be binary
+            bad_text = bad_text or f"{path} line {number}: not UTF-8 text (byte 0x{raw[exc.start]:02x} " \
+                                   f"at column {exc.start + 1})"
+            continue
+        if line and not line.startswith("#"):
+            if len(prompts) == limits.max_prompts:
+                raise click.ClickException(f"{path} line {number}: more than {limits.max_prompts} prompts in one "
+                                           f"file; split the file")
+            prompts.append(line)
+    if bad_text:
+        raise click.ClickException(bad_text)
+    return prompts
+
+
+def _lines(fh, limit: int):
+    """The file's lines (bytes.splitlines rules, endings kept), read block by block. A line that grows
+    past `limit` bytes, or holds a NUL, is yielded unfinished so the caller refuses it without reading on."""
+    tail = b""
+    while block := fh.read(_READ_BLOCK):
+        *complete, tail = (tail + block).splitlines(keepends=True)  # the last part may continue ("\r" + "\n")
+        yield from complete
+        if len(tail) > limit + 2 or b"\x00" in tail:
+            yield tail
+            return
+    if tail:
+        yield tail
 
 
 def _load_pipeline(model, threads):
@@ -255,13 +295,89 @@ def _read_record(path: str) -> dict:
         raise click.ClickException(str(exc)) from None
 
 
+class _BadField(click.ClickException):
+    """Mistyped --from-png metadata: one line naming the image and the field."""
+
+    def __init__(self, path: str, field: str, problem: str):
+        super().__init__(f"{path}: ganvas metadata field {field!r}: {problem}")
+
+
+def _short(value) -> str:
+    return reprlib.repr(value)  # a crafted megabyte-long value stays a short, one-line message
+
+
+def _replay_request(record: dict, path: str):
+    """The stored request, type-checked before anything loads: mistyped metadata is named, not a raw error."""
+    from .requests import GenerationRequest, InvalidRequest
+
+    try:
+        request = GenerationRequest.from_dict(record["request"])
+        request.validate()
+    except InvalidRequest as exc:
+        raise _BadField(path, f"request.{exc.param}", str(exc)) from None
+    except TypeError:  # from_dict without the one required field
+        raise _BadField(path, "request.prompt", "missing") from None
+    if request.model is not None and not isinstance(request.model, str):
+        raise _BadField(path, "request.model", f"must be text, got {_short(request.model)}")
+    _check_model_record(record, path)
+    if "frame" in record and (type(record["frame"]) is not int or record["frame"] < 0):
+        raise _BadField(path, "frame", f"must be a frame index (an integer >= 0), got {_short(record['frame'])}")
+    if "interpolate" in request.extra:
+        total = _stored_frames(request.extra["interpolate"], path)
+        _check_frame_count(total, lambda limit: click.ClickException(
+            f"{path}: the stored interpolation makes {total} frames; the limit is {limit} images per request "
+            f"(GANVAS_MAX_N)"))
+    request.host = "cli"
+    return request
+
+
+def _check_model_record(record: dict, path: str) -> None:
+    model = record.get("model", {})
+    if not isinstance(model, dict):
+        raise _BadField(path, "model", f"must be an object {{name, path, hash}}, got {_short(model)}")
+    for key in ("name", "path", "hash"):
+        if model.get(key) is not None and not isinstance(model[key], str):
+            raise _BadField(path, f"model.{key}", f"must be text, got {_short(model[key])}")
+
+
+def _stored_frames(spec, path: str) -> int:
+    """Frame count of a stored interpolation spec; ranges and lengths are the pipeline's to check."""
+    where = "request.extra.interpolate"
+    if not isinstance(spec, dict):
+        raise _BadField(path, where, f"must be an object {{prompts, seeds, steps}}, got {_short(spec)}")
+    prompts, seeds, steps = spec.get("prompts"), spec.get("seeds"), spec.get("steps", 8)
+    if not isinstance(prompts, list) or not all(isinstance(p, str) for p in prompts):
+        raise _BadField(path, f"{where}.prompts", f"must be a list of text, got {_short(prompts)}")
+    if not isinstance(seeds, list) or not all(type(s) is int for s in seeds):
+        raise _BadField(path, f"{where}.seeds", f"must be a list of integers, got {_short(seeds)}")
+    if type(steps) is not int or steps < 1:
+        raise _BadField(path, f"{where}.steps", f"must be a positive integer, got {_short(steps)}")
+    return (max(len(prompts), len(seeds), 1) - 1) * steps + 1
+
+
+def _check_frame_count(total: int, error) -> None:
+    """Refuse an interpolation over the request policy's images-per-request limit before the model loads
+    and before any frame exists (the pipeline checks again; this one just answers sooner)."""
+    from .plugins import get_plugin_manager
+
+    if "request_policy" not in get_plugin_manager().builtin_names:
+        return  # switched off (GANVAS_DISABLE_PLUGINS): no limit to apply
+    from ..plugins.request_policy import current_policy
+
+    try:
+        limit = current_policy().max_n
+    except ValueError:
+        return  # a misconfigured limit: the pipeline's policy check refuses and says why
+    if total > limit:
+        raise error(limit)
+
+
 def _replay(from_png, model, out, threads):
     from .pipeline import Pipeline, configure_threads
-    from .requests import GanvasError, GenerationRequest, ModelNotFound
+    from .requests import GanvasError, InvalidRequest, ModelNotFound, RequestRefused
 
     record = _read_record(from_png)
-    request = GenerationRequest.from_dict(record["request"])
-    request.host = "cli"
+    request = _replay_request(record, from_png)
     configure_threads(threads)
     candidates = [model] if model else [request.model, record.get("model", {}).get("path"),
                                         record.get("model", {}).get("name")]
@@ -280,7 +396,10 @@ def _replay(from_png, model, out, threads):
                     from_png, stored_hash, pipe.name, pipe.info.hash)
     request.model = pipe.name
     frames = [record["frame"]] if "frame" in record else None
-    result = pipe.generate(request, frames=frames)
+    try:
+        result = pipe.generate(request, frames=frames)
+    except (InvalidRequest, RequestRefused) as exc:  # the stored request is at fault: name the image
+        raise click.ClickException(f"{from_png}: {exc}") from None
     for path in result.save(out):
         click.echo(str(path))
 
@@ -324,9 +443,12 @@ def interpolate(prompts, seed, seeds_text, steps, model, truncation, style, size
     seeds = _parse_seeds(seeds_text)
     if seeds and seed is not None:
         raise click.UsageError("give --seed or --seeds, not both")
-    pipe = _load_pipeline(model, threads)
     keys = max(len(prompts), len(seeds or [0]))
     total = (keys - 1) * steps + 1
+    _check_frame_count(total, lambda limit: click.BadParameter(
+        f"{steps} steps make {total} frames; the limit is {limit} images per request (GANVAS_MAX_N)",
+        param_hint="'--steps'"))
+    pipe = _load_pipeline(model, threads)
     bar = _Bar(total, _progress_enabled(progress, total))
     try:
         result = pipe.interpolate(list(prompts), steps, seed, truncation, seeds=seeds, style=style, size=size,

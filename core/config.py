@@ -1,6 +1,10 @@
 """Model configuration: one dataclass, saved as the checkpoint's config.json and rebuilt from it."""
 from __future__ import annotations
 
+import math
+import reprlib
+import types
+import typing
 from dataclasses import asdict, dataclass, fields
 
 SUPPORTED_RESOLUTIONS = (32, 64, 128)
@@ -31,11 +35,41 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelConfig":
+        if not isinstance(data, dict):
+            raise ValueError(f"expected an object of model config keys, got {type(data).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown model config keys {unknown}; this ganvas knows {sorted(known)}")
+        hints = typing.get_type_hints(cls)
+        for name, value in data.items():
+            _check_type(name, value, hints[name])
         return cls(**data)
+
+
+def _check_type(name: str, value, hint) -> None:
+    """Refuse a value that is not exactly the field's annotated type (JSON true is not 1, 64.5 not 64).
+
+    Generic over the annotations, so fields added to ModelConfig are checked without new code here."""
+    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    if not any(_is_type(value, t) for t in options):
+        wanted = " or ".join(_TYPE_NAMES.get(t, getattr(t, "__name__", str(t))) for t in options)
+        raise ValueError(f"{name!r} must be {wanted}, got {reprlib.repr(value)}")  # reprlib: short, one line
+
+
+_TYPE_NAMES = {int: "an integer", float: "a finite number", str: "text", bool: "true or false", type(None): "null"}
+
+
+def _is_type(value, hint) -> bool:
+    if hint is int:
+        return type(value) is int  # bool is an int subclass; JSON floats are never silently truncated
+    if hint is float:
+        return type(value) is int or type(value) is float and math.isfinite(value)
+    if hint is bool:
+        return type(value) is bool
+    if hint is type(None):
+        return value is None
+    return isinstance(value, hint) if isinstance(hint, type) else True  # other annotations: not checked
 
 
 # Named presets: what `ganvas train --preset` and the shipped models use.

@@ -423,8 +423,9 @@ class Pipeline:
                 raise InvalidRequest(f"interpolate: {len(values)} {label} for {keys} key frames "
                                      f"(give 1 or {keys})", "prompt" if label == "prompts" else "seed")
         total = (keys - 1) * steps + 1
-        chosen = list(range(total)) if frames is None else list(frames)
-        if not chosen or any(not 0 <= k < total for k in chosen):
+        # A range, not a list: nothing the size of `total` exists before the policy has checked n=total.
+        chosen = range(total) if frames is None else list(frames)
+        if not chosen or frames is not None and any(not isinstance(k, int) or not 0 <= k < total for k in chosen):
             raise InvalidRequest(f"frames must be indices in 0..{total - 1}", "frames")
 
         request = request.replace(prompt=prompts[0], seed=seed_list[0], n=total)

@@ -3,12 +3,16 @@ console script's own startup matters (entry-point plugins, exit codes, one-line 
 from __future__ import annotations
 
 import json
+import os
+import resource
+import subprocess
+import sys
 
 import numpy as np
 from click.testing import CliRunner
 from PIL import Image
 
-from conftest import REPO, SHIPPED_MODELS, pixels, run_ganvas
+from conftest import PLUGIN_ENV, REPO, SHIPPED_MODELS, pixels, run_ganvas
 from ganvas.core.cli import main
 from ganvas.core.png import read_png_text
 
@@ -170,3 +174,158 @@ def test_sample_sheet_script_draws_prompts_by_seeds(tiny_checkpoint, tmp_path):
     label_w = width - 3 * (32 + 4)
     first_tile = rgb[24:56, label_w:label_w + 32]
     assert first_tile.std() > 0 and (rgb[:, :label_w] < 128).any()  # a generated tile, and the prompt written
+
+
+# --- limits: prompts files, interpolation frames, mistyped --from-png metadata --------------------------------
+
+def _run_capped(args: list[str], memory: int = 1 << 30, timeout: int = 120):
+    """The real command line in a process whose address space is capped: an unbounded read or list
+    fails fast with MemoryError there instead of eating the machine."""
+    def cap():
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+
+    env = {k: v for k, v in os.environ.items() if k not in PLUGIN_ENV}
+    return subprocess.run([sys.executable, "-m", "ganvas.core.cli", *args], capture_output=True, text=True,
+                          env=env, timeout=timeout, preexec_fn=cap)
+
+
+def test_prompts_from_dev_zero_are_refused_at_once_as_binary(tmp_path):
+    done = _run_capped(["generate", "--prompts", "/dev/zero", "--model", "no-such-model", "--out", str(tmp_path)])
+    assert done.returncode == 1, done.stderr
+    assert done.stderr == "Error: /dev/zero line 1: binary data (NUL byte); expected one text prompt per line\n"
+
+
+def test_prompts_file_limits_line_length_prompt_count_and_size(tmp_path):
+    from ganvas.core.cli import MAX_PROMPT_LINE_BYTES
+    from ganvas.core.watch.jobs import Limits
+
+    limits = Limits()
+    cases = {
+        "long.txt": (b"ok\n" + b"a" * (5 << 20),
+                     f"line 2: longer than {MAX_PROMPT_LINE_BYTES} bytes; expected one prompt per line"),
+        "many.txt": (b"p\n" * (limits.max_prompts + 1),
+                     f"line {limits.max_prompts + 1}: more than {limits.max_prompts} prompts in one file; "
+                     f"split the file"),
+        "big.txt": ((b"#" * 1000 + b"\n") * (limits.max_bytes // 1000 + 10) + b"a prompt\n",
+                    f"larger than {limits.max_bytes} bytes (at line {limits.max_bytes // 1001 + 1}); split the file"),
+        "late-nul.txt": (b"caf\xe9\n" * 3 + b"x\x00\n", "line 4: binary data (NUL byte)"),
+    }
+    for name, (data, expected) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        result = invoke("generate", "--prompts", str(path), "--model", "no-such-model")
+        assert result.exit_code == 1, (name, result.output)
+        assert result.output.startswith(f"Error: {path}") and expected in result.output, (name, result.output)
+        assert result.output.count("\n") == 1
+    exact = tmp_path / "exact.txt"  # the limits themselves are allowed
+    exact.write_bytes((b"b" * MAX_PROMPT_LINE_BYTES + b"\r\n") + b"p\r" * (limits.max_prompts - 1))
+    result = invoke("generate", "--prompts", str(exact), "--model", "no-such-model")
+    assert result.output.startswith("Error: unknown model 'no-such-model'"), result.output
+
+
+def _rewrite_record(source, target, change):
+    """Copy a ganvas PNG with its `ganvas` metadata record edited by change(record)."""
+    from ganvas.core.png import save_png
+
+    text = read_png_text(source)
+    record = json.loads(text["ganvas"])
+    change(record)
+    with Image.open(source) as image:
+        save_png(image, target, {"ganvas": json.dumps(record)})
+    return target
+
+
+def test_interpolation_frame_count_is_checked_before_anything_is_built(tiny_checkpoint, tmp_path, plugins):
+    """--steps 10^9 and a crafted PNG asking for 10^9 frames: refused in one line before the frame list
+    exists (the old code built it first: MemoryError here, gigabytes on a machine without a cap)."""
+    steps = _run_capped(["interpolate", "a", "b", "--steps", "1000000000", "--model", str(tiny_checkpoint),
+                         "--out", str(tmp_path)], memory=3 << 30)
+    assert steps.returncode == 2, steps.stderr
+    assert steps.stderr.strip().splitlines()[-1] == (
+        "Error: Invalid value for '--steps': 1000000000 steps make 1000000001 frames; the limit is 100 images "
+        "per request (GANVAS_MAX_N)")
+    made = invoke("interpolate", "a red apple", "a green apple", "--steps", "2", "--seed", "2",
+                  "--model", str(tiny_checkpoint), "--out", str(tmp_path))
+    assert made.exit_code == 0, made.output
+    frame = made.output.split()[1]
+
+    def huge(record):
+        record["request"]["extra"]["interpolate"]["steps"] = 10 ** 9
+        del record["frame"]  # no frame: the whole interpolation is replayed
+
+    crafted = _rewrite_record(frame, tmp_path / "crafted.png", huge)
+    replay = _run_capped(["generate", "--from-png", str(crafted), "--out", str(tmp_path / "r")], memory=3 << 30)
+    assert replay.returncode == 1, replay.stderr
+    assert replay.stderr.strip().splitlines()[-1] == (
+        f"Error: {crafted}: the stored interpolation makes 1000000001 frames; the limit is 100 images per "
+        f"request (GANVAS_MAX_N)")
+    assert not (tmp_path / "r").exists()
+
+
+def test_mistyped_from_png_metadata_names_the_file_and_the_field(tiny_checkpoint, tmp_path, plugins):
+    made = invoke("generate", "a purple diamond", "--seed", "4", "--model", str(tiny_checkpoint),
+                  "--out", str(tmp_path))
+    image = made.output.split()[0]
+    morph = invoke("interpolate", "a red apple", "a green apple", "--steps", "2", "--seed", "2",
+                   "--model", str(tiny_checkpoint), "--out", str(tmp_path))
+    frame = morph.output.split()[1]
+
+    def setter(path, value):
+        def change(record):
+            *parents, last = path.split(".")
+            holder = record
+            for key in parents:
+                holder = holder[key]
+            if value is KeyError:
+                del holder[last]
+            else:
+                holder[last] = value
+        return change
+
+    cases = [
+        (image, "request.n", "3"), (image, "request.seed", "x"), (image, "request.model", 5),
+        (image, "request.truncation", True), (image, "request.prompt", KeyError),
+        (image, "request.extra", "interpolate"),
+        (image, "request.size", 64.0), (image, "model", "tiny"), (image, "model.path", ["a"]), (frame, "frame", "1"),
+        (frame, "request.extra.interpolate", [1]), (frame, "request.extra.interpolate.steps", "3"),
+        (frame, "request.extra.interpolate.prompts", "a red apple"), (frame, "request.extra.interpolate.seeds", [2.5]),
+    ]
+    for number, (source, field, value) in enumerate(cases):
+        crafted = _rewrite_record(source, tmp_path / f"crafted{number}.png", setter(field, value))
+        result = invoke("generate", "--from-png", str(crafted), "--out", str(tmp_path / "r"))
+        assert result.exit_code == 1, (field, result.output)
+        assert result.output.startswith(f"Error: {crafted}: ganvas metadata field '{field}'"), (field, result.output)
+        assert result.output.count("\n") == 1, result.output
+
+
+def test_broken_checkpoints_are_one_line_errors_naming_file_and_field(tiny_checkpoint, tmp_path, plugins):
+    """Mistyped config.json values, weights of another shape, NaN weights: `ganvas generate` says which
+    file and which field or tensor, in one line, instead of a raw TypeError or a black image."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    def broken(name, **config):
+        folder = shutil.copytree(tiny_checkpoint, tmp_path / name)
+        data = json.loads((folder / "config.json").read_text())
+        data["generator"].update(config)
+        (folder / "config.json").write_text(json.dumps(data))
+        return folder
+
+    nan = broken("nan")
+    state = load_file(str(nan / "model.safetensors"))
+    state["to_rgb.bias"][1] = float("nan")
+    save_file(state, str(nan / "model.safetensors"))
+    cases = {
+        broken("text", z_dim="16"): "config.json: bad generator config ('z_dim' must be an integer, got '16')",
+        broken("float", cond_dim=32.0): "config.json: bad generator config ('cond_dim' must be an integer, got 32.0)",
+        broken("bool", max_mult=True): "config.json: bad generator config ('max_mult' must be an integer, got True)",
+        broken("shape", z_dim=8): "model.safetensors: weights do not fit config.json: tensor 'mapping.0.weight' is "
+                                  "[32, 400] in the file, config.json makes [32, 392]",
+        nan: "model.safetensors: tensor 'to_rgb.bias' holds NaN or infinite values",
+    }
+    for folder, expected in cases.items():
+        result = invoke("generate", "a cat", "--model", str(folder), "--out", str(tmp_path / "out"))
+        assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+        assert result.output.startswith(f"Error: model {folder.name!r}: {folder}/{expected}"), result.output
+    assert not (tmp_path / "out").exists()

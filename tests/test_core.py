@@ -1,8 +1,10 @@
 """Core: model shapes, checkpoints (good and broken), datasets (messy folders), training and exact resume."""
 import json
 import os
+import resource
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -283,3 +285,103 @@ def test_processes_stop_together_when_time_is_up(tmp_path, messy_imagefolder):
     _torchrun_train(tmp_path, messy_imagefolder, run, "--steps", "1000", "--max-minutes", "0.002")
     info = json.loads((run / "training_state.json").read_text())["info"]
     assert 1 <= info["step"] < 1000
+
+
+# --- config.json and weights that do not fit: one line naming the file and the field/tensor -----------------
+
+def _edit_config(folder, **changes):
+    path = folder / "config.json"
+    data = json.loads(path.read_text())
+    data["generator"].update(changes)
+    path.write_text(json.dumps(data))  # json.dumps writes NaN as NaN, which json.loads reads back
+
+
+@pytest.mark.parametrize("field, value", [
+    ("z_dim", "64"), ("z_dim", 64.5), ("z_dim", float("nan")), ("g_channels", True), ("max_mult", None),
+    ("cond_dim", [32]), ("resolution", "32"), ("text_encoder", 5), ("text_encoder", False)])
+def test_mistyped_config_values_name_the_file_and_the_field(tmp_path, field, value):
+    folder = _save_tiny(tmp_path)
+    _edit_config(folder, **{field: value})
+    with pytest.raises(checkpoint.CheckpointError) as caught:
+        checkpoint.load_generator(folder)
+    message = str(caught.value)
+    assert str(folder / "config.json") in message and "generator" in message and f"'{field}'" in message
+    assert "\n" not in message
+
+
+def test_every_config_field_is_type_checked_so_new_fields_are_covered():
+    """Generic over the dataclass: a field added to ModelConfig later is checked without new code."""
+    from dataclasses import fields
+
+    good = ModelConfig().to_dict()
+    for f in fields(ModelConfig):
+        wrong = "text" if not isinstance(good[f.name], str) else 7
+        with pytest.raises(ValueError, match=f"'{f.name}'"):
+            ModelConfig.from_dict({**good, f.name: wrong})
+        with pytest.raises(ValueError, match=f"'{f.name}'"):
+            ModelConfig.from_dict({**good, f.name: True})
+    assert ModelConfig.from_dict(good) == ModelConfig()
+    with pytest.raises(ValueError, match="object"):
+        ModelConfig.from_dict(["resolution", 32])
+
+
+def test_weights_that_do_not_fit_the_config_name_the_tensor_and_both_shapes(tmp_path):
+    folder = _save_tiny(tmp_path)
+    _edit_config(folder, z_dim=32)
+    with pytest.raises(checkpoint.CheckpointError) as caught:
+        checkpoint.load_generator(folder)
+    message = str(caught.value)
+    assert message.startswith(str(folder / "model.safetensors")) and "\n" not in message
+    assert "'mapping.0.weight'" in message and "[32, 448]" in message and "[32, 416]" in message
+
+
+def test_oversized_config_is_refused_without_building_the_model(tmp_path):
+    """A crafted config.json (g_channels 10^6: terabytes of weights) is compared with the file's tensor
+    shapes before anything is allocated."""
+    folder = _save_tiny(tmp_path)
+    _edit_config(folder, g_channels=1_000_000, d_channels=1_000_000)
+    with pytest.raises(checkpoint.CheckpointError, match="model.safetensors.*do not fit"):
+        checkpoint.load_generator(folder)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_weights_with_nan_or_inf_are_refused_naming_the_tensor(tmp_path, bad):
+    from safetensors.torch import load_file, save_file
+
+    folder = _save_tiny(tmp_path)
+    weights = folder / "model.safetensors"
+    state = load_file(str(weights))
+    state["to_rgb.weight"][0, 0, 0, 0] = bad
+    save_file(state, str(weights))
+    with pytest.raises(checkpoint.CheckpointError) as caught:
+        checkpoint.load_generator(folder)
+    message = str(caught.value)
+    assert message.startswith(str(weights)) and "'to_rgb.weight'" in message and "\n" not in message
+
+
+def test_pipeline_interpolate_checks_the_frame_count_before_building_frames(tmp_path):
+    """Pipeline.interpolate(steps=10^9) is refused by the request policy before the frame list exists.
+    Run in a process with a capped address space: the old order raised MemoryError there."""
+    script = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from conftest import save_tiny_checkpoint
+        from ganvas.core.pipeline import Pipeline
+        from ganvas.core.plugins import GanvasPlugins
+        from ganvas.core.requests import RequestRefused
+        from pathlib import Path
+
+        pipe = Pipeline.load(str(save_tiny_checkpoint(Path({str(tmp_path)!r}) / "tiny")),
+                             plugins=GanvasPlugins(entry_points=False, env={{}}))
+        for frames in (None, [3]):
+            try:
+                pipe.interpolate(["a red apple", "a green apple"], steps=10 ** 9, seed=1, frames=frames)
+            except RequestRefused as exc:
+                print(exc)
+    """)
+    cap = 3 << 30  # the process needs ~1.3 GB; the old frame list alone needed 8 GB
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (cap, cap)))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines() == ["request refused by request_policy: n=1000000001 images requested; "
+                                        "the limit is 100"] * 2

@@ -252,7 +252,9 @@ class GanvasPlugins:
         return self._registry("ganvas_register_datasets", "loader", warnings)
 
     def check_request(self, request: GenerationRequest, warnings: list[str] | None = None) -> None:
-        """Raise RequestRefused (naming the plugin) if any plugin refuses."""
+        """Raise RequestRefused (naming the plugin) if any plugin refuses. A check that crashes is reported
+        and skipped, unless `checks_fail_closed` is set (the HTTP server sets it): then it refuses too,
+        with `crashed = True`, since a policy that cannot decide must not let the request through."""
         for impl in self.implementations("ganvas_check_request"):
             try:
                 self._invoke(impl, "ganvas_check_request", {"request": request})
@@ -261,6 +263,11 @@ class GanvasPlugins:
                 raise
             except Exception as exc:
                 self._report(impl.plugin_name, "ganvas_check_request", exc, warnings)
+                if getattr(self, "checks_fail_closed", False):
+                    refusal = RequestRefused(f"its check crashed ({_one_line(exc)}), so the request is refused",
+                                             plugin=impl.plugin_name)
+                    refusal.crashed = True
+                    raise refusal from exc
 
     def prepare_request(self, request: GenerationRequest, warnings: list[str] | None = None) -> GenerationRequest:
         for impl in self.implementations("ganvas_prepare_request"):

@@ -6,13 +6,16 @@ Configuration (configure() > environment > defaults):
   GANVAS_BLOCKLIST          path to a blocklist file: one entry per line; '#' starts a comment;
                             a plain entry matches as a whole word or phrase, case-insensitively;
                             an entry written /like this/ is a regular expression (case-insensitive).
-A blocklist that cannot be read refuses every request (fail closed) and says why.
+A blocklist that cannot be read refuses every request (fail closed) and says why. Regular expressions
+run on the `regex` engine with a time limit (REGEX_TIME_LIMIT_S for all of them per request): an entry
+like /(a|aa)+$/ can backtrack for hours on a crafted prompt, so a match that runs out of time refuses it.
 """
 from __future__ import annotations
 
 import os
 import re
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +24,7 @@ from ganvas.core.requests import RequestRefused
 
 DEFAULT_MAX_PROMPT_CHARS = 1000
 DEFAULT_MAX_N = 100
+REGEX_TIME_LIMIT_S = 0.25   # per request, all /regex/ entries together
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,19 @@ class BlockRule:
     pattern: re.Pattern
     source: str  # "file:line" for messages
     text: str
+    timed: bool = False  # a `regex` pattern, searched with a time limit
+
+
+def _compile_regex(entry: str, where: str):
+    """A /regex/ entry on the `regex` engine, whose search takes a timeout (Python's re cannot be stopped)."""
+    try:
+        import regex  # a dependency of transformers, so always there with ganvas
+    except ImportError:
+        raise ValueError(f"{where}: regular-expression entries need the 'regex' package (pip install regex)") from None
+    try:
+        return regex.compile(entry[1:-1], regex.IGNORECASE | regex.VERSION0)
+    except regex.error as exc:
+        raise ValueError(f"{where}: bad regular expression {entry!r} ({exc})") from None
 
 
 def parse_blocklist(lines: list[str], source: str = "blocklist") -> list[BlockRule]:
@@ -38,13 +55,10 @@ def parse_blocklist(lines: list[str], source: str = "blocklist") -> list[BlockRu
             continue
         where = f"{source}:{number}"
         if len(entry) >= 2 and entry.startswith("/") and entry.endswith("/"):
-            try:
-                pattern = re.compile(entry[1:-1], re.IGNORECASE)
-            except re.error as exc:
-                raise ValueError(f"{where}: bad regular expression {entry!r} ({exc})") from None
-        else:
+            rules.append(BlockRule(_compile_regex(entry, where), where, entry, timed=True))
+        else:  # escaped words and \s+ between them: linear, no time limit needed
             pattern = re.compile(r"(?<!\w)" + r"\s+".join(map(re.escape, entry.split())) + r"(?!\w)", re.IGNORECASE)
-        rules.append(BlockRule(pattern, where, entry))
+            rules.append(BlockRule(pattern, where, entry))
     return rules
 
 
@@ -59,10 +73,12 @@ def load_blocklist(path: str | os.PathLike) -> list[BlockRule]:
 
 class RequestPolicy:
     def __init__(self, max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS, max_n: int = DEFAULT_MAX_N,
-                 blocklist: str | os.PathLike | list[str] | None = None):
+                 blocklist: str | os.PathLike | list[str] | None = None,
+                 regex_time_limit_s: float = REGEX_TIME_LIMIT_S):
         self.max_prompt_chars = max_prompt_chars
         self.max_n = max_n
         self.blocklist = blocklist
+        self.regex_time_limit_s = regex_time_limit_s
         self._cache: tuple[object, list[BlockRule]] | None = None
         self._lock = threading.Lock()
 
@@ -107,12 +123,24 @@ class RequestPolicy:
             rules = self.rules()
         except ValueError as exc:
             raise RequestRefused(f"the blocklist is broken, so nothing is generated: {exc}") from None
+        deadline = time.monotonic() + self.regex_time_limit_s
         for rule in rules:
             for text in (request.prompt, request.style or ""):
-                match = rule.pattern.search(text)
+                match = self._search(rule, text, deadline)
                 if match:
                     raise RequestRefused(f"the prompt contains the blocked term {match.group(0)!r} "
                                          f"(blocklist entry {rule.text!r} at {rule.source})", param="prompt")
+
+
+    def _search(self, rule: BlockRule, text: str, deadline: float):
+        if not rule.timed:
+            return rule.pattern.search(text)
+        try:
+            return rule.pattern.search(text, timeout=max(0.001, deadline - time.monotonic()))
+        except TimeoutError:  # fail closed: a match that cannot finish must not let the prompt through
+            raise RequestRefused(f"blocklist entry {rule.text!r} at {rule.source} ran out of time "
+                                 f"({self.regex_time_limit_s:g} s) on this prompt; simplify that regular "
+                                 f"expression") from None
 
 
 _configured: RequestPolicy | None = None

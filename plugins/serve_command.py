@@ -10,7 +10,8 @@ from ganvas.core.hookspecs import hookimpl
 
 
 def _serve_command() -> click.Command:
-    from ganvas.core.server.config import DEFAULT_PORT, default_store_dir
+    from ganvas.core.server.config import (BODY_TIMEOUT_S, DEFAULT_PORT, HEADER_TIMEOUT_S, KEEP_ALIVE_S,
+                                           MAX_CONNECTIONS, default_store_dir)
 
     @click.command("serve")
     @click.option("--host", default="127.0.0.1", show_default=True,
@@ -30,13 +31,25 @@ def _serve_command() -> click.Command:
                   help="allow browser calls from this origin (repeatable; '*' for any); CORS is off by default")
     @click.option("--store", type=click.Path(file_okay=False, path_type=Path), default=None,
                   help=f"folder for `url` images (kept 60 minutes) [default: {default_store_dir()}]")
-    @click.option("--public-url", default=None, help="base URL for `url` results behind a proxy (https://host)")
+    @click.option("--public-url", default=None,
+                  help="base URL for `url` results (https://host behind a proxy); default: the bound address")
     @click.option("--access-log", default="-", show_default=True,
                   help="JSON-lines access log: '-' (stderr), a file, or 'off'")
     @click.option("--shutdown-timeout", type=click.FloatRange(0, 3600), default=30.0, show_default=True,
                   help="seconds in-flight requests get to finish on Ctrl+C / SIGTERM")
+    @click.option("--header-timeout", type=click.FloatRange(0, 3600, min_open=True), default=HEADER_TIMEOUT_S,
+                  show_default=True, help="seconds a client has to send a request's headers (idle sockets included)")
+    @click.option("--body-timeout", type=click.FloatRange(0, 3600, min_open=True), default=BODY_TIMEOUT_S,
+                  show_default=True, help="seconds a client has to send a request's body; later: 408")
+    @click.option("--keep-alive", type=click.FloatRange(0, 3600, min_open=True), default=KEEP_ALIVE_S,
+                  show_default=True, help="seconds an idle connection stays open between requests")
+    @click.option("--max-connections", type=click.IntRange(1, 100_000), default=MAX_CONNECTIONS, show_default=True,
+                  help="open connections; beyond it the oldest idle one is closed")
+    @click.option("--max-in-flight", type=click.IntRange(1, 100_000), default=None,
+                  help="requests handled at once, more get 503 + Retry-After [default: max(256, 8 x (workers + "
+                       "max-queue))]")
     def serve(host, port, api_key, model, workers, threads, max_queue, cors_origins, store, public_url, access_log,
-              shutdown_timeout):
+              shutdown_timeout, header_timeout, body_timeout, keep_alive, max_connections, max_in_flight):
         """Serve images over HTTP, compatible with the OpenAI Images API.
 
         \b
@@ -54,7 +67,9 @@ def _serve_command() -> click.Command:
                               max_queue=max_queue, cors_origins=list(cors_origins),
                               store_dir=store or default_store_dir(), public_url=public_url,
                               access_log=None if access_log == "off" else access_log,
-                              shutdown_timeout_s=shutdown_timeout)
+                              shutdown_timeout_s=shutdown_timeout, header_timeout_s=header_timeout,
+                              body_timeout_s=body_timeout, keep_alive_s=keep_alive, max_connections=max_connections,
+                              max_in_flight=max_in_flight)
         try:
             config.check()  # before importing FastAPI/torch: an unsafe bind is refused at once
             missing = [m for m in ("fastapi", "uvicorn") if importlib.util.find_spec(m) is None]

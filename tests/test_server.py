@@ -13,6 +13,7 @@ import io
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -65,6 +66,8 @@ class Gate:
             assert self.open.wait(60), "gate never opened"
         if "forbidden" in request.prompt:
             raise RequestRefused("no forbidden things", param="prompt")
+        if "explode" in request.prompt:
+            raise ZeroDivisionError("division by zero")  # a bug in a policy plugin, not a refusal
 
 
 def make_plugins(tiny: Path, *extra_plugins, **extra_models) -> GanvasPlugins:
@@ -76,7 +79,7 @@ def make_plugins(tiny: Path, *extra_plugins, **extra_models) -> GanvasPlugins:
 
 
 def client(srv, key=KEY, **kw):
-    return openai.OpenAI(base_url=srv.url + "/v1", api_key=key, max_retries=0, timeout=60, **kw)
+    return openai.OpenAI(base_url=srv.url + "/v1", api_key=key, **{"max_retries": 0, "timeout": 60, **kw})
 
 
 def decode(item) -> Image.Image:
@@ -333,6 +336,52 @@ def test_health_and_openapi(srv):
     assert request_schema["additionalProperties"] is False and request_schema["required"] == ["prompt"]
 
 
+@pytest.mark.parametrize("size, side", [("8x08", 8), ("00008x00008", 8), ("064x64", 64), ("64x64", 64)])
+def test_size_is_two_integers_compared_numerically(srv, size, side):
+    r = client(srv).images.generate(prompt="a red circle", size=size, response_format="b64_json")
+    assert decode(r.data[0]).size == (side, side)
+
+
+@pytest.mark.parametrize("size", ["8x8\n", " 8x8", "8X8", "+8x8", "8x-8", "8 x 8", "\u0668x\u0668", "\uff18x\uff18",
+                                  "000008x8", "8x8x8", "x8", "8x", "0x0", "1e2x1e2", "8.0x8.0", "64x32", "1024x1792"])
+def test_malformed_or_non_square_size_is_400(srv, size):
+    with pytest.raises(openai.BadRequestError) as err:
+        client(srv).images.generate(prompt="a red circle", size=size)
+    assert err.value.param == "size", err.value.message
+
+
+def test_json_syntax_error_names_line_and_column_not_an_offset(srv):
+    body = b'{\n  "prompt": "x",\n  "n": ,\n}'
+    status, _, data = raw(srv, "POST", "/v1/images/generations", body, auth({"Content-Type": "application/json"}))
+    assert status == 400 and data["error"]["param"] is None, data
+    assert "line 3 column 8" in data["error"]["message"], data
+
+
+def test_urls_never_come_from_the_host_header(srv, tiny_checkpoint, tmp_path):
+    body = json.dumps({"prompt": "a red circle", "response_format": "url"})
+    status, _, data = raw(srv, "POST", "/v1/images/generations", body,
+                          auth({"Content-Type": "application/json", "Host": "evil.example"}))
+    assert status == 200 and data["data"][0]["url"].startswith(srv.url + "/v1/images/files/"), data
+    status, headers, _ = raw(srv, "GET", "/v1/models/", headers=auth({"Host": "evil.example"}))
+    assert "evil.example" not in headers.get("location", ""), (status, headers)
+    config = ServerConfig(port=0, model="tiny", access_log=None, store_dir=tmp_path,
+                          public_url="https://images.example.com/ganvas/")
+    with BackgroundServer(config, make_plugins(tiny_checkpoint)) as server:
+        r = client(server, default_headers={"Host": "evil.example"}).images.generate(prompt="a red circle")
+        assert r.data[0].url.startswith("https://images.example.com/ganvas/v1/images/files/")
+
+
+def test_crashing_policy_plugin_fails_closed(srv):
+    stored = set(srv.config.store_dir.iterdir())
+    with pytest.raises(openai.InternalServerError) as err:
+        client(srv).images.generate(prompt="a circle that will explode", response_format="url")
+    assert err.value.status_code == 500 and err.value.code == "policy_check_failed", err.value.message
+    assert "test-plugin-0" in err.value.message and "ZeroDivisionError" in err.value.message
+    with pytest.raises(openai.InternalServerError):
+        client(srv).post("/images/interpolations", body={"prompts": ["a", "b explode"]}, cast_to=object)
+    assert set(srv.config.store_dir.iterdir()) == stored  # nothing was generated
+
+
 # --- backpressure, readiness, CORS: servers of their own -------------------------------------------------------
 
 def test_full_queue_is_429_with_retry_after(tiny_checkpoint, tmp_path):
@@ -439,6 +488,35 @@ def test_non_loopback_bind_needs_a_key():
     assert is_loopback("127.0.0.2") and is_loopback("::1") and not is_loopback("192.168.1.10")
     with pytest.raises(ServerConfigError, match="empty"):
         ServerConfig(api_key=" ").check()
+
+
+@pytest.mark.parametrize("key", [" s3cret", "s3cret ", "s3cret\n", "\ts3cret", "s3cret\r"])
+def test_api_key_with_surrounding_whitespace_is_refused(key):
+    with pytest.raises(ServerConfigError, match="whitespace"):
+        ServerConfig(api_key=key).check()
+    ServerConfig(api_key="s3 cret").check()  # inner spaces reach the server intact
+
+
+def test_parse_size_is_numeric_and_strict():
+    from ganvas.core.server.errors import APIError
+    from ganvas.core.server.validation import parse_size
+
+    assert parse_size(None) is None and parse_size("auto") is None
+    assert parse_size("8x08") == parse_size("00008x00008") == 8 and parse_size("1024x1024") == 1024
+    for bad in ("8x8\n", "\u0668x\u0668", "000008x8", "64x32", "4x4", "2048x2048", "8x8x8"):
+        with pytest.raises(APIError) as err:
+            parse_size(bad)
+        assert err.value.param == "size", bad
+
+
+def test_server_limits_are_checked():
+    for field in ("header_timeout_s", "body_timeout_s", "keep_alive_s"):
+        with pytest.raises(ServerConfigError, match="timeout|keep-alive"):
+            ServerConfig(**{field: 0}).check()
+    with pytest.raises(ServerConfigError, match="max-connections"):
+        ServerConfig(max_connections=0).check()
+    with pytest.raises(ServerConfigError, match="max-in-flight"):
+        ServerConfig(max_in_flight=0).check()
 
 
 def test_worker_pool_bounds_and_drains():
@@ -602,3 +680,140 @@ def test_kill_mid_request_leaves_no_partial_files_and_restart_serves(tiny_checkp
         assert "stopped" in second.log.read_text()
     finally:
         second.close()
+
+
+def test_serve_refuses_api_key_with_surrounding_spaces(tiny_checkpoint):
+    env = serve_env(tiny_checkpoint)
+    for args, extra in ((["--api-key", " s3cret "], {}), ([], {"GANVAS_API_KEY": "s3cret\n"})):
+        proc = subprocess.run([*serve_argv(), "--port", "0", *args], capture_output=True, text=True,
+                              env={**env, **extra}, timeout=60)
+        assert proc.returncode == 1 and "whitespace" in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
+
+
+# --- slow clients, overload, slow regular expressions: one real `ganvas serve` with short limits -------------------
+
+HALF_HEADERS = b"POST /v1/images/generations HTTP/1.1\r\nHost: x\r\nContent-Type: app"  # never finished
+
+
+def headers_then_nothing(key: str | None = None) -> bytes:
+    """A request whose headers are complete and whose 100-byte body never arrives."""
+    lines = [b"POST /v1/images/generations HTTP/1.1", b"Host: x", b"Content-Type: application/json",
+             b"Content-Length: 100"] + ([b"Authorization: Bearer " + key.encode()] if key else [])
+    return b"\r\n".join(lines) + b'\r\n\r\n{"prompt": '
+
+
+def connect(server, data: bytes = b"") -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", int(server.url.rsplit(":", 1)[1])), timeout=10)
+    try:
+        sock.sendall(data)
+    except OSError:  # already closed by the server (a connection limit): that is its answer
+        pass
+    return sock
+
+
+def until_closed(sock: socket.socket, limit: float = 10.0) -> tuple[float, bytes]:
+    """(seconds until the server closed the connection, what it sent before)."""
+    start, data = time.monotonic(), b""
+    sock.settimeout(limit)
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except socket.timeout:
+        raise AssertionError(f"the server kept the connection open for {limit} s") from None
+    except ConnectionResetError:
+        pass
+    finally:
+        sock.close()
+    return time.monotonic() - start, data
+
+
+def error_of(response: bytes) -> tuple[int, dict, dict]:
+    """(status, headers, error object) of a raw HTTP response in the OpenAI error shape."""
+    head, _, body = response.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    return int(lines[0].split()[1]), headers, json.loads(body)["error"]
+
+
+@pytest.fixture(scope="module")
+def guarded(tiny_checkpoint, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("guarded")
+    blocklist = tmp / "blocklist.txt"
+    blocklist.write_text("/(a+)+$/\n/(b|bb)+$/\n")  # catastrophic for Python's re; the second also for `regex`
+    env = {**serve_env(tiny_checkpoint), "GANVAS_BLOCKLIST": str(blocklist)}
+    args = ["--port", "0", "--model", "tiny", "--api-key", KEY, "--store", str(tmp / "store"), "--access-log", "off",
+            "--header-timeout", "1", "--body-timeout", "2", "--keep-alive", "1", "--max-in-flight", "2",
+            "--max-connections", "100"]
+    proc = ServeProcess(args, env, tmp / "serve.log").wait_ready()
+    yield proc
+    proc.close()
+
+
+def test_idle_and_slow_connections_are_closed(guarded):
+    took, sent = until_closed(connect(guarded))                        # connects, says nothing
+    assert took < 4 and sent == b""
+    took, sent = until_closed(connect(guarded, HALF_HEADERS))          # headers never finish
+    status, _, error = error_of(sent)
+    assert took < 4 and status == 408 and error["code"] == "request_timeout" and error["param"] is None
+    took, sent = until_closed(connect(guarded, headers_then_nothing(KEY)))  # body never finishes
+    status, _, error = error_of(sent)
+    assert took < 5 and status == 408 and error["code"] == "request_timeout"
+    dripping = connect(guarded, b"GET /health HTTP/1.1\r\n")           # a byte at a time does not reset the clock
+    start = time.monotonic()
+    with pytest.raises(OSError):
+        while time.monotonic() - start < 10:
+            dripping.sendall(b"X")
+            time.sleep(0.2)
+    assert time.monotonic() - start < 4
+    dripping.close()
+    conn = http.client.HTTPConnection("127.0.0.1", int(guarded.url.rsplit(":", 1)[1]), timeout=10)
+    conn.request("GET", "/health")
+    assert conn.getresponse().read()
+    took, _ = until_closed(conn.sock)                                   # idle after a response: keep-alive
+    assert took < 4
+
+
+def test_garbage_http_is_400_in_openai_shape(guarded):
+    _, sent = until_closed(connect(guarded, b"NOT HTTP AT ALL\r\n\r\n"))
+    status, _, error = error_of(sent)
+    assert status == 400 and set(error) == {"message", "type", "param", "code"}
+
+
+def test_half_sent_requests_do_not_lock_out_other_clients(guarded):
+    socks = [connect(guarded, HALF_HEADERS) for _ in range(300)]
+    socks += [connect(guarded, headers_then_nothing()) for _ in range(100)]  # no key: 401 at once, no slot held
+    try:
+        start = time.monotonic()
+        r = client(guarded).images.generate(prompt="a red circle", response_format="b64_json")
+        assert r.data and time.monotonic() - start < 10
+        assert client(guarded).models.list().data
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def test_overload_is_503_in_openai_shape_with_retry_after(guarded):
+    holders = [connect(guarded, headers_then_nothing(KEY)) for _ in range(2)]  # two requests in flight
+    time.sleep(0.3)
+    with pytest.raises(openai.InternalServerError) as err:
+        client(guarded).models.list()
+    assert err.value.status_code == 503 and err.value.code == "server_overloaded", err.value.body
+    assert err.value.type == "server_error" and int(err.value.response.headers["retry-after"]) >= 1
+    for sock in holders:
+        assert error_of(until_closed(sock)[1])[0] == 408
+    assert client(guarded).models.list().data  # free again once they timed out
+
+
+def test_catastrophic_blocklist_regex_is_time_limited(guarded):
+    start = time.monotonic()
+    r = client(guarded, timeout=20).images.generate(prompt="a" * 40 + "!", response_format="b64_json")
+    assert r.data and time.monotonic() - start < 5  # /(a+)+$/ no longer hangs
+    start = time.monotonic()
+    with pytest.raises(openai.BadRequestError) as err:
+        client(guarded, timeout=20).images.generate(prompt="b" * 60 + "!")
+    assert time.monotonic() - start < 5
+    assert err.value.code == "request_refused" and "(b|bb)+$" in err.value.message, err.value.message
+    with pytest.raises(openai.BadRequestError, match="blocked term"):
+        client(guarded).images.generate(prompt="a banana")
+    assert client(guarded).images.generate(prompt="a red circle").data

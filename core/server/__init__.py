@@ -6,7 +6,8 @@
 Modules: config (settings + safety rule), schemas (request/response models), validation (checks
 beyond the schema), app (routes), state (what routes share, queueing a job), errors
 (OpenAI error shape), workers (bounded queue + fixed threads), store (url images), hub (model lookup),
-jobs (what a worker runs), middleware (access log, API key, body limit), runner (uvicorn + signals),
+jobs (what a worker runs), middleware (access log, API key, body limit), protocol (HTTP deadlines and
+connection limits against slow clients), runner (uvicorn + signals),
 background (the real server in a thread, for tests and embedding hosts).
 """
 from .config import ServerConfig, ServerConfigError

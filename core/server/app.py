@@ -91,7 +91,9 @@ def create_app(config: ServerConfig, plugins: Optional[GanvasPlugins] = None, *,
         # uvicorn has already waited for in-flight requests; this lets any admitted job still running end.
         await asyncio.to_thread(state.pool.shutdown, True, config.shutdown_timeout_s)
 
+    # redirect_slashes off: its Location is built from the client's Host header (an open redirect)
     app = FastAPI(title="ganvas", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
+                  redirect_slashes=False,
                   description="Text-to-image GAN behind the OpenAI Images API (POST /v1/images/generations), "
                               "plus interpolation. Errors use the OpenAI shape {error: {message, type, param, code}}.")
     app.state.ganvas = state

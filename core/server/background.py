@@ -11,7 +11,7 @@ import threading
 import time
 
 from .config import ServerConfig, ServerConfigError
-from .runner import bind
+from .runner import bind, uvicorn_config
 
 
 class BackgroundServer:
@@ -45,9 +45,7 @@ class BackgroundServer:
 
         app = create_app(self.config, self.plugins, on_ready=lambda state: self._ready.set(), on_fatal=fatal)
         self.state = app.state.ganvas
-        self.server = uvicorn.Server(uvicorn.Config(app, log_config=None, log_level="warning", access_log=False,
-                                                    lifespan="on", server_header=False,
-                                                    timeout_graceful_shutdown=max(1, int(self.config.shutdown_timeout_s))))
+        self.server = uvicorn.Server(uvicorn_config(app, self.config))
         self._thread = threading.Thread(target=lambda: asyncio.run(self.server.serve(sockets=[sock])),
                                         name="ganvas-server", daemon=True)
         self._thread.start()

@@ -65,7 +65,7 @@ _DESCRIPTIONS = {
     404: "Unknown model, route or expired image",
     413: "Request body too large",
     429: "Queue full; retry after the Retry-After header",
-    503: "Model still loading or server shutting down; retry after Retry-After",
+    503: "Model still loading, server shutting down or too many requests in flight; retry after Retry-After",
 }
 
 

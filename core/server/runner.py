@@ -31,6 +31,18 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def uvicorn_config(app, config: ServerConfig):
+    """The uvicorn settings of `ganvas serve` and of BackgroundServer: one place, so tests see the real ones."""
+    import uvicorn
+
+    from .protocol import protocol_for
+
+    # limit_concurrency stays off: uvicorn's counts idle sockets and answers plain text; the protocol limits instead
+    return uvicorn.Config(app, http=protocol_for(config), log_config=None, log_level="warning", access_log=False,
+                          lifespan="on", server_header=False, timeout_keep_alive=config.keep_alive_s,
+                          timeout_graceful_shutdown=max(1, int(config.shutdown_timeout_s)))
+
+
 def _access_logging(target: str | None) -> None:
     logger = logging.getLogger("ganvas.server.access")
     logger.propagate = False
@@ -78,10 +90,7 @@ def serve(config: ServerConfig, plugins=None, *, out: TextIO | None = None) -> i
             server.should_exit = True
 
     app = create_app(config, plugins, on_ready=on_ready, on_fatal=on_fatal)
-    uv_config = uvicorn.Config(app, log_config=None, log_level="warning", access_log=False, lifespan="on",
-                               timeout_graceful_shutdown=max(1, int(config.shutdown_timeout_s)),
-                               server_header=False, limit_concurrency=max(256, 8 * (config.workers + config.max_queue)))
-    server = uvicorn.Server(uv_config)
+    server = uvicorn.Server(uvicorn_config(app, config))
     say(f"listening on {url}, loading model {config.model or 'default'}...")
 
     # uvicorn re-raises the signal it caught after its graceful shutdown; with these handlers installed

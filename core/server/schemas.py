@@ -12,8 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, Stric
 
 from ..requests import MAX_SEED
 from .config import MAX_FRAMES, MAX_KEYS, MAX_N
-
-SIZE_PATTERN = r"^(auto|[0-9]{1,5}x[0-9]{1,5})$"
+from .validation import SIZE_PATTERN
 
 Seed = Annotated[StrictInt, Field(ge=0, le=MAX_SEED, description="first seed; image i uses seed + i")]
 Truncation = Annotated[StrictFloat, Field(gt=0, le=1, description="noise scale psi in (0, 1]")]

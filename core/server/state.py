@@ -22,6 +22,7 @@ class ServerState:
 
     def __init__(self, config: ServerConfig, plugins: GanvasPlugins):
         self.config = config
+        plugins.checks_fail_closed = True  # a policy plugin that crashes refuses the request (core/plugins.py)
         self.hub = ModelHub(plugins, config.model)
         self.store = ImageStore(config.store_dir, config.url_ttl_s)
         self.pool = WorkerPool(config.workers, config.max_queue)
@@ -66,6 +67,9 @@ class ServerState:
         except InvalidRequest as exc:
             raise APIError(400, str(exc), param=exc.param) from None
         except RequestRefused as exc:
+            if getattr(exc, "crashed", False):  # the policy plugin's fault, not the request's: 500, logged
+                log.error("%s", exc)
+                raise APIError(500, str(exc), type="server_error", code="policy_check_failed") from None
             raise APIError(400, str(exc), param=exc.param, code="request_refused") from None
         except GanvasError as exc:  # the server's own trouble (a broken plugin or model), said in one line
             log.error("generation failed: %s", exc)
@@ -75,4 +79,10 @@ class ServerState:
                 request.state.log["wait_ms"] = round((started[0] - submitted) * 1000, 1)
 
     def base_url(self, request: Request) -> str:
-        return (self.config.public_url or str(request.base_url)).rstrip("/")
+        """Where `url` results point: --public-url, else the address this connection reached. Never the
+        request's Host header, which the client chooses (a forged one would send users elsewhere)."""
+        if self.config.public_url:
+            return self.config.public_url.rstrip("/")
+        host, port = request.scope.get("server") or (self.config.host, self.config.port)
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{port}" if port else f"http://{host}"

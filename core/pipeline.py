@@ -12,6 +12,9 @@ change their summation order with the batch size, which moved a few pixels by on
 batch of 1 and a batch of 64 in our measurement; computing per image costs ~1.4x throughput at 32 px
 and makes seed s the same picture alone, in a batch of 64, or in another process.
 `Pipeline.load(..., exact_seeds=False)` batches instead (faster, pixels may differ by a level).
+
+Threads: the generator runs at the pipeline's own torch thread count (GANVAS_THREADS, else 1, or
+configure_threads / Pipeline.threads), whatever the host set, which gets its setting back (render_threads).
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ import sys
 import threading
 import time
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -51,19 +55,58 @@ BATCH_SIZE = 64  # forward-pass chunk when exact_seeds=False
 PROMPT_CACHE_SIZE = 4096
 
 
+def _env_threads() -> int:
+    raw = os.environ.get("GANVAS_THREADS", "1")
+    if not raw.isdigit() or int(raw) < 1:
+        raise GanvasError(f"GANVAS_THREADS={raw!r} is not a positive integer")
+    return int(raw)
+
+
+def default_threads() -> int:
+    """The threads a pipeline renders with: configure_threads' value, else GANVAS_THREADS, else 1."""
+    return _configured_threads if _configured_threads is not None else _env_threads()
+
+
 def configure_threads(threads: int | None = None) -> int:
-    """Set torch's CPU threads: `threads`, else GANVAS_THREADS, else 1.
+    """Set torch's CPU threads (`threads`, else GANVAS_THREADS, else 1) and make it the count every
+    pipeline of this process renders with (the command line's --threads).
 
     One thread is the default because on a shared machine PyTorch's parallel regions stall whenever
     another process runs (batch-1 generation up to 80x slower with 2 threads under load, FINDINGS.md).
     """
-    if threads is None:
-        raw = os.environ.get("GANVAS_THREADS", "1")
-        if not raw.isdigit() or int(raw) < 1:
-            raise GanvasError(f"GANVAS_THREADS={raw!r} is not a positive integer")
-        threads = int(raw)
+    global _configured_threads
+    _configured_threads = threads = _env_threads() if threads is None else threads
     torch.set_num_threads(threads)
     return threads
+
+
+_configured_threads: int | None = None
+# torch.set_num_threads is process-wide (MKL's setting is global, OpenMP's is per calling thread): renders
+# take this lock around their thread setting and forward, so two concurrent renders (server workers,
+# two hosts' pipelines in one process) never change the count under each other. Renders of one model
+# already run one at a time (its own lock); with this one, renders of different models do as well.
+_threads_lock = threading.RLock()
+
+
+@contextmanager
+def render_threads(threads: int | None = None):
+    """Run the body with torch at `threads` CPU threads (None: default_threads()) under the render lock,
+    then give the caller's setting back, even on an error.
+
+    Hosts keep torch at their own count (ComfyUI: 2), which moved a seed's pixels by a level and, under
+    CPU contention, made batch-4 generation up to 30x slower; the generator must not depend on it.
+    Torch work in *other* threads of the process may see the render's setting while it runs.
+    """
+    wanted = default_threads() if threads is None else threads
+    with _threads_lock:
+        previous = torch.get_num_threads()
+        if previous != wanted:
+            torch.set_num_threads(wanted)
+        try:
+            yield wanted
+        finally:
+            if torch.get_num_threads() != previous:
+                torch.set_num_threads(previous)
 
 
 def random_seed() -> int:
@@ -241,6 +284,8 @@ def resolve_model(name_or_path: str | os.PathLike | None, plugins: GanvasPlugins
 class Pipeline:
     """A loaded model bound to a plugin manager. Thread-safe: calls on one model run one at a time."""
 
+    threads: int | None = None  # torch CPU threads for the generator forward; None: default_threads()
+
     def __init__(self, model: LoadedModel, plugins: GanvasPlugins, encoder_factory: Callable[[], Any],
                  exact_seeds: bool = True, load_warnings: list[str] | None = None):
         self.model = model
@@ -302,8 +347,8 @@ class Pipeline:
         step = 1 if self.exact_seeds else BATCH_SIZE
         G, device = self.model.generator, self.model.device
         images = []
-        with self.model.lock, torch.inference_mode(), tqdm(total=total, disable=not progress, unit="img",
-                                                            file=sys.stderr, leave=False) as bar:
+        with self.model.lock, render_threads(self.threads), torch.inference_mode(), \
+                tqdm(total=total, disable=not progress, unit="img", file=sys.stderr, leave=False) as bar:
             for start in range(0, total, step):
                 out = G(z[start:start + step].to(device), text[start:start + step].to(device))
                 images.extend(to_pil(out))
@@ -493,5 +538,5 @@ def generate(request: GenerationRequest, *, plugins: GanvasPlugins | None = None
     return Pipeline.load(request.model, plugins=plugins).generate(request, **options)
 
 
-__all__ = ["DEFAULT_MODEL", "Pipeline", "generate", "configure_threads", "default_model_name", "noise", "slerp",
-           "load_model", "clear_model_cache", "resolve_model", "GenerationRequest", "GenerationResult"]
+__all__ = ["DEFAULT_MODEL", "Pipeline", "generate", "configure_threads", "default_threads", "render_threads",
+           "default_model_name", "noise", "slerp", "load_model", "clear_model_cache", "resolve_model", "GenerationRequest", "GenerationResult"]

@@ -23,27 +23,45 @@ import click
               help="share of mismatched-caption negatives drawn as the batch's most similar other caption")
 @click.option("--mode-seeking", default=0.0, show_default=True,
               help="weight of the MSGAN mode-seeking term: two noises for one caption must differ (fights collapse)")
+@click.option("--caption-forms", default="", help="prompt forms trained on, e.g. 'full:0.5,typed:0.35,name:0.15' "
+              "(typed = 'name; style style' as hosts send it; needs label/style metadata; '' = full captions)")
+@click.option("--negatives", default="", help="mismatched-caption kinds, e.g. 'random:0.4,style:0.3,concept:0.3' "
+              "(style = same concept, another design; concept = same design, another concept; '' = random)")
+@click.option("--gp-augment/--no-gp-augment", default=False, show_default=True,
+              help="apply the gradient penalty to the augmented reals D sees")
+@click.option("--ema-images", default=0.0, show_default=True,
+              help="EMA half-life in images (0 = a fixed 0.999 per step)")
+@click.option("--holdout-validation", is_flag=True,
+              help="leave the validation hold-out (~5%% of train/, deterministic) out of training")
+@click.option("--evaluator", default=None, type=click.Path(file_okay=False),
+              help="evaluator folder: log validation R@1/style/diversity to stats.jsonl every --val-every steps")
+@click.option("--val-every", default=0, show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--threads", default=None, type=int, help="torch CPU threads (default: torch's choice)")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
 @click.option("--bf16/--no-bf16", default=False, show_default=True, help="bfloat16 autocast (faster, GPU and AVX512-BF16 CPUs)")
 @click.option("--shapes-size", default=20000, show_default=True, help="images in the rendered shapes pool")
 @click.option("--workers", default=1, show_default=True, help="processes rendering the shapes pool")
-@click.option("--sample-every", default=500, show_default=True)
+@click.option("--log-every", default=50, show_default=True, help="steps between stats.jsonl records")
+@click.option("--sample-every", default=500, show_default=True, help="steps between sample grids (a multiple of --log-every)")
 @click.option("--checkpoint-every", default=1000, show_default=True)
 @click.option("--max-minutes", default=None, type=float, help="stop (and save) after this much wall time")
 @click.option("--resume", is_flag=True, help="continue the run in --out exactly where it stopped")
 @click.option("--no-progress", is_flag=True, help="no progress bar (logs still go to stats.jsonl)")
 def train_command(data, out, resolution, steps, batch, preset, lr_g, lr_d, gp_every, augment, hard_negatives,
-                  mode_seeking, seed, threads, device, bf16, shapes_size, workers, sample_every, checkpoint_every,
-                  max_minutes, resume, no_progress):
+                  mode_seeking, caption_forms, negatives, gp_augment, ema_images, holdout_validation, evaluator,
+                  val_every, seed, threads, device, bf16, shapes_size, workers, log_every, sample_every,
+                  checkpoint_every, max_minutes, resume, no_progress):
     """Train a text-conditional GAN; the model folder appears in OUT/model."""
     from .train import TrainOptions, train
 
     opts = TrainOptions(data=data, out=out, resolution=int(resolution), steps=steps, batch=batch, preset=preset,
                         lr_g=lr_g, lr_d=lr_d, gp_every=gp_every, augment=augment,
-                        hard_negatives=hard_negatives, mode_seeking=mode_seeking, seed=seed, threads=threads,
-                        device=device, bf16=bf16, shapes_size=shapes_size, workers=workers, sample_every=sample_every,
+                        hard_negatives=hard_negatives, mode_seeking=mode_seeking, caption_forms=caption_forms,
+                        negatives=negatives, gp_augment=gp_augment, ema_images=ema_images,
+                        holdout_validation=holdout_validation, evaluator=evaluator, val_every=val_every,
+                        seed=seed, threads=threads,
+                        device=device, bf16=bf16, shapes_size=shapes_size, workers=workers, log_every=log_every, sample_every=sample_every,
                         checkpoint_every=checkpoint_every, max_minutes=max_minutes, resume=resume,
                         progress=not no_progress)
     if data == "shapes":
@@ -61,19 +79,21 @@ def train_command(data, out, resolution, steps, batch, preset, lr_g, lr_d, gp_ev
 @click.option("--batch", default=256, show_default=True, help="contrastive batch (more negatives per step)")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--threads", default=None, type=int)
-def train_evaluator_command(data, out, epochs, batch, device, threads):
+@click.option("--holdout-validation", is_flag=True, help="leave the validation hold-out of train/ out too")
+def train_evaluator_command(data, out, epochs, batch, device, threads, holdout_validation):
     """Train the contrastive image-text evaluator used by `ganvas eval` (train split only)."""
     from .evaluation import train_split_evaluator
 
     path = train_split_evaluator(Path(data), Path(out), epochs=epochs, device=device, threads=threads,
-                                 batch=batch, log=lambda m: click.echo(m, err=True))
+                                 batch=batch, holdout_validation=holdout_validation,
+                                 log=lambda m: click.echo(m, err=True))
     click.echo(str(path))
 
 
 @click.command("eval")
 @click.option("--model", "model", required=True, help="model name or checkpoint folder")
 @click.option("--data", required=True, help="'shapes' or a dataset root (e.g. emoji64) with split folders")
-@click.option("--split", default="test", show_default=True, help="test or unseen_concepts (datasets only)")
+@click.option("--split", default="test", show_default=True, help="test, unseen_concepts, or validation (the hold-out carved from train/; datasets only)")
 @click.option("--evaluator", default=None, type=click.Path(), help="evaluator folder (default: the model folder)")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--threads", default=None, type=int)

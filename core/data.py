@@ -6,6 +6,7 @@ same `CaptionedImages`, so training and evaluation never care where pixels came 
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from collections import Counter
@@ -20,14 +21,28 @@ from PIL import Image, UnidentifiedImageError
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
 
+# The prompt forms a captioned image can be trained on (caption-segment dropout): the dataset's full caption
+# ("fox; animal, face; noto style"), the form the hosts send for a name plus a --style ("fox; noto style"),
+# and the bare name ("fox", any design). Column k of CaptionedImages.caption_forms holds form k.
+CAPTION_FORMS = ("full", "typed", "name")
+
+
+def typed_prompt(label: str, style: str | None) -> str:
+    """What every host sends for prompt `label` with style `style` (the default backend's style rule)."""
+    return f"{label}; {style.strip()} style" if style and style.strip() else label
+
+
 @dataclass
 class CaptionedImages:
-    images: torch.Tensor                 # (N, 3, R, R) uint8
+    images: torch.Tensor                 # (N, C, R, R) uint8: RGB, or RGBA with premultiplied colour
     captions: list[str]                  # distinct captions
-    caption_index: torch.Tensor          # (N,) int64 into `captions`
+    caption_index: torch.Tensor          # (N,) int64 into `captions`: each image's full caption
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason) never fatal
     source: str = ""
     styles: list[str] = field(default_factory=list)  # distinct metadata "style" words, most frequent first
+    labels: list[str] | None = None      # per image: the concept's name (metadata "label"), when known
+    image_styles: list[str] | None = None  # per image: its design's style word, when known
+    caption_forms: torch.Tensor | None = None  # (N, len(CAPTION_FORMS)) into `captions`, when labels are known
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -37,44 +52,91 @@ class CaptionedImages:
         return self.images.shape[-1]
 
 
-def load_image(path: Path, resolution: int) -> np.ndarray:
-    """Open, composite transparency on white, centre-crop to square, resize. Raises on unreadable files."""
+def load_image(path: Path, resolution: int, channels: int = 3) -> np.ndarray:
+    """Open, centre-crop to square, resize; (R, R, channels) uint8. Raises on unreadable files.
+
+    channels=3 composites transparency on white; channels=4 keeps alpha and premultiplies the colour
+    (fully transparent pixels become 0 whatever colour the file stored there)."""
     with Image.open(path) as im:
         im.load()
+        if channels == 4:
+            return _premultiplied(_square(im.convert("RGBA"), resolution))
         if im.mode in ("RGBA", "LA", "P") or "transparency" in im.info:
             rgba = im.convert("RGBA")
             canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
             im = Image.alpha_composite(canvas, rgba)
         im = im.convert("RGB")
+    return np.asarray(_square(im, resolution), dtype=np.uint8)
+
+
+def _square(im: Image.Image, resolution: int) -> Image.Image:
     w, h = im.size
     side = min(w, h)
     left, top = (w - side) // 2, (h - side) // 2
     im = im.crop((left, top, left + side, top + side))
     if side != resolution:
         im = im.resize((resolution, resolution), Image.LANCZOS)
-    return np.asarray(im, dtype=np.uint8)
+    return im
 
 
-def _assemble(pairs: list[tuple[Path, str]], resolution: int, source: str) -> CaptionedImages:
-    arrays, caption_ids, skipped = [], [], []
-    captions: dict[str, int] = {}
-    for path, text in pairs:
+def _premultiplied(im: Image.Image) -> np.ndarray:
+    arr = np.asarray(im, dtype=np.uint16)
+    rgb = (arr[..., :3] * arr[..., 3:4] + 127) // 255
+    return np.concatenate([rgb, arr[..., 3:4]], axis=2).astype(np.uint8)
+
+
+def image_channels(folder: Path, names: list[str]) -> int:
+    """4 when the first readable image has an alpha channel (the dataset is transparent), else 3."""
+    for name in names[:20]:
         try:
-            arr = load_image(path, resolution)
+            with Image.open(folder / name) as im:
+                return 4 if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info else 3
+        except (OSError, UnidentifiedImageError, ValueError):
+            continue
+    return 3
+
+
+def _assemble(pairs: list[tuple[Path, str]], resolution: int, source: str, channels: int = 3,
+              rows: list[dict] | None = None) -> CaptionedImages:
+    arrays, caption_ids, skipped, kept = [], [], [], []
+    captions: dict[str, int] = {}
+    for k, (path, text) in enumerate(pairs):
+        try:
+            arr = load_image(path, resolution, channels)
         except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
             skipped.append((str(path), f"{type(exc).__name__}: {exc}"))
             continue
         arrays.append(arr)
+        kept.append(k)
         caption_ids.append(captions.setdefault(text, len(captions)))
     if not arrays:
         raise ValueError(f"no readable captioned images in {source} ({len(skipped)} skipped)")
     images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
-    return CaptionedImages(images, list(captions), torch.tensor(caption_ids), skipped, source)
+    data = CaptionedImages(images, list(captions), torch.tensor(caption_ids), skipped, source)
+    if rows is not None:
+        _attach_forms(data, [rows[k] for k in kept], captions)
+    return data
 
 
-def load_imagefolder(folder: Path, resolution: int, caption_field: str = "text") -> CaptionedImages:
+def _attach_forms(data: CaptionedImages, rows: list[dict], captions: dict[str, int]):
+    """Per-image concept/style and the three prompt forms, when every row names its `label` and `style`."""
+    if not rows or not all(isinstance(r.get("label"), str) and isinstance(r.get("style"), str) for r in rows):
+        return
+    data.labels = [r["label"].strip() for r in rows]
+    data.image_styles = [r["style"].strip() for r in rows]
+    forms = []
+    for full_id, label, style in zip(data.caption_index.tolist(), data.labels, data.image_styles):
+        typed = captions.setdefault(typed_prompt(label, style), len(captions))
+        name = captions.setdefault(label, len(captions))
+        forms.append([full_id, typed, name])
+    data.captions = list(captions)
+    data.caption_forms = torch.tensor(forms)
+
+
+def read_metadata(folder: Path, caption_field: str = "text") -> tuple[list[dict], list[tuple[str, str]]]:
+    """The usable rows of folder/metadata.jsonl (file_name + non-empty caption) and the skipped ones."""
     meta = folder / "metadata.jsonl"
-    pairs, skipped, styles = [], [], Counter()
+    rows, skipped = [], []
     for line_no, line in enumerate(meta.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
@@ -87,10 +149,38 @@ def load_imagefolder(folder: Path, resolution: int, caption_field: str = "text")
         if not isinstance(text, str) or not text.strip():
             skipped.append((str(folder / str(name)), f"empty or missing {caption_field!r}"))
             continue
-        pairs.append((folder / name, text.strip()))
-        if isinstance(row.get("style"), str) and row["style"].strip():
-            styles[row["style"].strip()] += 1
-    data = _assemble(pairs, resolution, str(folder))
+        rows.append({**row, caption_field: text.strip()})
+    return rows, skipped
+
+
+def validation_holdout(rows: list[dict], fraction: float = 0.05) -> set[str]:
+    """File names carved from train/ as the validation split: held-out concept-design pairs, like test/.
+
+    Deterministic (a hash of the file name, so adding images never reshuffles it), and only images whose
+    concept keeps another design in train, so validation measures recombination exactly as test does."""
+    per_concept = Counter(r.get("label", r["text"]) for r in rows)
+    chosen, left = set(), Counter(per_concept)
+    for r in sorted(rows, key=lambda r: r["file_name"]):
+        digest = int(hashlib.sha256(r["file_name"].encode()).hexdigest()[:8], 16)
+        concept = r.get("label", r["text"])
+        if digest / 0xFFFFFFFF < fraction and left[concept] >= 2:
+            chosen.add(r["file_name"])
+            left[concept] -= 1
+    return chosen
+
+
+def load_imagefolder(folder: Path, resolution: int, caption_field: str = "text", channels: int | None = None,
+                     subset: str = "all") -> CaptionedImages:
+    """An imagefolder split. subset: "all", "train" (without the validation hold-out) or "validation"."""
+    rows, skipped = read_metadata(folder, caption_field)
+    if subset != "all":
+        held = validation_holdout(rows)
+        rows = [r for r in rows if (r["file_name"] in held) == (subset == "validation")]
+    styles = Counter(r["style"].strip() for r in rows if isinstance(r.get("style"), str) and r["style"].strip())
+    if channels is None:
+        channels = image_channels(folder, [r["file_name"] for r in rows])
+    pairs = [(folder / r["file_name"], r[caption_field]) for r in rows]
+    data = _assemble(pairs, resolution, str(folder), channels, rows)
     data.skipped[:0] = skipped
     # The captions' style words (emoji64: "noto", "twemoji", ...), recorded in the checkpoint so hosts
     # can offer them; images that failed to load still count, which only matters for the order.
@@ -176,7 +266,7 @@ def make_shapes(resolution: int, size: int = 20000, seed: int = 0, two_object_pr
 
 
 def load_dataset(spec: str, resolution: int, shapes_size: int = 20000, seed: int = 0,
-                 workers: int = 1) -> CaptionedImages:
+                 workers: int = 1, subset: str = "all") -> CaptionedImages:
     """`shapes`, a folder with metadata.jsonl (imagefolder), or a folder of images with .txt sidecars."""
     if spec == "shapes":
         return make_shapes(resolution, size=shapes_size, seed=seed, workers=workers)
@@ -184,7 +274,7 @@ def load_dataset(spec: str, resolution: int, shapes_size: int = 20000, seed: int
     if not folder.is_dir():
         raise FileNotFoundError(f"dataset {spec!r} is neither 'shapes' nor an existing folder")
     if (folder / "metadata.jsonl").exists():
-        return load_imagefolder(folder, resolution)
+        return load_imagefolder(folder, resolution, subset=subset)
     if (folder / "train" / "metadata.jsonl").exists():
-        return load_imagefolder(folder / "train", resolution)
+        return load_imagefolder(folder / "train", resolution, subset=subset)
     return load_sidecar_folder(folder, resolution)

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from .checkpoint import load_generator
-from .data import load_imagefolder
-from .images import from_uint8
+from .data import load_imagefolder, typed_prompt
+from .images import from_uint8, on_white
 from .pipeline import configure_threads, noise
 from .text_encoder import EmbeddingCache, default_cache_dir
 
@@ -71,27 +71,35 @@ def evaluate_shapes_model(model: str, seed: int = 0, threads: int | None = None,
 # --- captioned datasets ------------------------------------------------------------------------------------------
 
 def train_split_evaluator(root: Path, out: Path, epochs: int = 20, device: str = "auto", threads=None,
-                          batch: int = 256, log=print) -> Path:
+                          batch: int = 256, holdout_validation: bool = False, log=print) -> Path:
     from .evaluator import save_evaluator, train_evaluator
 
     configure_threads(threads)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     train_dir = root / "train" if (root / "train" / "metadata.jsonl").exists() else root
-    data = load_imagefolder(train_dir, 64)
-    text = EmbeddingCache(default_cache_dir()).lookup(data.captions, log=log)
+    # RGB on white whatever the dataset holds: the evaluator judges transparent models composited on white.
+    data = load_imagefolder(train_dir, 64, channels=3, subset="train" if holdout_validation else "all")
+    full_captions = data.captions[:int(data.caption_index.max()) + 1]  # prompt forms come after: not needed here
+    text = EmbeddingCache(default_cache_dir()).lookup(full_captions, log=log)
     model = train_evaluator(data.images, text, data.caption_index, epochs=epochs, batch=batch, device=device,
                             log=log)
     return save_evaluator(model, out, {"data": str(train_dir), "images": len(data), "epochs": epochs,
-                                       "batch": min(batch, len(data))})
+                                       "batch": min(batch, len(data)), "holdout_validation": holdout_validation})
 
 
 def _read_split(root: Path, split: str) -> tuple[list[dict], Path]:
-    folder = root / split
+    """Rows of a split folder; "validation" is the hold-out carved from train/ (data.validation_holdout)."""
+    from .data import validation_holdout
+
+    folder = root / ("train" if split == "validation" else split)
     meta = folder / "metadata.jsonl"
     if not meta.exists():
         raise FileNotFoundError(f"{meta}: missing (expected a split folder with metadata.jsonl)")
     rows = [json.loads(l) for l in meta.read_text(encoding="utf-8").splitlines() if l.strip()]
+    if split == "validation":
+        held = validation_holdout(rows)
+        rows = [r for r in rows if r["file_name"] in held]
     return rows, folder
 
 
@@ -158,6 +166,9 @@ def _pairwise_spread(features: torch.Tensor) -> float:
 def evaluate_dataset_model(model: str, root: Path, split: str, evaluator: str | None = None, seed: int = 0,
                            threads: int | None = None, diversity_seeds: int = 8, diversity_concepts: int = 100,
                            log=print) -> tuple[dict, str]:
+    """Both prompt forms are scored against the *full* caption: `generated` for images drawn from the full
+    caption, `generated_typed` for images drawn from what users type (`name; style style`, the default
+    backend's --style rule). Transparent models are judged composited on white, like the real images."""
     from .evaluator import load_evaluator
 
     configure_threads(threads)
@@ -166,37 +177,45 @@ def evaluate_dataset_model(model: str, root: Path, split: str, evaluator: str | 
     ev = load_evaluator(Path(evaluator) if evaluator else folder)
     resolution = generator.config.resolution
     rows, split_dir = _read_split(root, split)
-    real_set = load_imagefolder(split_dir, resolution)
+    real_set = load_imagefolder(split_dir, resolution, channels=3, subset="validation" if split == "validation"
+                                else "all")
     if real_set.skipped:
         log(f"skipped {len(real_set.skipped)} unreadable images in {split_dir}")
     captions = [real_set.captions[i] for i in real_set.caption_index.tolist()]
-    label_of = {r["text"]: r.get("label", r["text"]) for r in rows}
-    concepts = [label_of.get(c, c) for c in captions]
+    row_of = {r["text"]: r for r in rows}
+    concepts = [row_of.get(c, {}).get("label", c) for c in captions]
+    typed = [typed_prompt(row_of[c]["label"], row_of[c].get("style")) if "label" in row_of.get(c, {}) else c
+             for c in captions]
     cache = EmbeddingCache(default_cache_dir())
     text_vectors = cache.lookup(captions, log=log)
+    typed_vectors = cache.lookup(typed, log=log)
 
     seeds = [seed * 1_000_000 + i for i in range(len(captions))]
-    log(f"generating {len(captions)} images for {split} captions")
-    fake = generate_from_vectors(generator, text_vectors, seeds)
+    log(f"generating {len(captions)} images for {split} captions, in the full and the typed prompt form")
+    fake = on_white(generate_from_vectors(generator, text_vectors, seeds))
+    fake_typed = on_white(generate_from_vectors(generator, typed_vectors, seeds))
     real = from_uint8(real_set.images)
 
     def embed(images):
         feats, embs = [], []
         for i in range(0, len(images), 256):
-            f = ev.image_features(images[i:i + 256])
+            f = ev.image_features(on_white(images[i:i + 256]))
             feats.append(f)
             embs.append(torch.nn.functional.normalize(ev.image_proj(f), dim=-1))
         return torch.cat(feats), torch.cat(embs)
 
     fake_feat, fake_emb = embed(fake)
+    typed_emb = embed(fake_typed)[1]
     real_feat, real_emb = embed(real)
     txt_emb = ev.embed_texts(text_vectors)
     # Distractor pool: every caption of the split, each tagged with its concept.
     rp = lambda emb, txt, s: r_precision(emb, txt, concepts, concepts, txt_emb, seed=s)  # noqa: E731
     perm = torch.from_numpy(np.random.default_rng(seed).permutation(len(captions)))
     report = {"model": str(folder), "split": split, "images": len(captions), "resolution": resolution,
-              "generated": rp(fake_emb, txt_emb, seed), "real": rp(real_emb, txt_emb, seed),
-              "shuffled": rp(fake_emb, txt_emb[perm], seed), "chance_r_precision_at_1": 0.01}
+              "channels": generator.config.channels,
+              "generated": rp(fake_emb, txt_emb, seed), "generated_typed": rp(typed_emb, txt_emb, seed),
+              "real": rp(real_emb, txt_emb, seed), "shuffled": rp(fake_emb, txt_emb[perm], seed),
+              "chance_r_precision_at_1": 0.01}
     # FID/KID: generated half A vs real half B, beside real half A vs real half B (the floor).
     half = len(captions) // 2
     a, b = perm[:half], perm[half:2 * half]
@@ -205,11 +224,17 @@ def evaluate_dataset_model(model: str, root: Path, split: str, evaluator: str | 
     report["kid"] = {"generated_vs_real": kernel_inception_distance(fake_feat[a], real_feat[b]),
                      "real_vs_real": kernel_inception_distance(real_feat[a], real_feat[b])}
     # A test concept's other designs live in train/: both the style and the diversity figures look there.
-    train = (root / "train", _read_split(root, "train")[0]) if split != "train" and (root / "train").is_dir() else None
+    train = (root / "train", _read_split(root, "train")[0]) if split not in ("train", "validation") and \
+        (root / "train").is_dir() else None
     others = [(split_dir, rows)] + ([train] if train else [])
+    if split == "validation":  # the hold-out's other designs are the rest of train/
+        others = [(split_dir, _read_split(root, "train")[0])]
     report["style"] = _style_accuracy(others, captions, concepts, cache, ev, fake_emb, real_emb, log)
+    report["style"]["generated_typed"] = _style_accuracy(others, captions, concepts, cache, ev, typed_emb,
+                                                         real_emb, log)["generated"]
     styles = _concept_styles(others, rows, resolution, diversity_concepts, embed)
-    report["diversity"] = _diversity(generator, ev, captions, concepts, text_vectors, styles, diversity_seeds, seed)
+    typed_of = dict(zip(concepts, typed_vectors))
+    report["diversity"] = _diversity(generator, ev, concepts, typed_of, cache, styles, diversity_seeds, seed)
     return report, format_dataset_report(report, model, root, split, seed)
 
 
@@ -260,25 +285,29 @@ def _concept_styles(sources: list[tuple[Path, list[dict]]], rows: list[dict], re
     return out
 
 
-def _diversity(generator, ev, captions, concepts, text_vectors, styles: dict, n_seeds, seed) -> dict:
-    """Seed spread (one caption, several seeds) next to the real spread of that concept across its styles."""
-    first_row = {}
-    for i, c in enumerate(concepts):
-        first_row.setdefault(c, i)
-    gen_spread, real_spread, pixel_std = [], [], []
-    for concept, real_features in styles.items():
-        i = first_row[concept]
-        seeds = [seed * 1_000_000 + 500_000 + k for k in range(n_seeds)]
-        imgs = generate_from_vectors(generator, text_vectors[i:i + 1].expand(n_seeds, -1), seeds)
-        gen_spread.append(_pairwise_spread(ev.image_features(imgs)))
-        pixel_std.append(float(imgs.std(0).mean()))
-        real_spread.append(_pairwise_spread(real_features))
+def _diversity(generator, ev, concepts, typed_of: dict, cache, styles: dict, n_seeds, seed) -> dict:
+    """Seed spread of a concept's bare name (no style word: designs should vary, ratio near 1) and of one
+    typed prompt (`name; style style`: one design, ratio well below 1), each over the real spread of that
+    concept across its designs, in evaluator feature space."""
     if not styles:
-        return {"concepts": 0, "seeds": n_seeds, "generated_seed_spread": float("nan"),
-                "real_style_spread": float("nan"), "ratio": float("nan"), "generated_pixel_std": float("nan")}
-    g, r = float(np.mean(gen_spread)), float(np.mean(real_spread))
-    return {"concepts": len(styles), "seeds": n_seeds, "generated_seed_spread": g, "real_style_spread": r,
-            "ratio": g / r if r else float("nan"), "generated_pixel_std": float(np.mean(pixel_std))}
+        return {"concepts": 0, "seeds": n_seeds, "name_ratio": float("nan"), "typed_ratio": float("nan"),
+                "real_style_spread": float("nan"), "generated_pixel_std": float("nan")}
+    name_vectors = cache.lookup(list(styles))
+    seeds = [seed * 1_000_000 + 500_000 + k for k in range(n_seeds)]
+    name_spread, typed_spread, real_spread, pixel_std = [], [], [], []
+    for k, (concept, real_features) in enumerate(styles.items()):
+        names = on_white(generate_from_vectors(generator, name_vectors[k:k + 1].expand(n_seeds, -1), seeds))
+        typed = on_white(generate_from_vectors(generator, typed_of[concept][None].expand(n_seeds, -1), seeds))
+        name_spread.append(_pairwise_spread(ev.image_features(names)))
+        typed_spread.append(_pairwise_spread(ev.image_features(typed)))
+        pixel_std.append(float(names.std(0).mean()))
+        real_spread.append(_pairwise_spread(real_features))
+    r = float(np.mean(real_spread))
+    return {"concepts": len(styles), "seeds": n_seeds, "real_style_spread": r,
+            "name_seed_spread": float(np.mean(name_spread)), "typed_seed_spread": float(np.mean(typed_spread)),
+            "name_ratio": float(np.mean(name_spread)) / r if r else float("nan"),
+            "typed_ratio": float(np.mean(typed_spread)) / r if r else float("nan"),
+            "generated_pixel_std": float(np.mean(pixel_std))}
 
 
 def format_dataset_report(r: dict, model, root, split, seed) -> str:
@@ -286,19 +315,23 @@ def format_dataset_report(r: dict, model, root, split, seed) -> str:
         return (f"R@1 {x['r_precision_at_1'] * 100:5.1f}% ± {x['r_precision_at_1_std'] * 100:.1f}   "
                 f"top-5 {x['top5'] * 100:5.1f}%")
     d = r["diversity"]
+    ceiling = max(r["real"]["r_precision_at_1"], 1e-9)
     lines = [
         f"{r['model']} on {split} ({r['images']} captions, {r['resolution']} px)",
-        f"  generated        {rp(r['generated'])}",
-        f"  real (ceiling)   {rp(r['real'])}",
-        f"  shuffled (floor) {rp(r['shuffled'])}   chance 1.0%",
-        f"  generated / ceiling R@1: {r['generated']['r_precision_at_1'] / max(r['real']['r_precision_at_1'], 1e-9):.2f}",
+        f"  generated, full caption    {rp(r['generated'])}",
+        f"  generated, typed prompt    {rp(r['generated_typed'])}   (name; style style)",
+        f"  real (ceiling)             {rp(r['real'])}",
+        f"  shuffled (floor)           {rp(r['shuffled'])}   chance 1.0%",
+        f"  generated / ceiling R@1: full {r['generated']['r_precision_at_1'] / ceiling:.2f}   "
+        f"typed {r['generated_typed']['r_precision_at_1'] / ceiling:.2f}",
         f"  FID (evaluator space) {r['fid']['generated_vs_real']:.4g}   real-vs-real floor {r['fid']['real_vs_real']:.4g}",
         f"  KID (evaluator space) {r['kid']['generated_vs_real']:.4g}   real-vs-real floor {r['kid']['real_vs_real']:.4g}",
         f"  style (own design's caption ranked first among the concept's designs, {r['style']['images']} images): "
-        f"generated {r['style']['generated'] * 100:.1f}%   real {r['style']['real'] * 100:.1f}%   "
-        f"chance {r['style']['chance'] * 100:.1f}%",
-        f"  diversity: seed spread {d['generated_seed_spread']:.3f} vs real style spread {d['real_style_spread']:.3f} "
-        f"(ratio {d['ratio']:.2f}, {d['concepts']} multi-style concepts, pixel std {d['generated_pixel_std']:.3f})",
+        f"generated {r['style']['generated'] * 100:.1f}% (typed {r['style']['generated_typed'] * 100:.1f}%)   "
+        f"real {r['style']['real'] * 100:.1f}%   chance {r['style']['chance'] * 100:.1f}%",
+        f"  diversity over seeds / real spread across designs ({d['concepts']} multi-design concepts): "
+        f"bare name {d['name_ratio']:.2f} (designs should vary)   typed prompt {d['typed_ratio']:.2f} "
+        f"(one design should stay one)",
         f"command: ganvas eval --model {model} --data {root} --split {split} --seed {seed}",
     ]
     return "\n".join(lines)

@@ -9,14 +9,34 @@ from PIL import Image, ImageDraw, ImageFont
 
 
 def to_pil(images: torch.Tensor) -> list[Image.Image]:
-    """(N, 3, H, W) floats in [-1, 1] -> RGB PIL images."""
-    arr = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    """(N, 3, H, W) floats in [-1, 1] -> RGB PIL images; (N, 4, H, W) premultiplied RGBA -> straight RGBA."""
+    x = (images.detach().float().cpu().clamp(-1, 1) + 1) / 2
+    if x.shape[1] == 4:
+        x = unpremultiply(x)
+    arr = (x * 255).round().to(torch.uint8)
     return [Image.fromarray(a) for a in arr.permute(0, 2, 3, 1).numpy()]
 
 
+def unpremultiply(x: torch.Tensor) -> torch.Tensor:
+    """(N, 4, H, W) premultiplied RGBA in [0, 1] -> straight alpha (PNG's convention); RGB is 0 where alpha is 0.
+    The network works premultiplied so that fully transparent pixels have one value (0) to learn."""
+    alpha = x[:, 3:4]
+    rgb = torch.where(alpha > 0, (x[:, :3] / alpha.clamp(min=1e-6)).clamp(0, 1), torch.zeros_like(x[:, :3]))
+    return torch.cat([rgb, alpha], 1)
+
+
 def from_uint8(images: torch.Tensor) -> torch.Tensor:
-    """(N, 3, H, W) uint8 -> floats in [-1, 1]."""
+    """(N, C, H, W) uint8 (RGB, or premultiplied RGBA as the datasets hold it) -> floats in [-1, 1]."""
     return images.float() / 127.5 - 1
+
+
+def on_white(images: torch.Tensor) -> torch.Tensor:
+    """Network-space images in [-1, 1] -> RGB on a white background in [-1, 1] (RGB input passes through).
+    Premultiplied RGBA composites as rgb + (1 - alpha): what an RGB instrument (the evaluator) sees."""
+    if images.shape[1] != 4:
+        return images
+    x = (images.float() + 1) / 2
+    return (x[:, :3] + (1 - x[:, 3:4])) * 2 - 1
 
 
 def caption_grid(rows: list[list[Image.Image]], captions: list[str], label_width: int = 260) -> Image.Image:
@@ -32,8 +52,24 @@ def caption_grid(rows: list[list[Image.Image]], captions: list[str], label_width
         y = pad + r * (cell + pad)
         draw.text((4, y + max(0, cell // 2 - 6)), _ellipsize(text, label_width // 6), fill=(230, 230, 230), font=font)
         for c, im in enumerate(row):
-            sheet.paste(im, (label_width + pad + c * (cell + pad), y))
+            sheet.paste(flatten(im), (label_width + pad + c * (cell + pad), y))
     return sheet
+
+
+def checkerboard(size: tuple[int, int], square: int = 8) -> Image.Image:
+    """The usual transparency backdrop: light and mid grey squares."""
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    light = ((yy // square + xx // square) % 2 == 0)[..., None]
+    return Image.fromarray(np.where(light, 204, 153).astype(np.uint8).repeat(3, axis=2))
+
+
+def flatten(im: Image.Image) -> Image.Image:
+    """RGB for a sheet: transparent images are shown on a checkerboard so their alpha is visible."""
+    if im.mode != "RGBA":
+        return im.convert("RGB")
+    board = checkerboard(im.size, max(2, im.size[0] // 8)).convert("RGBA")
+    return Image.alpha_composite(board, im).convert("RGB")
 
 
 def _ellipsize(text: str, limit: int) -> str:
@@ -46,7 +82,7 @@ def plain_grid(images: list[Image.Image], cols: int | None = None) -> Image.Imag
     w, h = images[0].size
     sheet = Image.new("RGB", (cols * w, rows * h), (0, 0, 0))
     for i, im in enumerate(images):
-        sheet.paste(im, ((i % cols) * w, (i // cols) * h))
+        sheet.paste(flatten(im), ((i % cols) * w, (i // cols) * h))
     return sheet
 
 

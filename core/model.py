@@ -8,6 +8,8 @@ caption more strongly than concatenation alone.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -34,8 +36,9 @@ class ConditionalAffine(nn.Module):
 
 
 class GeneratorBlock(nn.Module):
-    def __init__(self, in_ch: int, out_ch: int, cond_dim: int):
+    def __init__(self, in_ch: int, out_ch: int, cond_dim: int, upsample: str = "nearest"):
         super().__init__()
+        self.upsample = upsample
         self.affine1 = ConditionalAffine(cond_dim, in_ch)
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
         self.affine2 = ConditionalAffine(cond_dim, out_ch)
@@ -43,7 +46,10 @@ class GeneratorBlock(nn.Module):
         self.shortcut = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
 
     def forward(self, x, c):
-        x = F.interpolate(x, scale_factor=2, mode="nearest")
+        if self.upsample == "bilinear":  # smooth 2x: no blocky nearest-neighbour edges for the convs to fix
+            x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+        else:
+            x = F.interpolate(x, scale_factor=2, mode="nearest")
         h = self.conv1(F.leaky_relu(self.affine1(x, c), 0.2))
         h = self.conv2(F.leaky_relu(self.affine2(h, c), 0.2))
         return self.shortcut(x) + h
@@ -67,15 +73,15 @@ class Generator(nn.Module):
         mults = [2 ** (cfg.levels - i) for i in range(cfg.levels + 1)]  # 4x4 ... full resolution
         chans = [_channels(cfg.g_channels, m, cfg.max_mult) for m in mults]
         self.seed = nn.Linear(cfg.cond_dim + cfg.z_dim, chans[0] * 16)
-        self.blocks = nn.ModuleList(GeneratorBlock(chans[i], chans[i + 1], cfg.cond_dim + cfg.z_dim)
+        self.blocks = nn.ModuleList(GeneratorBlock(chans[i], chans[i + 1], cfg.cond_dim + cfg.z_dim, cfg.upsample)
                                     for i in range(cfg.levels))
-        self.to_rgb = nn.Conv2d(chans[-1], 3, 3, padding=1)
+        self.to_rgb = nn.Conv2d(chans[-1], cfg.channels, 3, padding=1)  # RGB, or premultiplied RGBA
 
     def normalize_text(self, text):
         return (text - self.text_mean) / self.text_std
 
     def forward(self, z, text):
-        """z: (N, z_dim) noise; text: (N, text_dim) raw sentence vectors. Returns images in [-1, 1]."""
+        """z: (N, z_dim) noise; text: (N, text_dim) raw sentence vectors. Returns (N, channels, R, R) in [-1, 1]."""
         t = self.normalize_text(text)
         # The noise enters both the mapping and every block's modulation, so samples cannot ignore it
         # (a prototype that fed noise only to the seed produced near-identical images across seeds).
@@ -105,9 +111,10 @@ class Discriminator(nn.Module):
         self.config = config
         cfg = config
         chans = [_channels(cfg.d_channels, 2 ** i, cfg.max_mult) for i in range(cfg.levels + 1)]
-        self.from_rgb = nn.Conv2d(3, chans[0], 3, padding=1)
+        self.from_rgb = nn.Conv2d(cfg.channels, chans[0], 3, padding=1)
         self.blocks = nn.Sequential(*(DiscriminatorBlock(chans[i], chans[i + 1]) for i in range(cfg.levels)))
-        top = chans[-1]
+        self.mbstd = cfg.d_mbstd
+        top = chans[-1] + (1 if self.mbstd else 0)
         self.text_proj = nn.Linear(cfg.text_dim, 128)
         self.head = nn.Sequential(
             nn.Conv2d(top + 128, top, 3, padding=1), nn.LeakyReLU(0.2),
@@ -116,7 +123,8 @@ class Discriminator(nn.Module):
         self.embed = nn.Linear(cfg.text_dim, top)
 
     def features(self, images):
-        return self.blocks(self.from_rgb(images))
+        feats = self.blocks(self.from_rgb(images))
+        return minibatch_stddev(feats, self.mbstd) if self.mbstd else feats
 
     def score(self, feats, text):
         """Score 4x4 features against standardised text vectors. Returns (N,)."""
@@ -134,6 +142,19 @@ class Discriminator(nn.Module):
         if mismatched_text is None:
             return matched
         return matched, self.score(feats, mismatched_text)
+
+
+def minibatch_stddev(x, group: int):
+    """StyleGAN's minibatch standard deviation: one extra channel holding how much the images of a small
+    group differ, so D can see a collapsed batch (every seed the same picture) and punish it."""
+    n, c, h, w = x.shape
+    g = math.gcd(n, group)  # a batch that does not divide into groups uses the largest group that fits
+    if g < 2:
+        return torch.cat([x, torch.zeros(n, 1, h, w, device=x.device, dtype=x.dtype)], 1)
+    y = x.float().view(g, n // g, c, h, w)
+    std = (y.var(0, unbiased=False) + 1e-8).sqrt().mean(dim=(1, 2, 3))  # (n // g,)
+    std = std.view(1, -1, 1, 1, 1).expand(g, -1, 1, h, w).reshape(n, 1, h, w).to(x.dtype)
+    return torch.cat([x, std], 1)
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -215,7 +215,7 @@ def _load_folder(name: str, folder: Path) -> tuple[torch.nn.Module, ModelInfo]:
     generator, config = load_generator(folder)
     cfg = generator.config
     info = ModelInfo(name, file_hash(folder / "model.safetensors", 10), cfg.resolution, cfg.z_dim,
-                     cfg.text_encoder, str(folder.resolve()), trained_styles(config))
+                     cfg.text_encoder, str(folder.resolve()), trained_styles(config), cfg.channels)
     return generator, info
 
 
@@ -226,7 +226,8 @@ def _from_module(name: str, module: Any, origin: str) -> tuple[torch.nn.Module, 
         raise GanvasError(f"model {name!r} from {origin}: the loader returned {type(module).__name__}; expected "
                           f"a checkpoint folder or an nn.Module with .config.z_dim/.resolution/.text_encoder")
     module.eval().requires_grad_(False)
-    return module, ModelInfo(name, _state_hash(module), cfg.resolution, cfg.z_dim, cfg.text_encoder, None)
+    return module, ModelInfo(name, _state_hash(module), cfg.resolution, cfg.z_dim, cfg.text_encoder, None,
+                             channels=getattr(cfg, "channels", 3))
 
 
 def load_model(name: str, source: Any, device: str = "cpu", origin: str = "a path") -> LoadedModel:

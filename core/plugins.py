@@ -294,7 +294,9 @@ class GanvasPlugins:
                 self._report(impl.plugin_name, "ganvas_postprocess", exc, warnings)
                 continue
             if isinstance(out, Image.Image):
-                image = out if out.mode == "RGB" else out.convert("RGB")
+                # Keep the model's colour mode: a transparent model's alpha must survive post-processing.
+                mode = "RGBA" if image.mode == "RGBA" else "RGB"
+                image = out if out.mode == mode else out.convert(mode)
             elif out is not None:
                 self._report(impl.plugin_name, "ganvas_postprocess",
                              TypeError(f"returned {type(out).__name__}, expected a PIL image or None"), warnings)

@@ -136,6 +136,7 @@ class ModelInfo:
     text_encoder: str
     path: str | None = None   # checkpoint folder, None for models built by a plugin loader
     styles: tuple[str, ...] = ()  # style words the training captions used (emoji64: "noto", ...); may be empty
+    channels: int = 3         # 3: RGB images; 4: RGBA with a transparent background (straight alpha)
 
 
 def trained_styles(config: dict) -> tuple[str, ...]:

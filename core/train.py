@@ -21,10 +21,11 @@ import torch.nn.functional as F
 from . import checkpoint
 from .augment import diff_augment
 from .config import PRESETS, ModelConfig
-from .data import CaptionedImages, load_dataset
+from .data import CAPTION_FORMS, CaptionedImages, load_dataset
 from .images import caption_grid, from_uint8, loss_plot, to_pil
 from .model import Discriminator, Generator, count_parameters
 from .pipeline import noise
+from .sampling import CaptionSampler, parse_mix
 from .text_encoder import EmbeddingCache, default_cache_dir
 
 
@@ -43,6 +44,13 @@ class TrainOptions:
     gp_weight: float = 2.0
     gp_power: float = 6.0         # DF-GAN's MA-GP: weight * mean(|grad|^p)
     ema_beta: float = 0.999
+    ema_images: float = 0.0       # EMA half-life in images (StyleGAN's ema_kimg); 0 = ema_beta per step
+    gp_augment: bool = False      # apply the penalty to the augmented reals D actually sees
+    caption_forms: str = ""       # e.g. "full:0.5,typed:0.35,name:0.15" (needs label/style metadata); "" = full only
+    negatives: str = ""           # mismatched-caption kinds, e.g. "random:0.4,style:0.3,concept:0.3"; "" = random
+    holdout_validation: bool = False  # train without the validation hold-out of data.validation_holdout
+    evaluator: str | None = None  # evaluator folder: log validation R@1/style/diversity every val_every steps
+    val_every: int = 0
     augment: str = "translation,cutout"  # DiffAugment ops; cutout can erase small objects entirely
     hard_negatives: float = 0.0   # share of mismatched captions chosen as the batch's most similar caption
     mode_seeking: float = 0.0     # weight of MSGAN's mode-seeking term (pairs of noises per caption in G's step)
@@ -96,14 +104,19 @@ class Trainer:
         if opts.preset not in PRESETS:
             raise ValueError(f"unknown preset {opts.preset!r}; choose from {sorted(PRESETS)}")
         self.data = dataset or load_dataset(opts.data, opts.resolution, shapes_size=opts.shapes_size,
-                                            seed=opts.seed, workers=opts.workers)
+                                            seed=opts.seed, workers=opts.workers,
+                                            subset="train" if opts.holdout_validation else "all")
         if self.data.resolution != opts.resolution:
             raise ValueError(f"dataset resolution {self.data.resolution} != --resolution {opts.resolution}")
         self._write_skipped()
         self.cache = EmbeddingCache(opts.cache_dir or default_cache_dir())
+        if not (opts.caption_forms or opts.negatives):  # prompt forms unused: don't spend time encoding them
+            self.data.caption_forms = None
+            self.data.captions = self.data.captions[:int(self.data.caption_index.max()) + 1]
         text = self.cache.lookup(self.data.captions, log=self.log)
 
-        self.config = ModelConfig(resolution=opts.resolution, **PRESETS[opts.preset])
+        self.config = ModelConfig(resolution=opts.resolution, channels=self.data.images.shape[1],
+                                  **PRESETS[opts.preset])
         torch.manual_seed(opts.seed)
         self.G = Generator(self.config)
         self.D = Discriminator(self.config)
@@ -116,6 +129,9 @@ class Trainer:
         self.text = text.to(self.device)
         self.images = self.data.images.to(self.device)
         self.caption_index = self.data.caption_index.to(self.device)
+        self.captions = CaptionSampler(self.data, parse_mix(opts.caption_forms, CAPTION_FORMS, "full"),
+                                       parse_mix(opts.negatives, ("random", "style", "concept"), "random"),
+                                       self.device)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=opts.lr_g, betas=tuple(opts.betas))
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=opts.lr_d, betas=tuple(opts.betas))
         self.data_rng = torch.Generator().manual_seed(opts.seed * 1000 + self.rank)
@@ -123,13 +139,29 @@ class Trainer:
         self.step = 0
         self.images_seen = 0
         self.train_seconds = 0.0
+        self.cpu_seconds = 0.0   # process CPU time, so core-hours are counted, not typed in
+        self.phases: list[dict] = []
         if self.world > 1:
             self._broadcast_parameters()
         if opts.resume:
             self._resume()
+        # One entry per command that trained this run (a resume may change the recipe): the card's history.
+        self.phases.append({"from_step": self.step, "options": self._recorded_options()})
         self.sample_captions = self._pick_sample_captions()
+        self.validation = self._validation_probe()
 
     # --- set-up helpers -------------------------------------------------------------------------------------
+    def _recorded_options(self) -> dict:
+        return {k: v for k, v in asdict(self.opts).items() if k not in ("extra", "resume", "progress", "out")}
+
+    def _validation_probe(self):
+        if not (self.opts.evaluator and self.opts.val_every and self.is_main):
+            return None
+        from .validation import ValidationProbe
+
+        return ValidationProbe.from_dataset(self.opts.data, self.opts.evaluator, self.cache, self.opts.resolution,
+                                            self.device, log=self.log)
+
     def _write_skipped(self):
         if self.is_main and self.data.skipped:
             lines = [f"{path}\t{reason}" for path, reason in self.data.skipped]
@@ -140,6 +172,10 @@ class Trainer:
         chosen = self.opts.extra.get("sample_captions")
         if chosen:
             return list(chosen)
+        if self.data.caption_forms is not None:  # show what users type: "name; style style" of spread-out images
+            step = max(1, len(self.data) // count)
+            typed = self.data.caption_forms[::step, 1][:count]
+            return [self.data.captions[i] for i in typed.tolist()]
         step = max(1, len(self.data.captions) // count)
         return self.data.captions[::step][:count]
 
@@ -163,10 +199,11 @@ class Trainer:
     # --- one step -------------------------------------------------------------------------------------------
     def _batch(self):
         idx = torch.randint(len(self.images), (self.opts.batch,), generator=self.data_rng).to(self.device)
-        caps = self.caption_index[idx]
+        caps, mis_caps = self.captions.draw(idx, self.data_rng)
+        if self.opts.hard_negatives:
+            mis_caps = self._mismatched_captions(caps)
         real = from_uint8(self.images[idx])
         text = self.text[caps]
-        mis_caps = self._mismatched_captions(caps)
         mismatch_ok = (mis_caps != caps).float()
         return real, text, self.text[mis_caps], mismatch_ok
 
@@ -244,6 +281,8 @@ class Trainer:
 
     def _matching_aware_gp(self, real, t):
         """DF-GAN's MA-GP on real images with their own captions, w.r.t. both image and text (fp32)."""
+        if self.opts.gp_augment:
+            real = self._augment(real)
         real = real.detach().requires_grad_(True)
         t = t.detach().requires_grad_(True)
         out = self.D(real, t)
@@ -254,7 +293,10 @@ class Trainer:
     @torch.no_grad()
     def _update_ema(self):
         # Ramp the EMA horizon up during the first steps so early samples are not dominated by the init.
-        beta = min(self.opts.ema_beta, (1 + self.step) / (10 + self.step))
+        beta = self.opts.ema_beta
+        if self.opts.ema_images:  # a horizon in images means the same thing at batch 32 and at batch 512
+            beta = 0.5 ** (self.opts.batch * self.world / self.opts.ema_images)
+        beta = min(beta, (1 + self.step) / (10 + self.step))
         for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
             p_ema.lerp_(p, 1 - beta)
         for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
@@ -292,12 +334,15 @@ class Trainer:
                 "device_hours": round(self.train_seconds * self.world / 3600, 4),
                 "bf16": self.opts.bf16, "params_generator": count_parameters(self.G),
                 "params_discriminator": count_parameters(self.D), "seed": self.opts.seed,
+                "cpu_core_hours": round(self.cpu_seconds / 3600, 4), "preset": self.opts.preset,
+                "options": self._recorded_options(), "phases": self.phases,
                 **({"styles": list(self.data.styles)} if self.data.styles else {})}
 
     def save(self):
         if not self.is_main:
             return
         info = {"step": self.step, "images_seen": self.images_seen, "train_seconds": self.train_seconds,
+                "cpu_seconds": self.cpu_seconds, "phases": self.phases,
                 "options": {k: v for k, v in asdict(self.opts).items() if k != "extra"},
                 "config": self.config.to_dict()}
         rng = {"torch": torch.get_rng_state(), "data": self.data_rng.get_state()}
@@ -320,6 +365,8 @@ class Trainer:
             raise checkpoint.CheckpointError(f"{self.out}: saved model config {saved_cfg} differs from {self.config}")
         self.step, self.images_seen = info["step"], info["images_seen"]
         self.train_seconds = info.get("train_seconds", 0.0)
+        self.cpu_seconds = info.get("cpu_seconds", 0.0)
+        self.phases = list(info.get("phases", []))
         if self.rank == 0:
             torch.set_rng_state(rng["torch"])
             self.data_rng.set_state(rng["data"])
@@ -345,9 +392,10 @@ class Trainer:
         last = {}
         try:
             while self.step < opts.steps:
-                t0 = time.time()
+                t0, c0 = time.time(), time.process_time()
                 last = self.train_step()
                 self.train_seconds += time.time() - t0
+                self.cpu_seconds += time.process_time() - c0
                 window_images += opts.batch * self.world
                 if not all(math.isfinite(v) for v in last.values()):
                     self.save_on_failure()
@@ -361,7 +409,9 @@ class Trainer:
                     record = {"step": self.step, "images_seen": self.images_seen, "images_per_s": round(rate, 1),
                               **{k: round(v, 5) for k, v in last.items()}, "time": round(now - start, 1)}
                     if self.step % opts.sample_every == 0 and self.is_main:
-                        record["diversity"] = round(self.write_samples(), 5)
+                        record["seed_pixel_std"] = round(self.write_samples(), 5)
+                    if self.validation and self.step % opts.val_every == 0:
+                        record.update(self.validation(self.G_ema))
                     if stats_file:
                         stats_file.write(json.dumps(record) + "\n")
                         stats_file.flush()

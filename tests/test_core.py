@@ -189,7 +189,7 @@ def test_training_writes_stats_samples_plot_and_a_loadable_model(tmp_path, messy
     run = tmp_path / "run"
     assert result["step"] == 4 and result["images_seen"] == 16
     stats = [json.loads(l) for l in (run / "stats.jsonl").read_text().splitlines()]
-    assert [s["step"] for s in stats] == [2, 4] and "diversity" in stats[-1]
+    assert [s["step"] for s in stats] == [2, 4] and "seed_pixel_std" in stats[-1]
     assert (run / "samples.png").exists() and (run / "loss.png").exists()
     assert "corrupt.png" in (run / "skipped.txt").read_text()
     g, data = checkpoint.load_generator(run / "model")

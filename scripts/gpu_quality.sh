@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# One prepared GPU session for the emoji quality push: an evaluator trained on train/ minus the validation
+# hold-out, then four 64 px RGBA runs side by side on one GPU, an ablation read on validation:
+#   A control   lean preset, full captions, random negatives (the shipped recipe, now on RGBA data)
+#   B forms     A + prompt forms (full / typed / name) + style- and concept-swap negatives
+#   C full      B + emoji preset (bilinear G, wider D with minibatch-stddev) + GP through augmentation + EMA in images
+#   D no-swaps  C with random negatives only (does the swap matter, beside the prompt forms?)
+# Inputs travel in carry/ (git-ignored), built on the CPU first:
+#   python scripts/carry_emoji.py pack ../shared/data/emoji64a carry
+# Outputs (model weights per run, everything else in one tarball) come back in $OUT.
+set -u
+MINUTES=${MINUTES:-7}; BATCH=${BATCH:-256}; EPOCHS=${EPOCHS:-40}; DEVICE=${DEVICE:-cuda}
+VAL_EVERY=${VAL_EVERY:-500}; LOG_EVERY=${LOG_EVERY:-100}; CARRY=${CARRY:-$PWD/carry}; NAME=${NAME:-emoji64a}
+OUT=${OUT:-/tmp/ganvas-gpu-out}
+mkdir -p "$OUT" /tmp/pkg
+ln -sfn "$PWD" /tmp/pkg/ganvas
+export PYTHONPATH=/tmp/pkg PYTHONUNBUFFERED=1 GANVAS_CACHE=/tmp/ganvas-cache HF_HUB_OFFLINE=1
+PY=${PYTHON:-python3}
+RUNS=/tmp/ganvas-runs; DATA=/tmp/ganvas-data/emoji64a
+rm -rf "$RUNS" "$DATA"; mkdir -p "$RUNS" "$DATA"
+nvidia-smi -L || true
+$PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+$PY scripts/carry_emoji.py unpack "$CARRY/$NAME/train" "$DATA" || exit 1
+TRAIN="$PY -m ganvas.core.cli_train"
+$TRAIN train-evaluator --data "$DATA" --out "$RUNS/evaluator" --epochs "$EPOCHS" --holdout-validation \
+  --device "$DEVICE" > "$OUT/evaluator.log" 2>&1 || { tail -20 "$OUT/evaluator.log"; exit 1; }
+tail -2 "$OUT/evaluator.log"
+
+COMMON=(--data "$DATA" --resolution 64 --steps 1000000 --batch "$BATCH" --device "$DEVICE" --max-minutes "$MINUTES"
+        --no-progress --holdout-validation --evaluator "$RUNS/evaluator" --val-every "$VAL_EVERY" --log-every "$LOG_EVERY"
+        --sample-every 1000 --checkpoint-every 2000)
+FORMS=(--caption-forms full:0.5,typed:0.35,name:0.15)
+SWAPS=(--negatives random:0.4,style:0.3,concept:0.3)
+FIXES=(--preset emoji --gp-augment --ema-images 20000)
+$TRAIN train "${COMMON[@]}" --out "$RUNS/A-control" --preset lean > "$OUT/A.log" 2>&1 &
+$TRAIN train "${COMMON[@]}" --out "$RUNS/B-forms" --preset lean "${FORMS[@]}" "${SWAPS[@]}" > "$OUT/B.log" 2>&1 &
+$TRAIN train "${COMMON[@]}" --out "$RUNS/C-full" "${FIXES[@]}" "${FORMS[@]}" "${SWAPS[@]}" > "$OUT/C.log" 2>&1 &
+$TRAIN train "${COMMON[@]}" --out "$RUNS/D-noswaps" "${FIXES[@]}" "${FORMS[@]}" > "$OUT/D.log" 2>&1 &
+sleep 60; nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv || true
+for r in A B C D; do tail -c 400 "$OUT/$r.log"; echo; done
+wait
+# At most 8 files come back: each run's weights alone, everything else (stats, grids, configs, logs) in one tarball.
+for run in A-control B-forms C-full D-noswaps; do
+  cp "$RUNS/$run/model/model.safetensors" "$OUT/$run.safetensors" 2>/dev/null || echo "no model for $run"
+done
+cp "$OUT"/*.log "$RUNS/" 2>/dev/null
+tar -C "$RUNS" -czf "$OUT/runs.tgz" --exclude training_state.safetensors --exclude model.safetensors .
+for run in A-control B-forms C-full D-noswaps; do tail -n 1 "$RUNS/$run/stats.jsonl"; done
+ls -la "$OUT"

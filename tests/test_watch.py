@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import shutil
 import threading
@@ -18,6 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 from ganvas.core.png import read_png_text
+from ganvas.core.requests import GanvasError
 from ganvas.core.watch.cli import watch_command
 from ganvas.core.watch.jobs import JobError, Limits, is_job_name, parse_job, read_limited
 from ganvas.core.watch.journal import JobHistory, Journal
@@ -588,3 +590,276 @@ def test_cli_once_and_status(tmp_path, tiny_checkpoint, plugins):
     assert result.exit_code == 2 and "--out OUTBOX is required" in result.output
     result = runner.invoke(watch_command, [str(inbox), "--out", str(inbox)])
     assert result.exit_code == 1 and "outside the inbox" in result.output
+
+
+# --- red-team regressions ----------------------------------------------------------------------------------
+
+
+class LogLines(logging.Handler):
+    """The watcher's log lines (the CLI turns propagation off, so caplog cannot be relied on here)."""
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+    def count(self, text: str) -> int:
+        return sum(text in line for line in self.lines)
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+@pytest.fixture
+def watch_log():
+    logger = logging.getLogger("ganvas.watch")
+    handler, level = LogLines(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    yield handler
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+
+
+def once(inbox: Path, outbox: Path, model: Path, *extra: str):
+    return CliRunner().invoke(watch_command, [str(inbox), "--out", str(outbox), "--model", str(model), "--once",
+                                              "--quiet-period", "0.05", *extra])
+
+
+BIG_INT = b"7" * 5000
+
+
+@pytest.mark.parametrize("data, message", [
+    (b'[{"prompt": "a", "seed": 1},\n {"prompt": "b", "seed": ' + BIG_INT + b"}]",
+     "invalid JSON at line 2: a number with 5000 digits (the limit is 4300)"),
+    (b'{"prompt": "a",\n "seed": ' + BIG_INT + b"}", "invalid JSON at line 2: a number with 5000 digits"),
+    (b"[" * 200_000, "invalid JSON at line 1: nested too deeply"),
+    (b'{"prompt": ' + b"[" * 200_000 + b"}", "invalid JSON at line 1: nested too deeply"),
+])
+def test_json_that_json_itself_rejects_fails_at_once_with_the_real_reason(tmp_path, tiny_checkpoint, plugins, data,
+                                                                         message):
+    with pytest.raises(JobError) as info:
+        parse_job("x.json", data)
+    assert info.value.kind == "json" and info.value.message.startswith(message)
+    inbox, outbox = dirs(tmp_path)
+    (inbox / "x.json").write_bytes(data)
+    processor = JobProcessor(Inbox(inbox), outbox, Pipelines(str(tiny_checkpoint)))
+    assert processor.take(inbox / "x.json") == "failed"  # the first time, not after three restarts
+    processor.close()
+    report = json.loads((inbox / "failed" / "x.error.json").read_text())
+    assert report["kind"] == "json" and report["message"].startswith(message) and report["attempts"] == 1
+    assert not list((inbox / "processing").iterdir())
+
+
+def test_unclaimable_file_is_reported_once_and_once_exits_non_zero(tmp_path, tiny_checkpoint, plugins, watch_log):
+    inbox, outbox = dirs(tmp_path)
+    name = "x" * 232 + ".txt"  # 236 bytes: fine in the inbox, too long as processing/<job id>__<name>
+    (inbox / name).write_text("a red circle\n")
+    with Running(inbox, outbox, tiny_checkpoint, quiet=0.05, rescan=0.1):
+        time.sleep(1.5)  # a dozen rescans
+    assert (inbox / name).exists()
+    assert watch_log.count("cannot claim") == 1, watch_log.text
+    assert "File name too long" in watch_log.text and name in watch_log.text
+    result = once(inbox, outbox, tiny_checkpoint)
+    assert result.exit_code == 1, result.output
+    assert f"not claimed: {name}" in result.output and "File name too long" in result.output
+    assert "nothing to do" not in result.output
+    assert (inbox / name).exists()
+
+
+def test_claim_refused_by_permissions_is_reported(tmp_path, tiny_checkpoint, plugins, monkeypatch):
+    inbox, outbox = dirs(tmp_path)
+    (inbox / "theirs.txt").write_text("a red circle\n")
+    (inbox / "mine.txt").write_text("a blue square\n")
+    real_rename = os.rename
+
+    def sticky_rename(src, dst, *args, **kwargs):  # a sticky shared inbox: someone else's file cannot be moved
+        if Path(src).name == "theirs.txt":
+            raise PermissionError(errno.EPERM, "Operation not permitted", str(src))
+        return real_rename(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "rename", sticky_rename)
+    result = once(inbox, outbox, tiny_checkpoint)
+    assert result.exit_code == 1, result.output
+    assert "not claimed: theirs.txt" in result.output and "Operation not permitted" in result.output
+    assert (inbox / "theirs.txt").exists() and (inbox / "done" / "mine.txt").exists()
+
+
+def test_io_error_during_a_job_is_retried_while_running(tmp_path, tiny_checkpoint, plugins, watch_log):
+    inbox, outbox = dirs(tmp_path)
+    away = tmp_path / "out-away"
+    with Running(inbox, outbox, tiny_checkpoint):
+        os.rename(outbox, away)  # the outbox's share went away; its path is now a plain file
+        outbox.write_text("not a folder")
+        (inbox / "job.txt").write_text("a red circle\n")
+        assert wait_for(lambda: watch_log.count("did not finish") >= 2, timeout=30), watch_log.text
+        assert (inbox / "processing").exists() and len(list((inbox / "processing").iterdir())) == 1
+        outbox.unlink()
+        os.rename(away, outbox)  # back again: the next retry finishes the job without a restart
+        assert wait_for(lambda: settled(inbox, ["job.txt"]), timeout=30), watch_log.text
+    assert (inbox / "done" / "job.txt").exists() and len(list((outbox / "job").glob("*.png"))) == 1
+    assert "Not a directory" in watch_log.text and "retry in" in watch_log.text
+
+
+def test_a_job_stalled_by_io_errors_is_resumed_not_given_up_as_interrupted(tmp_path, tiny_checkpoint, plugins):
+    inbox, outbox = dirs(tmp_path)
+    box = Inbox(inbox)
+    box.ensure()
+    job = "20260101T000000-abcdef"
+    (box.processing / f"{job}__full.txt").write_text("a red circle\n")
+    journal = Journal(box.journal_path)
+    journal.append("claimed", job, file="full.txt", path=f"processing/{job}__full.txt", seed_base=1)
+    for _ in range(3):  # three runs, each ended by a full disk (retried once), none by a crash
+        journal.append("stalled", job, error="No space left on device")
+        journal.append("retried", job)
+        journal.append("stalled", job, error="No space left on device")
+        journal.append("resumed", job)
+    journal.append("stalled", job, error="No space left on device")
+    journal.close()
+    processor = JobProcessor(box, outbox, Pipelines(str(tiny_checkpoint)))
+    assert processor.recover() == [("full.txt", "done")]
+    processor.close()
+
+
+def test_symlink_in_processing_is_refused_without_reading_its_target(tmp_path, tiny_checkpoint, plugins):
+    inbox, outbox = dirs(tmp_path)
+    box = Inbox(inbox)
+    box.ensure()
+    secret = tmp_path / "secret.txt"
+    secret.write_text("the secret prompt\n")
+    (box.processing / "evil.txt").symlink_to(secret)
+    (box.processing / "20260101T000000-abcdef__evil2.txt").symlink_to(secret)
+    processor = JobProcessor(box, outbox, Pipelines(str(tiny_checkpoint)))
+    assert sorted(processor.recover()) == [("evil.txt", "failed"), ("evil2.txt", "failed")]
+    processor.close()
+    for name in ("evil", "evil2"):
+        assert (inbox / "failed" / f"{name}.txt").is_symlink()  # the link moved, not its target
+        report = json.loads((inbox / "failed" / f"{name}.error.json").read_text())
+        assert report["kind"] == "symlink" and "symbolic link" in report["message"]
+    assert secret.read_text() == "the secret prompt\n"
+    assert not outbox.exists() or not any(outbox.iterdir())
+
+
+def test_inbox_folders_that_are_symlinks_are_refused(tmp_path, tiny_checkpoint, plugins):
+    inbox, outbox = dirs(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (inbox / "done").symlink_to(elsewhere)
+    (inbox / "a.txt").write_text("a red circle\n")
+    with pytest.raises(GanvasError, match=r"done is a symbolic link"):
+        Watcher(WatchConfig(inbox, outbox, str(tiny_checkpoint), once=True, quiet=0.05)).run()
+    result = once(inbox, outbox, tiny_checkpoint)
+    assert result.exit_code == 1 and "done is a symbolic link" in result.output
+    assert (inbox / "a.txt").exists() and not any(elsewhere.iterdir())
+    # done/ swapped for a link while the watcher runs: the input is not moved out of the inbox
+    (inbox / "done").unlink()
+    processor = JobProcessor(Inbox(inbox), outbox, Pipelines(str(tiny_checkpoint)))
+    (inbox / "done").rmdir()
+    (inbox / "done").symlink_to(elsewhere)
+    assert processor.take(inbox / "a.txt") == "stalled"
+    processor.close()
+    assert not any(elsewhere.iterdir()) and len(list((inbox / "processing").iterdir())) == 1
+    assert "symbolic link" in next(iter(processor.stalled.values()))[1]
+
+
+def test_jobs_name_registered_models_only_unless_paths_are_allowed(tmp_path, tiny_checkpoint, plugins):
+    inbox, outbox = dirs(tmp_path)
+    job = json.dumps([{"prompt": "a red circle", "model": str(tiny_checkpoint)},
+                      {"prompt": "a blue square", "model": "tests"}])  # a folder in the working directory
+    (inbox / "paths.json").write_text(job)
+    processor = JobProcessor(Inbox(inbox), outbox, Pipelines(str(tiny_checkpoint)))
+    assert processor.take(inbox / "paths.json") == "failed"
+    processor.close()
+    report = json.loads((inbox / "failed" / "paths.error.json").read_text())
+    assert [(p["index"], p["field"]) for p in report["problems"]] == [(0, "model"), (1, "model")]
+    assert "--allow-model-paths" in report["problems"][0]["message"]
+    assert "not a registered name" in report["problems"][1]["message"]
+    assert report["images_written"] == 0
+    registered = sorted(plugins.models())
+    assert registered and Pipelines(str(tiny_checkpoint)).model_problem(registered[0]) is None
+    (inbox / "paths.json").write_text(job[:job.index(", {")] + "]")
+    processor = JobProcessor(Inbox(inbox), outbox, Pipelines(str(tiny_checkpoint), allow_model_paths=True))
+    assert processor.take(inbox / "paths.json") == "done"
+    processor.close()
+
+
+def test_lines_written_after_the_claim_are_not_lost(tmp_path, tiny_checkpoint, plugins, watch_log):
+    inbox, outbox = dirs(tmp_path)
+    first = "".join(f"a red circle number {i}\n" for i in range(40))
+    with Running(inbox, outbox, tiny_checkpoint, quiet=0.3):
+        with open(inbox / "paused.txt", "w") as fh:
+            fh.write(first + "a blue sq")  # ends in the middle of a line
+            fh.flush()
+            # the writer pauses longer than the quiet period: the job is claimed and starts
+            assert wait_for(lambda: (outbox / "paused").exists() and any((outbox / "paused").glob("*.png")))
+            fh.write("uare\na green star\n")
+        assert wait_for(lambda: settled(inbox, ["paused.txt"]), timeout=60)
+    assert (inbox / "done" / "paused.txt").read_text() == first + "a blue square\na green star\n"
+    manifest = json.loads((outbox / "paused" / "manifest.json").read_text())
+    assert [p["prompt"] for p in manifest["prompts"]][-2:] == ["a blue square", "a green star"]
+    assert len(manifest["prompts"]) == 42 and manifest["images"] == 42
+    assert sorted(p.name for p in (outbox / "paused").glob("*.png")) == sorted(
+        f for p in manifest["prompts"] for f in p["files"])
+    blue = outbox / "paused" / manifest["prompts"][40]["files"][0]
+    assert read_png_text(blue)["Description"] == "a blue square"  # not the image of "a blue sq"
+    assert "changed after it was claimed" in watch_log.text
+
+
+def test_journal_is_compacted_and_history_stays_small(tmp_path, tiny_checkpoint, plugins):
+    inbox, outbox = dirs(tmp_path)
+    box = Inbox(inbox)
+    box.ensure()
+    journal = Journal(box.journal_path)
+    for i in range(20_000):  # finished jobs: only their duplicate keys matter any more
+        job = f"20260101T000000-{i:06x}"
+        journal.append("claimed", job, file=f"j{i}.txt", path=f"processing/{job}__j{i}.txt", seed_base=i)
+        journal.append("output", job, dir=f"j{i}")
+        event = "duplicate" if i % 10 == 1 else "done"
+        journal.append(event, job, dest=f"done/j{i}.txt", dir=f"j{i}", key=f"{i:064x}", sha256="0" * 64)
+    live = "20260102T000000-aaaaaa"  # killed mid-job: everything about it must survive
+    (box.processing / f"{live}__live.txt").write_text("a red circle\n")
+    journal.append("claimed", live, file="live.txt", path=f"processing/{live}__live.txt", seed_base=5)
+    journal.append("resumed", live)
+    journal.close()
+    before = box.journal_path.stat().st_size
+    processor = JobProcessor(box, outbox, Pipelines(str(tiny_checkpoint)))
+    after = box.journal_path.stat().st_size
+    assert after < before / 3, (before, after)
+    assert set(processor.history.jobs) == {live} and processor.history.attempts(live) == 2
+    assert len(processor.history.done_keys) == 18_000
+    assert watch_status(inbox)["duplicates"] == 2000
+    assert processor.recover() == [("live.txt", "done")]
+    assert processor.history.jobs == {}  # a finished job is not kept in memory
+    processor.close()
+    processor = JobProcessor(box, outbox, Pipelines(str(tiny_checkpoint)))
+    (inbox / "again.txt").write_text("a red circle\n")
+    assert processor.take(inbox / "again.txt") == "duplicate"  # keys survive compaction and restarts
+    processor.close()
+    assert len(processor.history.done_keys) == 18_001 and watch_status(inbox)["duplicates"] == 2001
+    # while running: compacted again whenever the journal doubled
+    small, small_out = tmp_path / "small", tmp_path / "small-out"
+    small.mkdir()
+    processor = JobProcessor(Inbox(small), small_out, Pipelines(str(tiny_checkpoint)), compact_bytes=1)
+    for i in range(3):
+        (small / f"s{i}.txt").write_text(f"a red circle number {i}\n")
+        assert processor.take(small / f"s{i}.txt") == "done"
+    processor.close()
+    events = [r["event"] for r in Journal(Inbox(small).journal_path).records()]
+    assert "claimed" not in events and "output" not in events and events.count("done") == 3, events
+    assert len(JobProcessor(Inbox(small), small_out, Pipelines(str(tiny_checkpoint))).history.done_keys) == 3
+
+
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16", "utf-16-le", "utf-16-be"])
+def test_bom_text_files_are_read(encoding):
+    text = "# prompts\na red circle\ncafé au lait\n"
+    bom = {"utf-16-le": "\ufeff", "utf-16-be": "\ufeff"}.get(encoding, "")
+    data = (bom + text).encode(encoding)
+    job = parse_job("x.txt", data)
+    assert [(e.line, e.prompt) for e in job.entries] == [(2, "a red circle"), (3, "café au lait")]
+    job = parse_job("x.json", (bom + '[{"prompt": "a red circle"},\n {"prompt": "café"}]').encode(encoding))
+    assert [(e.line, e.prompt) for e in job.entries] == [(1, "a red circle"), (2, "café")]
+    with pytest.raises(JobError, match="binary"):  # still binary without a BOM
+        parse_job("x.txt", "a red circle\n".encode("utf-16-le"))

@@ -323,3 +323,30 @@ def test_sigkill_at_random_points_loses_and_repeats_nothing(tmp_path, tiny_check
     report = tmp_path.parent / "watch-crash-trials.json"
     report.write_text(json.dumps({"summary": summary, "trials": results}, indent=1))
     assert len(mid_job) >= trials // 2  # the trials must actually have hit running jobs
+
+
+# --- red-team regressions that need a real process ------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_once_exits_non_zero_when_a_job_cannot_finish(tmp_path, tiny_checkpoint):
+    """A full outbox (a file-size limit the PNGs exceed, the journal does not): --once says which job did not
+    finish and why, and exits 1; the next start finishes it."""
+    inbox, outbox = tmp_path / "in", tmp_path / "out"
+    inbox.mkdir()
+    (inbox / "full.txt").write_text("a red circle\n")
+    command = [sys.executable, "-m", "ganvas.core.watch", str(inbox), "--out", str(outbox), "--model",
+               str(tiny_checkpoint), "--once", "--quiet-period", "0.1"]
+
+    def small_files():  # EFBIG past 1500 bytes; Python ignores SIGXFSZ, so writes fail instead of killing
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1500, 1500))
+
+    full = subprocess.run(command, capture_output=True, text=True, env=watch_env(), timeout=180,
+                          preexec_fn=small_files)  # log on a pipe: the limit does not apply to pipes
+    assert full.returncode == 1, full.stderr
+    assert "not finished: full.txt" in full.stderr and "File too large" in full.stderr, full.stderr
+    assert "nothing to do" not in full.stderr and "Traceback" not in full.stderr
+    assert len(os.listdir(inbox / "processing")) == 1 and not os.listdir(inbox / "done")
+    again = subprocess.run(command, capture_output=True, text=True, env=watch_env(), timeout=180)
+    assert again.returncode == 0, again.stderr
+    assert (inbox / "done" / "full.txt").exists() and len(pngs(outbox / "full")) == 1

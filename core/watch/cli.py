@@ -60,10 +60,12 @@ def _install_signals(stop: threading.Event) -> None:
               help="prompts per file; a longer file fails with an error")
 @click.option("--max-bytes", type=click.IntRange(min=1), default=DEFAULT_MAX_BYTES, show_default=True,
               help="file size limit; a larger file fails with an error")
+@click.option("--allow-model-paths", is_flag=True,
+              help="let a job's \"model\" name a checkpoint folder; by default jobs may name registered models only")
 @click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads  [default: $GANVAS_THREADS or 1]")
 @click.option("--status", is_flag=True, help="print counts (queued, processing, done, failed) and exit")
-def watch_command(inbox, outbox, model, poll, once, quiet, rescan, duplicates, max_prompts, max_bytes, threads,
-                  status):
+def watch_command(inbox, outbox, model, poll, once, quiet, rescan, duplicates, max_prompts, max_bytes,
+                  allow_model_paths, threads, status):
     """Turn prompt files dropped into INBOX into images in --out.
 
     \b
@@ -74,7 +76,9 @@ def watch_command(inbox, outbox, model, poll, once, quiet, rescan, duplicates, m
     Inputs: moved to INBOX/done/, or INBOX/failed/ with <name>.error.json (line and field)
 
     Files are read after a quiet period, claimed by renaming into INBOX/processing/, and a job cut
-    short by a crash is resumed on the next start without repeating finished images.
+    short by a crash is resumed on the next start without repeating finished images. A job stopped by
+    an I/O error (outbox full or read-only) is retried while the watcher runs. With --once, the exit
+    status is 1 when a job failed, did not finish, or a file could not be claimed.
 
     \b
     Examples:
@@ -100,7 +104,7 @@ def watch_command(inbox, outbox, model, poll, once, quiet, rescan, duplicates, m
         configure_threads(threads)
         stop = threading.Event()
         config = WatchConfig(Path(inbox), Path(outbox), model, poll, once, quiet, None, rescan, duplicates,
-                             max_bytes, max_prompts)
+                             max_bytes, max_prompts, allow_model_paths=allow_model_paths)
         watcher = Watcher(config, stop)
         _install_signals(stop)
         counts = watcher.run()
@@ -113,5 +117,10 @@ def watch_command(inbox, outbox, model, poll, once, quiet, rescan, duplicates, m
     if once:
         summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "nothing to do"
         log.info("backlog processed: %s", summary)
-        if counts.get("failed"):
-            raise click.ClickException(f"{counts['failed']} job(s) failed; see {os.path.join(inbox, 'failed')}")
+        problems = [f"{counts['failed']} job(s) failed; see {os.path.join(inbox, 'failed')}"] \
+            if counts.get("failed") else []
+        problems += [f"not finished: {name} ({reason}); it stays in processing/ and resumes on the next start"
+                     for name, reason in watcher.unfinished]
+        problems += [f"not claimed: {name} ({reason}); it stays in the inbox" for name, reason in watcher.unclaimed]
+        if problems:
+            raise click.ClickException("; ".join(problems))

@@ -7,11 +7,18 @@ included, so output file names stay tied to the source whatever else is wrong wi
 
 A problem with one line/item is a `Problem` (the rest of the job still runs); a problem with the
 whole file (binary, not JSON, too large, too many prompts, no prompts) raises `JobError`.
+Text is UTF-8 (a BOM is allowed); a file that starts with a UTF-16 or UTF-32 BOM (Windows Notepad,
+PowerShell redirection) is decoded from that first.
 Torch-free: this runs before any model is loaded.
 """
 from __future__ import annotations
 
+import codecs
 import json
+import os
+import re
+import stat
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +33,11 @@ DEFAULT_MAX_BYTES = 4 * 1024 * 1024
 DEFAULT_MAX_PROMPTS = 10_000
 
 JSON_FIELDS = ("prompt", "n", "seed", "model", "truncation", "style", "size", "name")
+JSON_DEPTH = 500  # a JSON job nested deeper than json can decode is reported as nested "more than" this
+
+# Longest first: the UTF-32-LE BOM starts with the UTF-16-LE one.
+BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF16_LE, "utf-16"),
+        (codecs.BOM_UTF16_BE, "utf-16"))
 
 
 def is_job_name(name: str) -> bool:
@@ -104,11 +116,29 @@ class ParsedJob:
 
 def read_limited(path, limits: Limits) -> bytes:
     """The file's bytes, refusing files over the size limit without reading them whole."""
-    with open(path, "rb") as fh:
+    return read_job(path, limits)[0]
+
+
+def read_job(path, limits: Limits) -> tuple[bytes, tuple[int, int]]:
+    """(bytes, (size, mtime_ns) before reading) of a regular file, never following a symlink.
+
+    The signature lets the caller notice a writer that kept writing after the claim.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)  # a FIFO must not block
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if os.path.islink(path):  # ELOOP (Linux), EMLINK (FreeBSD)
+            raise JobError("is a symbolic link; refused (its target was not read)", kind="symlink") from None
+        raise
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise JobError("not a regular file", kind="unreadable")
         data = fh.read(limits.max_bytes + 1)
     if len(data) > limits.max_bytes:
         raise JobError(f"file is larger than the limit of {limits.max_bytes} bytes (--max-bytes)", kind="too_large")
-    return data
+    return data, (st.st_size, st.st_mtime_ns)
 
 
 def parse_job(name: str, data: bytes, limits: Limits = Limits()) -> ParsedJob:
@@ -117,6 +147,7 @@ def parse_job(name: str, data: bytes, limits: Limits = Limits()) -> ParsedJob:
         raise JobError("empty file (0 bytes): no prompts", kind="empty")
     if len(data) > limits.max_bytes:
         raise JobError(f"file is larger than the limit of {limits.max_bytes} bytes (--max-bytes)", kind="too_large")
+    data = _from_bom(data)
     nul = data.find(b"\x00")
     if nul >= 0:  # checked first: a binary file should be called binary, not "not UTF-8" or "bad JSON"
         line = data.count(b"\n", 0, nul) + 1
@@ -131,6 +162,20 @@ def parse_job(name: str, data: bytes, limits: Limits = Limits()) -> ParsedJob:
             else "an object or a list of objects with \"prompt\""
         raise JobError(f"no prompts ({hint})", kind="no_prompts")
     return job
+
+
+def _from_bom(data: bytes) -> bytes:
+    """UTF-16/32 text with a BOM, re-encoded as UTF-8 (line numbers unchanged); anything else as it is."""
+    for bom, codec in BOMS:
+        if data.startswith(bom):
+            try:
+                return data.decode(codec).encode("utf-8")
+            except UnicodeDecodeError as exc:
+                line = data[:exc.start].decode(codec, "replace").count("\n") + 1
+                raise JobError(f"not valid {codec.upper()} text ({exc.reason} at byte {exc.start}, line {line}; "
+                               f"the file starts with a {codec.upper()} byte order mark)", line=line,
+                               kind="encoding") from None
+    return data
 
 
 def _too_many(count: int, limits: Limits) -> JobError:
@@ -178,6 +223,12 @@ def _parse_json(data: bytes, limits: Limits) -> ParsedJob:
         reason = exc.msg[:-3] if exc.msg.endswith(" at") else exc.msg  # "Invalid control character at"
         raise JobError(f"invalid JSON at line {exc.lineno} column {exc.colno}: {reason}", line=exc.lineno,
                        kind="json") from None
+    except RecursionError:  # json's decoder recurses per [ / {
+        line = _deep_line(text)
+        raise JobError(f"invalid JSON{f' at line {line}' if line else ''}: nested too deeply "
+                       f"(more than {JSON_DEPTH} levels of [ and {{)", line=line, kind="json") from None
+    except ValueError as exc:  # valid syntax json still refuses: an integer over Python's digit limit
+        raise _number_error(text, exc) from None
     if items is None:
         raise JobError("a JSON job must be an object or a list of objects with \"prompt\"", line=1, kind="json")
     if len(items) > limits.max_prompts:
@@ -235,6 +286,30 @@ def _json_items(text: str) -> list[tuple[int, Any]] | None:
         json.loads(text)  # the standard error, with line and column
         raise  # pragma: no cover - json.loads accepted what the scanner refused
     return items
+
+
+def _deep_line(text: str) -> int | None:
+    """The line where [ / { nesting first passes JSON_DEPTH levels (strings skipped)."""
+    depth = 0
+    for token in re.finditer(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', text):
+        char = token.group()
+        if char in "[{":
+            depth += 1
+            if depth > JSON_DEPTH:
+                return text.count("\n", 0, token.start()) + 1
+        elif char in "]}":
+            depth -= 1
+    return None
+
+
+def _number_error(text: str, exc: ValueError) -> JobError:
+    limit = sys.get_int_max_str_digits() if hasattr(sys, "get_int_max_str_digits") else 0
+    digits = re.search(r"\d{%d,}" % (limit + 1), text) if limit else None
+    if digits is None:  # not the digit limit after all: report json's own words
+        return JobError(f"invalid JSON: {str(exc).split(';')[0]}", kind="json")
+    line = text.count("\n", 0, digits.start()) + 1
+    return JobError(f"invalid JSON at line {line}: a number with {len(digits.group())} digits (the limit is {limit})",
+                    line=line, kind="json")
 
 
 def _json_entry(index: int, line: int, item: Any) -> Entry | Problem:

@@ -7,19 +7,28 @@ Events (one JSON object per line, all with "t" and "job"):
   done       finished; the input moves to `dest` (sha256, key for duplicate detection, images)
   duplicate  same content and model as an earlier done job (`of`); the input moves to `dest`
   failed     the input moves to `dest` with an error file beside it (error)
+  stalled    an I/O error stopped the job (error); it stays in processing/ and is retried
+  retried    the running watcher tried a stalled job again (not a restart: no attempt is counted)
+  changed    the input changed after it was read (a writer still writing); the job runs again
+  compacted  written by compaction, last: duplicates it folded away, size of what it kept (bytes)
 
 Every record is written with one os.write on an O_APPEND descriptor, so a SIGKILL leaves whole lines
 (at worst one torn last line, which the reader skips). A terminal record (done/duplicate/failed) is
 written *before* the input is moved, so recovery can always finish the move.
+
+Compaction (at start and whenever the journal doubled) keeps what a restart needs: every record of a job
+whose input is still in processing/, plus one short `done` record per duplicate-detection key; it is
+written to a temporary file, fsynced and renamed over the journal, so a crash leaves the old or the new.
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 log = logging.getLogger("ganvas.watch")
 
@@ -53,10 +62,39 @@ class Journal:
         record = {"t": _now(), "event": event, "job": job, **fields}
         line = (json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
         fd = self._open()
-        os.write(fd, line)
-        if self.fsync:
-            os.fsync(fd)
+        try:
+            if os.write(fd, line) != len(line):  # a full disk: part of the line went out
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path))
+            if self.fsync:
+                os.fsync(fd)
+        except OSError:
+            self.close()  # reopening ends a torn line first, so the next record stays readable
+            raise
         return record
+
+    def size(self) -> int:
+        try:
+            return os.fstat(self._fd).st_size if self._fd is not None else self.path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def compact(self, history: "JobHistory") -> int:
+        """Replace the journal by what `history` still needs (temp file, fsync, rename); the new size."""
+        tmp = self.path.with_name(self.path.name + ".compact")
+        with open(tmp, "wb") as fh:
+            for record in history.needed():
+                fh.write((json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8"))
+            summary = {"t": _now(), "event": "compacted", "job": "", "bytes": fh.tell(),
+                       "duplicates": history.duplicates - history.kept_duplicates()}
+            fh.write((json.dumps(summary, sort_keys=True) + "\n").encode("utf-8"))
+            fh.flush()
+            os.fsync(fh.fileno())
+            size = fh.tell()
+        self.close()
+        os.replace(tmp, self.path)
+        _fsync_folder(self.path.parent)
+        history.compacted_bytes = size
+        return size
 
     def records(self) -> Iterator[dict[str, Any]]:
         """All whole records in order; unreadable lines (a torn write) are skipped with a warning."""
@@ -82,24 +120,77 @@ class Journal:
             self._fd = None
 
 
-class JobHistory:
-    """The journal folded per job: latest fields, event list, and done keys for duplicate detection."""
+KEY_FIELDS = ("job", "key", "dir", "dest")  # what duplicate detection reads from a done record
 
-    def __init__(self, records: Iterator[dict[str, Any]] = ()):
+
+class JobHistory:
+    """The journal folded per job: latest fields, event list, and done keys for duplicate detection.
+
+    `live` (job ids with an input in processing/): only those jobs are kept whole; of the others only
+    their done keys and the duplicate count, so a long history costs a key each, not every record.
+    Jobs added later are kept until `forget` (their input has left processing/).
+    """
+
+    def __init__(self, records: Iterable[dict[str, Any]] = (), live: set[str] | None = None):
         self.jobs: dict[str, dict[str, Any]] = {}
         self.done_keys: dict[str, dict[str, Any]] = {}
+        self.duplicates = 0
+        self.compacted_bytes = 0
+        self._records: dict[str, list[dict[str, Any]]] = {}  # raw records of kept jobs, for compaction
+        self._live = live
         for record in records:
             self.add(record)
+        self._live = None
 
     def add(self, record: dict[str, Any]) -> None:
+        event = record["event"]
+        if event == "compacted":
+            self.duplicates += int(record.get("duplicates") or 0)
+            self.compacted_bytes = int(record.get("bytes") or 0)
+            return
+        if event == "duplicate":
+            self.duplicates += 1
+        if event == "done" and record.get("key"):
+            self.done_keys.setdefault(record["key"], {k: record[k] for k in KEY_FIELDS if k in record})
+        if self._live is not None and record["job"] not in self._live:
+            return
+        self._records.setdefault(record["job"], []).append(record)
         job = self.jobs.setdefault(record["job"], {"events": []})
-        job["events"].append(record["event"])
+        job["events"].append(event)
         job.update({k: v for k, v in record.items() if k not in ("event", "t")})
-        if record["event"] in TERMINAL:
-            job["terminal"] = record["event"]
-        if record["event"] == "done" and record.get("key"):
-            self.done_keys.setdefault(record["key"], record)
+        if event in TERMINAL:
+            job["terminal"] = event
+
+    def forget(self, job_id: str) -> None:
+        """The job's input left processing/: only its done key (already taken) is still needed."""
+        self.jobs.pop(job_id, None)
+        self._records.pop(job_id, None)
+
+    def needed(self) -> Iterator[dict[str, Any]]:
+        """What a compacted journal holds: a short done record per key, then every record of kept jobs."""
+        for kept in self.done_keys.values():
+            if kept.get("job") not in self._records:  # a kept job's own records carry its key
+                yield {"t": "", "event": "done", **kept}
+        for records in self._records.values():
+            yield from records
+
+    def kept_duplicates(self) -> int:
+        return sum(r["event"] == "duplicate" for records in self._records.values() for r in records)
 
     def attempts(self, job_id: str) -> int:
         events = self.jobs.get(job_id, {}).get("events", [])
         return sum(1 for e in events if e in ("claimed", "resumed"))
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename in `folder` durable (best effort: not every platform can open a folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

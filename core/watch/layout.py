@@ -9,6 +9,9 @@
 Claiming is one rename into processing/ under a name that carries the job id: only one claimant can
 succeed, and after a crash the file itself says which journal records are its own. done/ and failed/
 names are chosen free (x.txt, x-1.txt, ...) by the one watcher that holds the lock.
+
+The four folders must be real folders: a symlinked done/ (or processing/, failed/, .ganvas/) would move
+inputs, or write the journal, outside the inbox, so the watcher refuses to start, claim or move.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from ..requests import GanvasError
 from .jobs import is_job_name
 
 JOB_ID = re.compile(r"^(\d{8}T\d{6}-[0-9a-f]{6})__(.+)$")
+JOB_ID_CHARS = len("20260101T000000-abcdef__")  # what a claim adds to a name
 
 
 def new_job_id() -> str:
@@ -49,6 +53,10 @@ class AlreadyWatching(GanvasError):
     pass
 
 
+class UnsafeFolder(GanvasError):
+    """One of the inbox's own folders is a symbolic link (or not a folder)."""
+
+
 class Inbox:
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
@@ -60,8 +68,17 @@ class Inbox:
         self.lock_path = self.state / "watch.lock"
 
     def ensure(self) -> None:
+        self.check()
         for folder in (self.processing, self.done, self.failed, self.state):
             folder.mkdir(parents=True, exist_ok=True)
+
+    def check(self, *folders: Path) -> None:
+        """Raise UnsafeFolder when one of the inbox's folders (default: all four) is a symlink."""
+        for folder in folders or (self.processing, self.done, self.failed, self.state):
+            if folder.is_symlink():
+                raise UnsafeFolder(f"{folder} is a symbolic link (to {os.readlink(folder)}); the inbox's own "
+                                   f"folders must be real folders, so that nothing leaves the inbox; replace it "
+                                   f"with a folder")
 
     def candidates(self) -> list[Path]:
         """Job files directly in the inbox (sub-folders, hidden and temporary files excluded)."""
@@ -72,13 +89,16 @@ class Inbox:
         return sorted(Path(e.path) for e in entries if is_job_name(e.name) and e.is_file(follow_symlinks=False))
 
     def in_processing(self) -> list[Path]:
+        """Files in processing/, symlinks included (recovery refuses them; their targets are never read)."""
         try:
-            return sorted(p for p in self.processing.iterdir() if p.is_file() and not p.name.startswith("."))
+            return sorted(p for p in self.processing.iterdir()
+                          if not p.name.startswith(".") and (p.is_symlink() or p.is_file()))
         except FileNotFoundError:
             return []
 
     def claim(self, path: Path, job_id: str) -> Path | None:
         """Rename into processing/; None when the file vanished (someone else took it)."""
+        self.check(self.processing)
         target = self.processing / f"{job_id}__{path.name}"
         try:
             os.rename(path, target)
@@ -94,7 +114,8 @@ class Inbox:
 
     def move(self, src: Path, dest: Path) -> Path:
         """Move to `dest`, or to a free name beside it if something took that name meanwhile."""
-        if dest.exists():
+        self.check(dest.parent)
+        if os.path.lexists(dest):
             dest = free_name(dest.parent, dest.name)
         os.rename(src, dest)
         return dest

@@ -17,7 +17,8 @@ def _inputs(folder: Path) -> int:
 
 def watch_status(inbox_path: str | Path) -> dict:
     inbox = Inbox(inbox_path)
-    duplicates = sum(1 for r in Journal(inbox.journal_path).records() if r["event"] == "duplicate")
+    duplicates = sum(1 if r["event"] == "duplicate" else int(r.get("duplicates") or 0)  # compaction's count
+                     for r in Journal(inbox.journal_path).records() if r["event"] in ("duplicate", "compacted"))
     return {
         "inbox": str(inbox.root),
         "watcher": WatchLock(inbox.lock_path).owner(),

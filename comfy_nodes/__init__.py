@@ -1,4 +1,4 @@
-"""ganvas nodes for ComfyUI (V3 schema): Model Loader, Generate, Interpolate, Encode Prompt, Mix Prompts.
+"""ganvas nodes for ComfyUI (V3 schema): Model Loader, Generate, Interpolate, Encode Prompt, Mix Prompts, Save.
 
 ComfyUI imports this folder's __init__.py (ComfyUI/custom_nodes/ganvas is a link to or a copy of this
 folder; `ganvas comfy install COMFYUI_DIR` makes it) and awaits `comfy_entrypoint()`.
@@ -12,21 +12,26 @@ from __future__ import annotations
 
 import logging
 
-NODE_IDS = ("GanvasModelLoader", "GanvasGenerate", "GanvasInterpolate", "GanvasEncodePrompt", "GanvasMixPrompts")
+NODE_IDS = ("GanvasModelLoader", "GanvasGenerate", "GanvasInterpolate", "GanvasEncodePrompt", "GanvasMixPrompts",
+            "GanvasSave")
 CATEGORY = "ganvas"
 MODEL_TYPE = "GANVAS_MODEL"
 CONDITIONING_TYPE = "GANVAS_CONDITIONING"
+METADATA_TYPE = "GANVAS_METADATA"
 
 log = logging.getLogger("ganvas.comfy")
 
 
 async def comfy_entrypoint():
-    """ComfyUI's V3 entry point: register the `ganvas` model folder and return the extension."""
+    """ComfyUI's V3 entry point: register the `ganvas` model folder, hook ganvas's models into ComfyUI's
+    unloading (memory.py) and return the extension."""
     try:
         from .model_folders import register_model_folder
         from .nodes import GanvasExtension
+        from .memory import install_unload_hook
 
         register_model_folder()
+        install_unload_hook()
     except Exception:
         # ComfyUI catches this too and starts without the pack; the traceback here says why.
         log.exception("ganvas: the ComfyUI nodes could not be loaded; ComfyUI continues without them")

@@ -13,6 +13,7 @@ ComfyUI's start never depend on it.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path, PurePosixPath
@@ -96,16 +97,22 @@ def register_model_folder() -> str:
     return path
 
 
-def registered_models() -> list[str]:
-    """Names of the models ganvas registers (its plugin manager; no torch is imported)."""
+def registered_entries() -> dict[str, object]:
+    """The models ganvas registers (its plugin manager; no torch is imported): name -> checkpoint folder
+    path, or the plugin's loader when it builds the model in code."""
     try:
         from ganvas.core.plugins import get_plugin_manager
 
-        return sorted(get_plugin_manager().models())
+        return {name: entry.value for name, entry in get_plugin_manager().models().items()}
     except Exception as exc:  # a missing or broken ganvas must not hide the folder models
         _warn_once(f"ganvas: cannot list ganvas's registered models ({type(exc).__name__}: {exc}); "
                    f"only checkpoint folders under models/{FOLDER_NAME} are offered")
-        return []
+        return {}
+
+
+def registered_models() -> list[str]:
+    """Names of the models ganvas registers."""
+    return sorted(registered_entries())
 
 
 def model_choices(bases: Iterable[str | os.PathLike] | None = None,
@@ -117,14 +124,18 @@ def model_choices(bases: Iterable[str | os.PathLike] | None = None,
     return folders + [n for n in names if n not in folders]
 
 
-def default_choice(choices: list[str]) -> str | None:
-    """ganvas's default model when offered, else the first choice."""
+def default_model() -> str | None:
     try:
         from ganvas.core.requests import default_model_name
 
-        wanted = default_model_name()
+        return default_model_name()
     except Exception:
-        wanted = None
+        return None
+
+
+def default_choice(choices: list[str]) -> str | None:
+    """ganvas's default model when offered, else the first choice."""
+    wanted = default_model()
     if wanted in choices:
         return wanted
     return choices[0] if choices else None
@@ -141,10 +152,23 @@ def model_source(name: str, bases: Iterable[str | os.PathLike] | None = None) ->
     return name  # a registered name; Pipeline.load says clearly if it is unknown
 
 
-def fingerprint(name: str, bases: Iterable[str | os.PathLike] | None = None) -> str:
-    """Changes when a checkpoint folder's files change, so ComfyUI reloads a retrained model."""
+def model_folder(name: str, bases: Iterable[str | os.PathLike] | None = None,
+                 registered: dict[str, object] | None = None) -> Path | None:
+    """The checkpoint folder behind a combo value (a folder model, or a registered name with a folder)."""
     bases = comfy_bases() if bases is None else list(bases)
     folder = resolve_checkpoint(name, bases)
+    if folder is not None:
+        return folder
+    value = (registered_entries() if registered is None else registered).get(name)
+    if isinstance(value, (str, os.PathLike)) and is_checkpoint(value):
+        return Path(value)
+    return None
+
+
+def fingerprint(name: str, bases: Iterable[str | os.PathLike] | None = None,
+                registered: dict[str, object] | None = None) -> str:
+    """Changes when a checkpoint folder's files change, so ComfyUI reloads a retrained model."""
+    folder = model_folder(name, bases, registered)
     if folder is None:
         return f"name:{name}"
     parts = []
@@ -155,3 +179,51 @@ def fingerprint(name: str, bases: Iterable[str | os.PathLike] | None = None) -> 
         except OSError:
             parts.append("missing")
     return f"{folder}|{'|'.join(parts)}"
+
+
+# --- style words ------------------------------------------------------------------------------------------
+
+NO_STYLE = "none"  # == generation.NO_STYLE
+_styles_cache: dict[str, tuple[tuple, tuple[str, ...]]] = {}
+
+
+def checkpoint_styles(folder: str | os.PathLike) -> tuple[str, ...]:
+    """The style words a checkpoint folder's config.json records (trained.styles); () when none or unreadable.
+    Cached per file version: the combo is rebuilt for every /object_info and every validation."""
+    path = Path(folder) / CONFIG_FILE
+    try:
+        stat = path.stat()
+    except OSError:
+        return ()
+    key = (stat.st_mtime_ns, stat.st_size)
+    cached = _styles_cache.get(str(path))
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    try:
+        trained = json.loads(path.read_text("utf-8")).get("trained")
+        styles = trained.get("styles") if isinstance(trained, dict) else None
+        found = tuple(s for s in styles if isinstance(s, str) and s.strip()) if isinstance(styles, list) else ()
+    except (OSError, ValueError, AttributeError):
+        found = ()
+    _styles_cache[str(path)] = (key, found)
+    return found
+
+
+def style_options(bases: Iterable[str | os.PathLike] | None = None,
+                  registered: dict[str, object] | None = None) -> tuple[list[str], str]:
+    """The style combo and its default: "none", the default model's trained styles (in its order), then the
+    other offered models' styles; the default is the default model's first style ("noto" for emoji64), else
+    "none". The model that runs must know the style picked (checked when it runs)."""
+    bases = comfy_bases() if bases is None else list(bases)
+    registered = registered_entries() if registered is None else registered
+    names = model_choices(bases, registered=list(registered))
+    default_name = default_choice(names)
+    styles: list[str] = []
+    default = NO_STYLE
+    for name in ([default_name] if default_name else []) + [n for n in names if n != default_name]:
+        folder = model_folder(name, bases, registered)
+        own = [s for s in (checkpoint_styles(folder) if folder is not None else ()) if s.lower() != NO_STYLE]
+        if name == default_name and own:
+            default = own[0]
+        styles.extend(s for s in own if s not in styles)
+    return [NO_STYLE] + styles, default

@@ -30,7 +30,9 @@ WIDGETS = {
                           "truncation", "style"],
     "GanvasEncodePrompt": ["text"],
     "GanvasMixPrompts": ["weight"],
+    "GanvasSave": ["filename_prefix"],
     "SaveImage": ["filename_prefix"],
+    "JoinImageWithAlpha": [],
 }
 
 
@@ -75,3 +77,20 @@ def ui_to_api(ui: dict) -> dict:
                 inputs[socket["name"]] = [str(origin), slot]
         api[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
     return api
+
+
+def save_rgba_checkpoint(folder: Path, seed: int = 0, styles: list[str] | None = None) -> Path:
+    """A tiny transparent (RGBA, 4-channel) checkpoint with random weights: enough for the plumbing."""
+    import torch
+    from ganvas.core import checkpoint
+    from ganvas.core.config import ModelConfig
+    from ganvas.core.model import Generator
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        generator = Generator(ModelConfig(resolution=32, channels=4, g_channels=8, d_channels=8, cond_dim=64))
+        for name, param in generator.named_parameters():
+            if ".proj." in name:  # text modulation starts at zero; switch it on so prompts differ
+                torch.nn.init.normal_(param, std=0.1)
+    trained = {"note": "random weights for tests", **({"styles": styles} if styles else {})}
+    return checkpoint.save_model(folder, generator.eval(), trained)

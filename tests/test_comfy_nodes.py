@@ -22,11 +22,13 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from PIL import Image
 
-from comfy_helpers import CONTROL, PACK, WIDGETS, import_comfy_api, load_workflow, ui_to_api
-from conftest import pixels, save_tiny_checkpoint
-from ganvas.comfy_nodes import NODE_IDS, comfy_entrypoint, conditioning, generation, model_folders
+from comfy_helpers import CONTROL, PACK, WIDGETS, import_comfy_api, load_workflow, save_rgba_checkpoint, ui_to_api
+from conftest import REPO, pixels, save_tiny_checkpoint
+from ganvas.comfy_nodes import NODE_IDS, comfy_entrypoint, conditioning, generation, memory, model_folders, saving
 from ganvas.comfy_nodes.conditioning import PromptConditioning, mix, mix_weight
+from ganvas.core import pipeline as pipeline_module
 from ganvas.core.requests import DEFAULT_MODEL, MAX_SEED, GanvasError
 from ganvas.plugins import comfy_command, request_policy
 
@@ -118,7 +120,24 @@ def test_fingerprint_changes_when_the_checkpoint_is_rewritten(tmp_path):
     before = model_folders.fingerprint("m", [tmp_path])
     (folder / "model.safetensors").write_bytes(b"retrained")
     assert model_folders.fingerprint("m", [tmp_path]) != before
-    assert model_folders.fingerprint("shapes", [tmp_path]) == "name:shapes"
+    assert model_folders.fingerprint("nope", [tmp_path], registered={}) == "name:nope"
+    # a registered name with a folder is fingerprinted by its files too (a retrained shipped model reloads)
+    assert model_folders.fingerprint("shapes", [tmp_path]).startswith(str(REPO / "models" / "shapes") + "|")
+
+
+def test_style_combo_offers_the_default_models_styles_first_then_the_others(tmp_path):
+    base = tmp_path / "models"
+    save_tiny_checkpoint(base / "mine", styles=["pixel", "noto", "none"])
+    save_tiny_checkpoint(base / "plain")              # records no styles
+    registered = {"emoji64": REPO / "models" / "emoji64", "coded": lambda: None}
+    options, default = model_folders.style_options([base], registered)
+    shipped = list(model_folders.checkpoint_styles(REPO / "models" / "emoji64"))
+    assert shipped[:2] == ["noto", "twemoji"]
+    assert options == ["none", *shipped, "pixel"] and default == "noto"
+    mine_only, default = model_folders.style_options([base], {})
+    # without emoji64 the loader's default is its first choice, "mine": its first style is the default
+    assert mine_only == ["none", "pixel", "noto"] and default == "pixel"
+    assert model_folders.style_options([tmp_path / "empty"], {}) == (["none"], "none")
 
 
 # --- conditioning -----------------------------------------------------------------------------------------
@@ -216,8 +235,51 @@ def test_errors_name_the_problem(pipe):
     with pytest.raises(GanvasError, match="seed"):
         generation.generate(pipe, PROMPT, seed=MAX_SEED, batch_size=2)
     request_policy.configure(max_n=2)
-    with pytest.raises(GanvasError, match="limit is 2"):
+    with pytest.raises(GanvasError, match="batch_size is 3; the limit is 2 images per run") as refused:
         generation.generate(pipe, PROMPT, seed=1, batch_size=3)
+    assert refused.value.param == "batch_size"
+    with pytest.raises(GanvasError, match="frames is 3; the limit is 2"):
+        generation.interpolate(pipe, PROMPT, OTHER, 1, 2, frames=3)
+    for missing in (None, "a model"):
+        with pytest.raises(TypeError, match="not a ganvas model: connect the model output of a Ganvas Model Loader"):
+            generation.generate(missing, PROMPT, seed=1)
+
+
+def test_prompt_limits_count_what_was_typed_and_name_the_field(pipe):
+    request_policy.configure(max_prompt_chars=20, blocklist=["forbidden"])
+    assert generation.prompt_problem("a" * 20) is None
+    assert generation.prompt_problem("  " + "a" * 20 + "  ") is None   # stripped, as the pipeline strips it
+    assert generation.prompt_problem("a" * 35) == ("prompt is 35 characters; the limit is 20 "
+                                                   "(GANVAS_MAX_PROMPT_CHARS)")
+    with_style = generation.prompt_problem("a" * 15, "prompt", "noto")
+    assert with_style.startswith("prompt is 15 characters, 27 with the style suffix '; noto style'; the limit is 20")
+    assert generation.prompt_problem("a" * 15, "prompt", "none") is None
+    assert "forbidden" in generation.prompt_problem("a forbidden fox", "text") and \
+        generation.prompt_problem("a forbidden fox", "text").startswith("text: ")
+    assert generation.prompt_problem(None) is None                   # a linked input: unknown before the run
+    with pytest.raises(GanvasError, match="prompt is 15 characters, 27 with the style suffix") as refused:
+        generation.generate(pipe, "a" * 15, seed=1, style="noto")
+    assert refused.value.param == "prompt"
+    with pytest.raises(GanvasError, match="prompt_to is 30 characters; the limit is 20") as refused:
+        generation.interpolate(pipe, PROMPT[:10], "b" * 30, 1, 2, frames=3)
+    assert refused.value.param == "prompt_to"
+    with pytest.raises(GanvasError, match="text is 30 characters"):
+        generation.encode(pipe, "c" * 30)
+
+
+def test_a_style_the_model_was_not_trained_with_is_refused_naming_its_styles(plugins, tmp_path):
+    from ganvas.core.pipeline import Pipeline
+
+    styled = Pipeline.load(str(save_tiny_checkpoint(tmp_path / "styled", styles=["noto", "pixel"])), plugins=plugins)
+    with pytest.raises(GanvasError, match=r"style 'twemoji' is not a style model 'styled' was trained with; "
+                                          r"its styles: noto, pixel \(or none\)") as refused:
+        generation.generate(styled, PROMPT, seed=1, style="twemoji")
+    assert refused.value.param == "style"
+    images, _ = generation.generate(styled, PROMPT, seed=1, style="pixel")
+    assert np.array_equal(pixels(images[0]), pixels(styled(PROMPT, seed=1, style="pixel").images[0]))
+    for none in ("", "none", "None", None):  # "" is what older workflows hold
+        plain, _ = generation.generate(styled, PROMPT, seed=1, style=none)
+        assert np.array_equal(pixels(plain[0]), pixels(styled(PROMPT, seed=1).images[0]))
 
 
 def test_a_callback_that_raises_stops_the_batch(pipe):
@@ -238,24 +300,210 @@ def test_a_callback_that_raises_stops_the_batch(pipe):
 
 def test_missing_ganvas_is_reported_with_the_pip_line(monkeypatch):
     monkeypatch.setitem(sys.modules, "ganvas.core.pipeline", None)  # what an absent package looks like
-    with pytest.raises(RuntimeError, match=r"ganvas package in ComfyUI's Python .*-m pip install"):
+    with pytest.raises(RuntimeError, match=r"the ganvas Python package is not installed in ComfyUI's Python "
+                                           r"\(.*\): run `.* -m pip install .*` and restart ComfyUI"):
         generation.load_pipeline("shapes")
+    assert generation.pip_target() == str(REPO)  # the pack is linked from this source tree
+
+
+def test_ganvas_problem_says_how_to_install_ganvas(monkeypatch):
+    assert generation.ganvas_problem() is None
+    monkeypatch.setattr(generation, "_ganvas_ok", False)
+    monkeypatch.setitem(sys.modules, "ganvas.core.requests", None)
+    problem = generation.ganvas_problem()
+    assert problem == (f"the ganvas Python package is not installed in ComfyUI's Python ({sys.executable}): run "
+                       f"`{sys.executable} -m pip install {REPO}` and restart ComfyUI (ComfyUI's torch is kept; "
+                       f"ganvas needs torch>=2.4)")
+    broken = ImportError("cannot import name 'x' from 'torch'", name="torch")
+    assert "does not import: ImportError: cannot import name" in generation.missing_ganvas_message(broken)
+
+
+# --- transparency: IMAGE + MASK ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def rgba_checkpoint(tmp_path_factory) -> Path:
+    return save_rgba_checkpoint(tmp_path_factory.mktemp("rgba") / "tiny_rgba", styles=["flat"])
+
+
+def test_a_transparent_model_gives_straight_rgb_and_comfys_mask(plugins, rgba_checkpoint):
+    from ganvas.core.pipeline import Pipeline
+
+    rgba = Pipeline.load(str(rgba_checkpoint), plugins=plugins)
+    assert rgba.info.channels == 4
+    rendered = generation.render(rgba, PROMPT, seed=5, batch_size=2)
+    assert rendered.channels == 4 and [im.mode for im in rendered.images] == ["RGBA", "RGBA"]
+    images, masks = generation.to_image_batch(rendered.images), generation.to_mask_batch(rendered.images)
+    assert images.shape == (2, 32, 32, 3) and masks.shape == (2, 32, 32) and masks.dtype == torch.float32
+    for i, expected in enumerate(rgba(PROMPT, n=2, seed=5).images):
+        straight = np.asarray(expected)
+        assert np.array_equal(np.clip(255.0 * images[i].numpy(), 0, 255).astype(np.uint8), straight[..., :3])
+        assert np.allclose(masks[i].numpy(), 1 - straight[..., 3] / 255, atol=1e-6)  # ComfyUI: mask = 1 - alpha
+        assert len(np.unique(straight[..., 3])) > 1   # the fixture's alpha is not constant
+    rgb_masks = generation.to_mask_batch([Image.new("RGB", (4, 3), "red")])
+    assert rgb_masks.shape == (1, 3, 4) and not rgb_masks.any()   # RGB models: fully opaque
+
+
+def test_every_alpha_level_survives_join_image_with_alpha_and_save_image():
+    """ComfyUI's Join Image with Alpha computes 1 - mask, Save Image clip(255 x) truncated: a plain
+    1 - a/255 mask would lose a level on 95 of the 256 alpha values."""
+    levels = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    image = Image.fromarray(np.dstack([levels, levels, levels, levels]), "RGBA")
+    mask = generation.to_mask_batch([image])[0]
+    alpha = (1.0 - mask).numpy()                                    # Join Image with Alpha
+    assert np.array_equal(np.clip(255.0 * alpha, 0, 255).astype(np.uint8), levels)   # Save Image
+    assert np.array_equal(np.clip(np.rint(255.0 * alpha), 0, 255).astype(np.uint8), levels)
+    assert np.abs(mask.numpy() - (1 - levels / 255)).max() < 1e-6
+
+
+# --- Ganvas Save: PNGs that `ganvas generate --from-png` replays --------------------------------------------
+
+def _replay(png: Path, out: Path) -> Image.Image:
+    from ganvas.core.cli import main
+
+    result = CliRunner().invoke(main, ["generate", "--from-png", str(png), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    (made,) = [Path(line) for line in result.output.split() if line.endswith(".png")]
+    return Image.open(made)
+
+
+def _read_png(path: Path) -> tuple[Image.Image, dict]:
+    image = Image.open(path)
+    image.load()
+    return image, dict(image.text)
+
+
+def test_saved_pngs_carry_ganvas_and_comfy_fields_and_replay_to_the_same_pixels(pipe, tmp_path):
+    rendered = generation.render(pipe, PROMPT, seed=7, batch_size=2, truncation=0.8, style="flat")
+    metadata = saving.metadata_of(rendered.images)
+    batch = generation.to_image_batch(rendered.images)
+    comfy = saving.comfy_fields({"1": {"class_type": "GanvasGenerate"}}, {"workflow": {"nodes": []}})
+    paths = [tmp_path / f"ganvas_{i:05}_.png" for i in range(2)]
+    saved = saving.save_images(batch, metadata, paths, comfy)
+    assert [(s.with_ganvas, s.mode) for s in saved] == [(True, "RGB"), (True, "RGB")]
+    for i, path in enumerate(paths):
+        image, text = _read_png(path)
+        assert json.loads(text["prompt"]) == {"1": {"class_type": "GanvasGenerate"}}   # ComfyUI's own chunks
+        assert json.loads(text["workflow"]) == {"nodes": []}
+        assert text["parameters"].startswith(f"{PROMPT}; flat style\nSteps: 1, Sampler: GAN, Seed: {7 + i},")
+        record = json.loads(text["ganvas"])
+        assert record["seed"] == 7 + i and record["request"]["host"] == "comfyui"
+        assert {k: v for k, v in text.items() if k not in ("prompt", "workflow")} == rendered.images[i].info
+        replayed = _replay(path, tmp_path / f"replay{i}")
+        assert replayed.mode == "RGB" and np.array_equal(np.asarray(replayed), np.asarray(image))
+    none = saving.save_images(batch[:1], metadata, [tmp_path / "bare.png"], comfy, with_metadata=False)
+    assert none[0].with_ganvas is False and _read_png(tmp_path / "bare.png")[1] == {}  # --disable-metadata
+
+
+def test_images_are_matched_to_their_records_by_pixels(pipe, tmp_path):
+    rendered = generation.render(pipe, PROMPT, seed=3, batch_size=3)
+    metadata = saving.metadata_of(rendered.images)
+    batch = generation.to_image_batch(rendered.images)
+    edited = batch[1:2].clone()
+    edited[0, 0, 0, 0] = 1.0 - edited[0, 0, 0, 0]
+    images = torch.cat([batch[2:3], edited, batch[0:1]])            # reordered, one image changed on the way
+    paths = [tmp_path / f"{i}.png" for i in range(3)]
+    saved = saving.save_images(images, metadata, paths, {})
+    assert [s.with_ganvas for s in saved] == [True, False, True]
+    assert json.loads(_read_png(paths[0])[1]["ganvas"])["seed"] == 5
+    assert "ganvas" not in _read_png(paths[1])[1]                    # would replay to other pixels
+    assert json.loads(_read_png(paths[2])[1]["ganvas"])["seed"] == 3
+
+
+def test_a_transparent_models_png_is_rgba_and_replays_exactly(plugins, rgba_checkpoint, tmp_path):
+    from ganvas.core.pipeline import Pipeline
+
+    rgba = Pipeline.load(str(rgba_checkpoint), plugins=plugins)
+    rendered = generation.render(rgba, PROMPT, seed=11, batch_size=2, style="flat")
+    paths = [tmp_path / "a.png", tmp_path / "b.png"]
+    saved = saving.save_images(generation.to_image_batch(rendered.images), saving.metadata_of(rendered.images),
+                               paths, {})
+    assert [s.mode for s in saved] == ["RGBA", "RGBA"]
+    for i, path in enumerate(paths):
+        image, _ = _read_png(path)
+        assert image.mode == "RGBA" and np.array_equal(np.asarray(image), np.asarray(rendered.images[i]))
+        replayed = _replay(path, tmp_path / f"replay{i}")
+        assert replayed.mode == "RGBA" and np.array_equal(np.asarray(replayed), np.asarray(image))
+
+
+def test_interpolation_and_mix_frames_replay_too(pipe, tmp_path):
+    rendered = generation.render_interpolation(pipe, PROMPT, OTHER, 2, 3, frames=3)
+    a, b = generation.encode(pipe, PROMPT), generation.encode(pipe, OTHER)
+    mixed = generation.render(pipe, "", seed=4, conditioning=mix(a, b, 0.5))
+    images = rendered.images + mixed.images
+    paths = [tmp_path / f"{i}.png" for i in range(len(images))]
+    saving.save_images(generation.to_image_batch(images), saving.metadata_of(images), paths, {})
+    for i, path in enumerate(paths):
+        assert np.array_equal(np.asarray(_replay(path, tmp_path / f"r{i}")), np.asarray(images[i])), f"image {i}"
+
+
+# --- memory: ComfyUI's unloading releases ganvas's models ---------------------------------------------------
+
+def _cached_for(folder: Path) -> list:
+    return [key for key in pipeline_module._models if str(folder.resolve()) in map(str, key)]
+
+
+def test_comfys_unload_releases_ganvas_models_and_retraining_replaces_the_old_entry(plugins, tmp_path, monkeypatch):
+    import gc
+    import types
+    import weakref
+
+    monkeypatch.setattr(memory, "_tracked", {})
+    monkeypatch.setattr(memory, "_versions", {})
+    folder = save_tiny_checkpoint(tmp_path / "fresh")
+    calls = []
+    fake = types.SimpleNamespace(unload_all_models=lambda: calls.append("comfy"))
+    assert memory.install_unload_hook(fake) is True and memory.install_unload_hook(fake) is False
+
+    pipe, fresh = memory.load(str(folder), "cpu", "v1")
+    again, fresh_again = memory.load(str(folder), "cpu", "v1")
+    assert fresh and not fresh_again and again.model is pipe.model and len(_cached_for(folder)) == 1
+    os.utime(folder / "model.safetensors", ns=(1, 1))                   # retrained: new file version
+    retrained, fresh = memory.load(str(folder), "cpu", "v2")
+    assert fresh and retrained.model is not pipe.model
+    assert len(_cached_for(folder)) == 1                                # the older version was released
+
+    gone = weakref.ref(retrained.model)
+    fake.unload_all_models()                                            # what ComfyUI's /free calls
+    assert calls == ["comfy"] and pipeline_module._models == {}
+    del pipe, again, retrained
+    gc.collect()
+    assert gone() is None                                               # nothing of the pack keeps it alive
+
+
+def test_unloading_moves_accelerator_models_to_the_cpu_and_back_on_use(pipe, monkeypatch):
+    monkeypatch.setattr(memory, "_tracked", {})
+    moves = []
+    monkeypatch.setattr(memory, "_move", lambda loaded, device: moves.append(str(device)))
+    memory.track(pipe)
+    entry = memory._tracked[id(pipe.model)]
+    entry.home = torch.device("cuda:0")
+    monkeypatch.setattr(pipe.model, "device", torch.device("cuda:0"))
+    assert memory.release_all() == ["tiny (cuda:0)"] and moves == ["cpu"] and entry.offloaded
+    assert memory.ready(pipe) is pipe and moves == ["cpu", "cuda:0"] and not entry.offloaded
+    memory.ready(pipe)
+    assert moves == ["cpu", "cuda:0"]
 
 
 # --- workflows --------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["ganvas_generate", "ganvas_mix_interpolate"])
+@pytest.mark.parametrize("name", ["ganvas_generate", "ganvas_mix_interpolate", "ganvas_transparent"])
 def test_ui_and_api_workflows_agree(name):
     api = load_workflow(f"{name}_api.json")
     ui = load_workflow(f"{name}.json")
     stripped = {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in api.items()}
     assert ui_to_api(ui) == stripped
-    assert {v["class_type"] for v in api.values()} <= set(NODE_IDS) | {"SaveImage"}
+    assert {v["class_type"] for v in api.values()} <= set(NODE_IDS) | {"SaveImage", "JoinImageWithAlpha"}
     for node_id, node in api.items():
         for value in node["inputs"].values():
             if isinstance(value, list):
                 assert value[0] in api, f"node {node_id} links to missing node {value[0]}"
     assert ui["last_link_id"] == len(ui["links"]) and ui["last_node_id"] == max(n["id"] for n in ui["nodes"])
+    loaders = [node["inputs"] for node in api.values() if node["class_type"] == "GanvasModelLoader"]
+    assert loaders and all(inputs["model_name"] == DEFAULT_MODEL for inputs in loaders)
+    styles = model_folders.checkpoint_styles(REPO / "models" / DEFAULT_MODEL)
+    for node in api.values():
+        if "style" in node["inputs"]:
+            assert node["inputs"]["style"] in ("none", *styles)
 
 
 # --- the install command ----------------------------------------------------------------------------------
@@ -354,7 +602,9 @@ def comfy_env(tmp_path, tiny_checkpoint):
     import comfy.utils
 
     hook = comfy.utils.PROGRESS_BAR_HOOK
+    unload = comfy.model_management.unload_all_models   # comfy_entrypoint() wraps it
     yield api, folder_paths, base
+    comfy.model_management.unload_all_models = unload
     comfy.utils.PROGRESS_BAR_HOOK = hook
     comfy.model_management.interrupt_current_processing(False)
     if saved is None:
@@ -384,25 +634,91 @@ def test_schemas(comfy_env, plugins):
         assert schema.category == "ganvas" and schema.display_name.startswith("Ganvas ")
         json.dumps(node.GET_NODE_INFO_V1())  # what /object_info sends must serialise
     loader = nodes.GanvasModelLoader.INPUT_TYPES()["required"]
-    assert "tiny" in loader["model_name"][1]["options"]
+    assert "tiny" in loader["model_name"][1]["options"] and loader["model_name"][1]["default"] == DEFAULT_MODEL
     generate = nodes.GanvasGenerate.GET_NODE_INFO_V1()
-    assert generate["output"] == ["IMAGE", "STRING"] and generate["output_name"] == ["images", "seeds"]
+    assert generate["output"] == ["IMAGE", "STRING", "MASK", "GANVAS_METADATA"]
+    assert generate["output_name"] == ["images", "seeds", "mask", "metadata"]
     seed = generate["input"]["required"]["seed"][1]
-    assert seed["control_after_generate"] is True and seed["max"] == MAX_SEED
-    assert generate["input"]["required"]["prompt"][1]["multiline"] is True
+    assert seed["control_after_generate"] is True and seed["max"] == MAX_SEED - 99 == nodes.GENERATE_MAX_SEED
+    prompt = generate["input"]["required"]["prompt"][1]
+    assert prompt["multiline"] is True and prompt["default"] == "fox"
+    style = generate["input"]["required"]["style"]
+    assert style[0] == "COMBO" and style[1]["default"] == "noto"
+    assert style[1]["options"][:3] == ["none", "noto", "twemoji"]    # emoji64's trained styles, "none" first
     assert generate["input"]["optional"]["conditioning"][0] == "GANVAS_CONDITIONING"
     assert generate["input"]["required"]["batch_size"][1]["max"] == request_policy.DEFAULT_MAX_N
+    interpolate = nodes.GanvasInterpolate.GET_NODE_INFO_V1()
+    assert interpolate["output"] == ["IMAGE", "MASK", "GANVAS_METADATA"]
+    assert interpolate["input"]["required"]["style"][1]["options"] == style[1]["options"]
     assert nodes.GanvasModelLoader.GET_NODE_INFO_V1()["output"] == ["GANVAS_MODEL"]
+    save = nodes.GanvasSave.GET_NODE_INFO_V1()
+    assert save["output_node"] is True and save["output"] == []
+    assert save["input"]["required"]["metadata"][0] == "GANVAS_METADATA"
+    assert set(save["input"]["hidden"]) == {"prompt", "extra_pnginfo", "unique_id"}
 
 
 @needs_comfy
-def test_loader_validation_names_a_missing_model(comfy_env):
+def test_each_validate_inputs_declares_one_input_so_comfy_reports_a_message_once(comfy_env):
+    """ComfyUI adds a validate_inputs message once per declared input (execution.validate_inputs)."""
+    import inspect
+
+    from comfy_api.internal import first_real_override
     from ganvas.comfy_nodes import nodes
 
-    assert nodes.GanvasModelLoader.validate_inputs("tiny", "cpu") is True
-    message = nodes.GanvasModelLoader.validate_inputs("nope", "cpu")
-    assert "ganvas model 'nope' not found" in message and str(comfy_env[2]) in message and "tiny" in message
-    assert "device must be one of cpu, comfyui" in nodes.GanvasModelLoader.validate_inputs("tiny", "gpu9")
+    declared = {}
+    for node in nodes.NODES:
+        function = first_real_override(node, "validate_inputs")
+        if function is not None:
+            declared[node.__name__] = [a for a in inspect.getfullargspec(function).args if a != "cls"]
+    assert declared == {"GanvasModelLoader": ["model_name"], "GanvasGenerate": ["prompt"],
+                        "GanvasEncodePrompt": ["text"]}
+
+
+@needs_comfy
+def test_loader_validation_names_a_missing_model_without_server_paths(comfy_env):
+    from ganvas.comfy_nodes import nodes
+
+    assert nodes.GanvasModelLoader.validate_inputs("tiny") is True
+    message = nodes.GanvasModelLoader.validate_inputs("nope")
+    assert message.startswith("ganvas model 'nope' not found: put its checkpoint folder (config.json + "
+                              "model.safetensors) in ComfyUI's models/ganvas folder")
+    assert "tiny" in message and DEFAULT_MODEL in message and str(comfy_env[2]) not in message
+    assert "model_name must be the name of a ganvas model, got None" in nodes.GanvasModelLoader.validate_inputs(None)
+    with pytest.raises(ValueError, match="device must be one of cpu, comfyui, got 'gpu9'"):
+        nodes.GanvasModelLoader.execute("tiny", "gpu9")
+
+
+@needs_comfy
+def test_loader_validation_says_when_ganvas_is_not_installed(comfy_env, monkeypatch):
+    from ganvas.comfy_nodes import nodes
+
+    monkeypatch.setattr(generation, "_ganvas_ok", False)
+    monkeypatch.setitem(sys.modules, "ganvas.core.requests", None)
+    message = nodes.GanvasModelLoader.validate_inputs(DEFAULT_MODEL)
+    assert message.startswith(f"the ganvas Python package is not installed in ComfyUI's Python ({sys.executable})")
+    assert nodes.GanvasGenerate.validate_inputs("x" * 5000) is True   # the loader says it, once
+
+
+@needs_comfy
+def test_generate_validation_counts_the_prompt_as_typed(comfy_env):
+    from ganvas.comfy_nodes import nodes
+
+    assert nodes.GanvasGenerate.validate_inputs("fox") is True
+    assert nodes.GanvasGenerate.validate_inputs(None) is True        # linked from another node
+    assert nodes.GanvasGenerate.validate_inputs("x" * 2000) == ("prompt is 2,000 characters; the limit is 1,000 "
+                                                                 "(GANVAS_MAX_PROMPT_CHARS)")
+    assert nodes.GanvasEncodePrompt.validate_inputs("y" * 1001).startswith("text is 1,001 characters")
+
+
+@needs_comfy
+def test_a_null_model_is_a_clear_error(comfy_env):
+    from ganvas.comfy_nodes import nodes
+
+    for call in (lambda: nodes.GanvasGenerate.execute(None, PROMPT, 1, 1, 1.0, "none"),
+                 lambda: nodes.GanvasInterpolate.execute(None, PROMPT, OTHER, 1, 2, 3, 1.0, "none"),
+                 lambda: nodes.GanvasEncodePrompt.execute(None, PROMPT)):
+        with pytest.raises(TypeError, match="model is null, not a ganvas model: connect the model output"):
+            call()
 
 
 @needs_comfy
@@ -430,9 +746,10 @@ def test_loader_generate_and_progress_through_the_nodes(comfy_env):
     assert Path(pipe.info.path) == (comfy_env[2] / "tiny").resolve()
     ticks = []
     comfy.utils.PROGRESS_BAR_HOOK = lambda value, total, preview, node_id=None: ticks.append((value, total))
-    out = nodes.GanvasGenerate.execute(pipe, PROMPT, 7, 2, 1.0, "")
-    images, seeds = out.args
+    out = nodes.GanvasGenerate.execute(pipe, PROMPT, 7, 2, 1.0, "none")
+    images, seeds, mask, metadata = out.args
     assert images.shape == (2, 32, 32, 3) and images.dtype == torch.float32 and seeds == "7,8"
+    assert mask.shape == (2, 32, 32) and not mask.any() and len(metadata) == 2
     assert ticks == [(1, 2), (2, 2)]
     expected = pipe(PROMPT, n=2, seed=7).images
     for i in range(2):
@@ -447,7 +764,7 @@ def test_interruption_stops_generation(comfy_env):
     pipe = nodes.GanvasModelLoader.execute("tiny", "cpu")[0]
     comfy.model_management.interrupt_current_processing(True)
     with pytest.raises(comfy.model_management.InterruptProcessingException):
-        nodes.GanvasGenerate.execute(pipe, PROMPT, 1, 4, 1.0, "")
+        nodes.GanvasGenerate.execute(pipe, PROMPT, 1, 4, 1.0, "none")
     assert not comfy.model_management.processing_interrupted()  # ComfyUI's check clears the flag
 
 
@@ -460,11 +777,11 @@ def test_encode_mix_generate_and_interpolate_nodes(comfy_env):
     b = nodes.GanvasEncodePrompt.execute(pipe, OTHER)[0]
     mixed = nodes.GanvasMixPrompts.execute(a, b, 0.5)[0]
     assert mixed.frame == (1, 2) and mixed.vector is not None
-    images = nodes.GanvasGenerate.execute(pipe, "", 3, 1, 1.0, "", mixed)[0]
+    images = nodes.GanvasGenerate.execute(pipe, "", 3, 1, 1.0, "none", mixed)[0]
     frame = pipe.interpolate([PROMPT, OTHER], 2, seeds=[3], frames=[1]).images[0]
     assert np.array_equal((images[0].numpy() * 255).round().astype(np.uint8), pixels(frame))
-    frames = nodes.GanvasInterpolate.execute(pipe, PROMPT, OTHER, 3, 4, 9, 1.0, "")[0]
-    assert frames.shape == (9, 32, 32, 3)
+    frames, mask, metadata = nodes.GanvasInterpolate.execute(pipe, PROMPT, OTHER, 3, 4, 9, 1.0, "none").args
+    assert frames.shape == (9, 32, 32, 3) and mask.shape == (9, 32, 32) and len(metadata) == 9
 
 
 @needs_comfy
@@ -476,3 +793,60 @@ def test_loader_fingerprint_follows_the_checkpoint_file(comfy_env, tmp_path):
     before = nodes.GanvasModelLoader.fingerprint_inputs("fresh", "cpu")
     save_tiny_checkpoint(base / "fresh", seed=1)
     assert nodes.GanvasModelLoader.fingerprint_inputs("fresh", "cpu") != before
+
+
+@needs_comfy
+def test_save_node_writes_into_comfys_output_folder_with_its_chunks(comfy_env, tmp_path, monkeypatch):
+    from ganvas.comfy_nodes import nodes
+
+    _, folder_paths, _ = comfy_env
+    monkeypatch.setattr(folder_paths, "output_directory", str(tmp_path / "output"))
+    pipe = nodes.GanvasModelLoader.execute("tiny", "cpu")[0]
+    images, _, _, metadata = nodes.GanvasGenerate.execute(pipe, PROMPT, 9, 2, 1.0, "none").args
+    graph = {"2": {"class_type": "GanvasGenerate", "inputs": {"prompt": PROMPT}}}
+    save = nodes.GanvasSave.PREPARE_CLASS_CLONE({"PROMPT": graph, "EXTRA_PNGINFO": {"workflow": {"v": 1}},
+                                                "UNIQUE_ID": "3"})
+    out = save.execute(images, metadata, "sub/ganvas")
+    results = out.ui.as_dict()["images"]
+    assert [r["subfolder"] for r in results] == ["sub", "sub"] and {r["type"] for r in results} == {"output"}
+    assert [r["filename"] for r in results] == ["ganvas_00001_.png", "ganvas_00002_.png"]
+    for i, result in enumerate(results):
+        image, text = _read_png(tmp_path / "output" / "sub" / result["filename"])
+        assert json.loads(text["prompt"]) == graph and json.loads(text["workflow"]) == {"v": 1}
+        assert json.loads(text["ganvas"])["seed"] == 9 + i
+    again = save.execute(images[:1], metadata, "sub/ganvas").ui.as_dict()["images"]
+    assert again[0]["filename"] == "ganvas_00003_.png"               # ComfyUI's counter: never overwrites
+    with pytest.raises(TypeError, match="metadata is null: connect the metadata output of Ganvas Generate"):
+        save.execute(images, None, "x")
+
+
+@needs_comfy
+def test_unload_all_models_of_comfy_releases_ganvas_models(comfy_env, monkeypatch):
+    import comfy.model_management
+
+    from ganvas.comfy_nodes import nodes
+
+    asyncio.run(comfy_entrypoint())                                   # installs the hook
+    assert getattr(comfy.model_management.unload_all_models, memory.HOOK_FLAG)
+    nodes.GanvasModelLoader.execute("tiny", "cpu")
+    assert pipeline_module._models
+    comfy.model_management.unload_all_models()
+    assert pipeline_module._models == {}
+
+
+@needs_comfy
+def test_join_image_with_alpha_and_save_image_write_the_models_rgba(comfy_env, rgba_checkpoint):
+    from comfy_extras.nodes_compositing import JoinImageWithAlpha
+
+    from ganvas.comfy_nodes import nodes
+    from ganvas.core.pipeline import Pipeline
+
+    base = comfy_env[2]
+    (base / "tiny_rgba").symlink_to(rgba_checkpoint, target_is_directory=True)
+    pipe = nodes.GanvasModelLoader.execute("tiny_rgba", "cpu")[0]
+    images, _, mask, _ = nodes.GanvasGenerate.execute(pipe, PROMPT, 2, 3, 1.0, "flat").args
+    joined = JoinImageWithAlpha.execute(images, mask).args[0]
+    expected = Pipeline.load(str(rgba_checkpoint))(PROMPT, n=3, seed=2, style="flat").images
+    for i in range(3):
+        saved = np.clip(255.0 * joined[i].numpy(), 0, 255).astype(np.uint8)   # Save Image's conversion
+        assert saved.shape == (32, 32, 4) and np.array_equal(saved, np.asarray(expected[i])), f"image {i}"

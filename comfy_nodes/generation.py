@@ -91,6 +91,15 @@ def load_pipeline(source: str, device: str = "cpu"):
     return require_ganvas().Pipeline.load(source, device=device)
 
 
+def pipeline_threads(pipe):
+    """Run the body (text encoding included) at the pipeline's own torch thread count, under its render lock.
+
+    The pipeline sets its thread count around the generator's forward only; the text encoder runs at the
+    host's count (ComfyUI: 2), and its sentence vector moved by ~1e-7 between 1 and 2 threads, enough to
+    move a few pixels of emoji64's images by a level against `ganvas generate` (1 thread)."""
+    return require_ganvas().render_threads(getattr(pipe, "threads", None))
+
+
 def require_pipeline(model: Any, field: str = "model"):
     """The model input as a pipeline, or a one-line error (an API prompt can send "model": null)."""
     if hasattr(model, "info") and hasattr(model, "generate") and hasattr(model, "interpolate"):
@@ -190,7 +199,8 @@ def encode(pipe, text: str) -> PromptConditioning:
     problem = prompt_problem(text, "text")
     if problem:
         raise _invalid(problem, "text")
-    vector = pipe.encode([text])[0]
+    with pipeline_threads(pipe):
+        vector = pipe.encode([text])[0]
     return PromptConditioning((text,), pipe.info.text_encoder, vector=vector)
 
 
@@ -249,7 +259,8 @@ def render(pipe, prompt: str, seed: int, batch_size: int = 1, truncation: float 
     if problem:
         raise _invalid(problem, "prompt" if conditioning is None else "conditioning")
     request = GenerationRequest(prompt, batch_size, seed, truncation, _model_ref(pipe), style, None, HOST)
-    result = pipe.generate(request, callback=on_image)
+    with pipeline_threads(pipe):
+        result = pipe.generate(request, callback=on_image)
     return Rendered(result.images, list(result.seeds), pipe.info.channels, list(result.warnings))
 
 
@@ -266,8 +277,9 @@ def _render_mix(pipe, conditioning: PromptConditioning, seed: int, batch_size: i
         def step(done, _total, offset=i):
             if on_image is not None:
                 on_image(offset + done, batch_size)
-        result = pipe.interpolate(list(conditioning.prompts), steps, truncation=truncation, seeds=[seed + i],
-                                  style=style, host=HOST, frames=[frame], callback=step)
+        with pipeline_threads(pipe):
+            result = pipe.interpolate(list(conditioning.prompts), steps, truncation=truncation, seeds=[seed + i],
+                                      style=style, host=HOST, frames=[frame], callback=step)
         out.images.extend(result.images)
         out.seeds.append(seed + i)
         out.warnings.extend(result.warnings)
@@ -302,8 +314,9 @@ def render_interpolation(pipe, prompt_from: str, prompt_to: str, seed_from: int,
             raise _invalid(problem, name)
     prompts = [prompt_from] + ([] if keep else [prompt_to])
     seeds = [seed_from, seed_to] if seed_to != seed_from else [seed_from]
-    result = pipe.interpolate(prompts, frames - 1, truncation=truncation, seeds=seeds, style=style, host=HOST,
-                              callback=on_image)
+    with pipeline_threads(pipe):
+        result = pipe.interpolate(prompts, frames - 1, truncation=truncation, seeds=seeds, style=style, host=HOST,
+                                  callback=on_image)
     return Rendered(result.images, list(result.seeds), pipe.info.channels, list(result.warnings))
 
 

@@ -7,12 +7,16 @@ Two sources, in this order:
 2. The models ganvas itself registers (its shipped models, GANVAS_MODELS_PATH, plugins), by name,
    unless a folder of the same name shadows it (the user's ComfyUI folder wins).
 
+The style combo of Generate and Interpolate lists the style words those checkpoints were trained with
+(config.json `trained.styles`), the default model's first.
+
 ComfyUI's folder_paths lists files, not folders, so the folders are found here with os.walk.
 Nothing here raises: a model source that fails is logged once and skipped, so the node list and
 ComfyUI's start never depend on it.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -167,18 +171,20 @@ def model_folder(name: str, bases: Iterable[str | os.PathLike] | None = None,
 
 def fingerprint(name: str, bases: Iterable[str | os.PathLike] | None = None,
                 registered: dict[str, object] | None = None) -> str:
-    """Changes when a checkpoint folder's files change, so ComfyUI reloads a retrained model."""
+    """Changes when a checkpoint folder's files change, so ComfyUI reloads a retrained model. ComfyUI stores it
+    in the prompt (`is_changed`) that its history and saved PNGs carry, so the folder is named by a digest,
+    never by its server path."""
     folder = model_folder(name, bases, registered)
     if folder is None:
         return f"name:{name}"
-    parts = []
+    parts = [hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:16]]
     for file in (CONFIG_FILE, WEIGHTS_FILE):
         try:
             stat = (folder / file).stat()
             parts.append(f"{stat.st_mtime_ns}:{stat.st_size}")
         except OSError:
             parts.append("missing")
-    return f"{folder}|{'|'.join(parts)}"
+    return f"{name}|{'|'.join(parts)}"
 
 
 # --- style words ------------------------------------------------------------------------------------------

@@ -150,9 +150,12 @@ class GanvasModelLoader(io.ComfyNode):
         target = _device(device)
         pipe, fresh = memory.load(source, target, model_folders.fingerprint(model_name))
         if fresh:
+            import torch
+
             colour = "RGBA" if pipe.info.channels == 4 else "RGB"
-            log.info("ganvas: loaded model %r (%d px, %s, hash %s) on %s", model_name, pipe.resolution, colour,
-                     pipe.info.hash, target)
+            log.info("ganvas: loaded model %r (%d px, %s, hash %s) on %s; it renders at %d torch thread(s) "
+                     "(ComfyUI's torch uses %d)", model_name, pipe.resolution, colour, pipe.info.hash, target,
+                     pipe.threads or generation.require_ganvas().default_threads(), torch.get_num_threads())
         return io.NodeOutput(pipe)
 
 

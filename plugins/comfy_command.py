@@ -158,7 +158,7 @@ def make_comfy_group():
 
     @click.group("comfy")
     def comfy_group():
-        """The ComfyUI node pack (nodes: Ganvas Model Loader, Generate, Interpolate, Encode/Mix Prompts)."""
+        """The ComfyUI node pack (nodes: Ganvas Model Loader, Generate, Interpolate, Encode/Mix Prompts, Save)."""
 
     @comfy_group.command("install")
     @click.argument("comfyui_dir", type=click.Path(file_okay=False))

@@ -94,3 +94,13 @@ def save_rgba_checkpoint(folder: Path, seed: int = 0, styles: list[str] | None =
                 torch.nn.init.normal_(param, std=0.1)
     trained = {"note": "random weights for tests", **({"styles": styles} if styles else {})}
     return checkpoint.save_model(folder, generator.eval(), trained)
+
+
+EVIDENCE = os.environ.get("GANVAS_COMFY_EVIDENCE") or None  # a file: the e2e tests append ComfyUI's answers
+
+
+def record_evidence(name: str, data) -> None:
+    """Append what ComfyUI answered (a /prompt body, an execution error) to GANVAS_COMFY_EVIDENCE, if set."""
+    if EVIDENCE:
+        with open(EVIDENCE, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"case": name, "answer": data}, ensure_ascii=False) + "\n")

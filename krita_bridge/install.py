@@ -14,7 +14,9 @@ resources folder, and is honoured here. Standard library only.
 """
 from __future__ import annotations
 
+import json
 import os
+import shlex
 import shutil
 import sys
 import tempfile
@@ -24,6 +26,7 @@ from pathlib import Path, PurePosixPath
 from . import ENABLE_KEY, PLUGIN_MODULE, desktop_file, plugin_dir
 
 SKIP = ("__pycache__", ".pyc", ".pyo")
+INSTALLED_FILE = "installed.json"   # beside the plugin's modules; ganvas_krita/settings.py reads it
 
 
 class InstallError(Exception):
@@ -56,17 +59,29 @@ def default_resources_dir(platform: str | None = None, env=None, kritarc: Path |
 
 
 def _plugin_files():
-    """(path in the plugin folder, source file) for every file the plugin needs."""
+    """(path in the plugin folder, source file) for every file the plugin needs (installed.json is written
+    fresh by each install)."""
     source = plugin_dir()
     if not (source / "__init__.py").is_file() or not desktop_file().is_file():
         raise InstallError(f"the plugin files are missing from {source.parent} (a broken ganvas install?)")
     for path in sorted(source.rglob("*")):
-        if path.is_file() and not any(part == SKIP[0] for part in path.parts) and not path.name.endswith(SKIP[1:]):
+        if (path.is_file() and not any(part == SKIP[0] for part in path.parts) and not path.name.endswith(SKIP[1:])
+                and path.relative_to(source).as_posix() != INSTALLED_FILE):
             yield path.relative_to(source), path
 
 
-def install(resources: Path) -> Path:
-    """Copy the plugin into `resources`/pykrita, replacing an older copy. Returns the plugin folder."""
+def installed_record(server_command: str | None = None) -> str:
+    """installed.json: what the docker's Start local server runs when the user has not typed a command (the
+    full path of this Python, since Krita's PATH rarely has the environment ganvas lives in)."""
+    from .ganvas_krita import __version__
+
+    return json.dumps({"server_command": server_command or local_server_command(), "python": sys.executable,
+                       "plugin_version": __version__}, indent=2) + "\n"
+
+
+def install(resources: Path, server_command: str | None = None) -> Path:
+    """Copy the plugin into `resources`/pykrita, replacing an older copy, and record the command that starts
+    a local server (installed.json). Returns the plugin folder."""
     pykrita = Path(resources).expanduser() / "pykrita"
     target = pykrita / PLUGIN_MODULE
     try:
@@ -76,6 +91,7 @@ def install(resources: Path) -> Path:
             for rel, src in _plugin_files():
                 (staging / rel).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(src, staging / rel)
+            (staging / INSTALLED_FILE).write_text(installed_record(server_command), "utf-8")
             old = pykrita / f".{PLUGIN_MODULE}-old"
             if old.exists():
                 shutil.rmtree(old)
@@ -110,6 +126,7 @@ def build_zip(out: Path) -> Path:
                         zf.writestr(zipfile.ZipInfo(f"{folder}/"), "")
                         written.add(f"{folder}/")
                 zf.write(src, arcname.as_posix())
+            zf.writestr(f"{PLUGIN_MODULE}/{INSTALLED_FILE}", installed_record())
         os.replace(tmp, out)
     except OSError as exc:
         raise InstallError(f"cannot write {out}: {exc.strerror or exc}") from None
@@ -198,6 +215,16 @@ def enable(kritarc: Path, server_command: str | None = None) -> None:
 
 def local_server_command(python: str | None = None) -> str:
     """The command that starts `ganvas serve` with this very Python, whatever PATH Krita has."""
-    import shlex
-
     return f"{shlex.quote(python or sys.executable)} -m ganvas.core.cli serve --port {{port}}"
+
+
+def venv_first_on_path(env=None) -> str | None:
+    """The virtualenv whose `python3` comes first on PATH, if any. Krita's embedded Python finds its home
+    through the first `python3` on PATH: started from such a shell it loads the venv's packages, which
+    lack PyQt5, and no Python plugin loads at all."""
+    env = os.environ if env is None else env
+    found = shutil.which("python3", path=env.get("PATH", ""))
+    if not found:
+        return None
+    venv = Path(found).parent.parent  # <venv>/bin/python3 (a symlink: the venv is where it sits, not its target)
+    return str(venv) if (venv / "pyvenv.cfg").is_file() else None

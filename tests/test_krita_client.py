@@ -36,12 +36,27 @@ KEY = "krita-test-key"
 # --- a real server (in this process, on a loopback port) ------------------------------------------------------
 
 class TinyModels:
-    def __init__(self, folder: Path):
-        self.folder = folder
+    def __init__(self, folder: Path, rgba: Path):
+        self.folder, self.rgba = folder, rgba
 
     @hookimpl
     def ganvas_register_models(self, register):
         register("tiny", str(self.folder))
+        register(RGBA_MODEL, str(self.rgba))
+
+
+RGBA_MODEL = "tiny-rgba"
+
+
+def save_rgba_checkpoint(folder: Path) -> Path:
+    """A 32 px model with an alpha channel (the server answers RGBA PNGs, straight alpha)."""
+    from ganvas.core import checkpoint
+    from ganvas.core.config import ModelConfig
+    from ganvas.core.model import Generator
+
+    checkpoint.save_model(folder, Generator(ModelConfig(resolution=32, channels=4, g_channels=8, d_channels=8,
+                                                        cond_dim=64)).eval(), {})
+    return folder
 
 
 class Refuser:
@@ -60,8 +75,9 @@ def server(tmp_path_factory):
     from ganvas.core.server.background import BackgroundServer
 
     plugins = GanvasPlugins(entry_points=False, env={})
-    model = save_tiny_checkpoint(tmp_path_factory.mktemp("krita-models") / "tiny", styles=STYLES)
-    plugins.register(TinyModels(model), "test-models")
+    models = tmp_path_factory.mktemp("krita-models")
+    model = save_tiny_checkpoint(models / "tiny", styles=STYLES)
+    plugins.register(TinyModels(model, save_rgba_checkpoint(models / RGBA_MODEL)), "test-models")
     plugins.register(Refuser(), "test-refuser")
     config = ServerConfig(port=0, api_key=KEY, model="tiny", workers=2, max_queue=8, access_log=None,
                           store_dir=tmp_path_factory.mktemp("krita-store"))
@@ -115,7 +131,7 @@ def closed_port() -> int:
 def test_probe_reads_health_and_models(api):
     info = kc.probe(api)
     assert info.status == "ok" and info.model == "tiny"
-    assert {"id": "tiny", "resolution": 32, "styles": STYLES} in info.models
+    assert {"id": "tiny", "resolution": 32, "styles": STYLES, "sizes": []} in info.models
 
 
 def test_generate_returns_pngs_with_per_image_seeds(api):
@@ -130,8 +146,9 @@ def test_generate_returns_pngs_with_per_image_seeds(api):
 
 
 def test_generate_size_and_style(api):
-    images, _ = api.generate(kc.GenerateParams("a blue star", seed=3, size=64, style="flat"))
-    assert Image.open(io.BytesIO(images[0].png)).size == (64, 64)
+    # below the native 32 px: a plain resize on every server version (above it needs an upsampler)
+    images, _ = api.generate(kc.GenerateParams("a blue star", seed=3, size=16, style="flat"))
+    assert Image.open(io.BytesIO(images[0].png)).size == (16, 16)
     assert images[0].style == "flat"
 
 
@@ -310,8 +327,9 @@ def test_local_server_command_and_refusals(tmp_path):
     server = local_server.LocalServer()
     with pytest.raises(kc.ClientError, match="not this computer"):
         server.start("ganvas serve", "http://gpu.example:8000")
-    with pytest.raises(kc.ClientError, match="was not found"):
+    with pytest.raises(kc.ClientError, match="cannot find the program") as missing:
         server.start(str(tmp_path / "no-such-ganvas") + " serve --port {port}", "http://127.0.0.1:8000")
+    assert missing.value.kind == "setup" and "ganvas krita install" in missing.value.message
     assert not server.running
 
 
@@ -371,6 +389,9 @@ def test_install_copies_plugin_and_replaces_an_old_copy(tmp_path):
     files = installed_files(target)
     assert {"__init__.py", "panel.py", "client.py", "qt.py", "manual.html"} <= files
     assert "old_module.py" not in files and not any("__pycache__" in f for f in files)
+    # the command "Start local server" runs when the user typed none: this Python, by its full path
+    recorded = json.loads((target / "installed.json").read_text())
+    assert recorded["server_command"] == install.local_server_command() and sys.executable in recorded["server_command"]
     assert (resources / "pykrita" / f"{PLUGIN_MODULE}.desktop").read_text() == desktop_file().read_text()
     assert (resources / "pykrita" / "other_plugin.desktop").read_text() == "kept"
     assert sorted(p.name for p in (resources / "pykrita").iterdir()) == [
@@ -411,7 +432,7 @@ def test_krita_own_importer_accepts_the_zip(tmp_path):
     imported = importer.import_all()
     assert [p["name"] for p in imported] == [PLUGIN_MODULE]
     assert installed_files(tmp_path / "res" / "pykrita" / PLUGIN_MODULE) == installed_files(plugin_dir()) - {
-        f for f in installed_files(plugin_dir()) if "__pycache__" in f}
+        f for f in installed_files(plugin_dir()) if "__pycache__" in f} | {"installed.json"}
     assert (tmp_path / "res" / "pykrita" / f"{PLUGIN_MODULE}.desktop").is_file()
 
 
@@ -462,14 +483,51 @@ def test_krita_install_command(tmp_path):
     assert (tmp_path / "res" / "pykrita" / PLUGIN_MODULE / "panel.py").is_file()
     assert "enabled it in" in result.output and "Settings > Dockers > ganvas" in result.output
     assert install.read_kritarc_entry(kritarc, "python", ENABLE_KEY) == "true"
-    assert sys.executable in install.read_kritarc_entry(kritarc, "ganvas", "server_command")
+    assert f"'Start local server' in the docker runs: {install.local_server_command()}" in result.output
 
     result = CliRunner().invoke(cli, ["krita", "install", "--zip", str(tmp_path / "p.zip")])
     assert result.exit_code == 0 and "Import Python Plugin from File" in result.output
     assert zipfile.is_zipfile(tmp_path / "p.zip")
+    recorded = json.loads(zipfile.ZipFile(tmp_path / "p.zip").read(f"{PLUGIN_MODULE}/installed.json"))
+    assert recorded["server_command"] == install.local_server_command()
 
+    # Without --enable (Krita's Plugin Manager switches it on): the command is recorded all the same.
     result = CliRunner().invoke(cli, ["krita", "install", "--resources", str(tmp_path / "res2")])
     assert result.exit_code == 0 and "Python Plugin Manager" in result.output
+    recorded = json.loads((tmp_path / "res2" / "pykrita" / PLUGIN_MODULE / "installed.json").read_text())
+    assert recorded["server_command"] == install.local_server_command()
+
+
+def test_krita_install_warns_when_a_venv_is_first_on_path(tmp_path):
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    (venv / "bin" / "python3").symlink_to(sys.executable)
+    cli = krita_cli()
+    args = ["krita", "install", "--resources", str(tmp_path / "res")]
+    activated = CliRunner().invoke(cli, args, env={"PATH": f"{venv / 'bin'}:/usr/bin:/bin"})
+    assert activated.exit_code == 0, activated.output
+    assert f"virtualenv {venv} first on PATH" in activated.output and "lack PyQt5" in activated.output
+    plain = CliRunner().invoke(cli, args, env={"PATH": "/usr/bin:/bin"})
+    assert plain.exit_code == 0 and "Warning" not in plain.output
+    assert install.venv_first_on_path({"PATH": f"/usr/bin:{venv / 'bin'}"}) is None  # later on PATH: harmless
+
+
+def test_server_command_setting_prefers_the_users_then_the_recorded_one(tmp_path, monkeypatch):
+    from ganvas.krita_bridge.ganvas_krita import settings as ks
+
+    recorded = tmp_path / "installed.json"
+    monkeypatch.setattr(ks, "INSTALLED_FILE", recorded)
+    assert Settings.memory().server_command() == ks.FALLBACK_SERVER_COMMAND  # nothing recorded
+    recorded.write_text(json.dumps({"server_command": "/venv/bin/python -m ganvas.core.cli serve --port {port}"}))
+    assert Settings.memory().server_command().startswith("/venv/bin/python")
+    # what older versions stored without asking (the fallback, or an older install's command) gives way
+    for stale in (ks.FALLBACK_SERVER_COMMAND, "/old/bin/python -m ganvas.core.cli serve --port {port}", ""):
+        assert Settings.memory({"server_command": stale}).server_command().startswith("/venv/bin/python")
+    mine = "/opt/ganvas/bin/ganvas serve --port {port} --model emoji64"
+    assert Settings.memory({"server_command": mine}).server_command() == mine
+    recorded.write_text("{not json")
+    assert Settings.memory().server_command() == ks.FALLBACK_SERVER_COMMAND
 
 
 def test_krita_install_into_an_unwritable_place_is_one_line(tmp_path):
@@ -495,34 +553,83 @@ def test_panel_offscreen_against_the_real_server(server):
     if python is None:
         pytest.skip("no Python with PyQt5 (apt-get install python3-pyqt5, which Krita uses too)")
     out = subprocess.run([python, str(REPO / "tests" / "krita_panel_driver.py"), str(plugin_dir().parent),
-                          server.url, KEY], capture_output=True, text=True, timeout=120)
+                          server.url, KEY, RGBA_MODEL], capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert report["errors"] == [] and report["missing_names"] == []
-    for step in ("connect", "generate", "unlocked", "refused", "empty", "live", "cancel", "offline"):
+    for step in ("connect", "generate", "insert_rendered", "typed_seed", "unlocked", "refused", "empty", "live",
+                 "live_second", "cancel", "offline"):
         assert report[step]["ok"], (step, report[step])
     assert report["connect"]["status"].startswith("ready") and "tiny" in report["models"]
+    assert report["start_visible_when_ready"] is False  # Start local server shows only when it can help
     assert report["style_choices"] == ["", *STYLES]  # the model's style words, from GET /v1/models
     assert report["seeds"] == [41, 42, 43] and report["generate"]["message"].startswith("3 images in")
     assert report["pending_after_click"] is True  # Generate only queues the call; Krita's UI never waits
-    assert report["host_calls"] == [["layer", "ganvas: a red circle (seed 43)"]]
+
+    # Insertion: prepared and finished on the UI thread, rendered off it, with the Fit and Scaling chosen.
+    assert report["insert_pending_after_click"] is True
+    assert report["host_calls"] == [["canvas", "ganvas: a red circle (seed 43)", [0, 0, 100, 60], "fill", "pixel",
+                                     True]]
+    assert report["prepared_on_ui"] == [True, True]
     assert report["inserted_png"] == report["pngs"][2]
     assert "nothing is selected" in report["insert"]["message"]
-    assert report["unlocked_seed"] != "41"
+    assert report["settings"]["fit"] == "fill" and report["settings"]["scaling"] == "pixel"
+
+    # A typed seed is used although unlocked (reproducing a layer's "seed N"); then a new one is drawn.
+    assert report["typed_seeds"] == [7, 8, 9]
+    assert report["seed_after_unlocked"] != "7" and "next seed" in report["typed_seed_message"]
+    assert report["unlocked_seeds"][0] == int(report["seed_after_unlocked"])
+
     assert "no forbidden things" in report["refused"]["message"]
     assert report["empty"]["message"] == "invalid prompt: the prompt is empty"
     assert report["live_batches"] == 1 and report["live_prompt"] == "a blue star"
+    live = [label for label in report["live_history"] if label.endswith("live")]
+    assert len(live) == 2 and "a green moon" in live[0] and "a blue star" in live[1], report["live_history"]
     assert report["cancel_kept_results"] is True
+
+    # Offline: said in the status, under Generate (unprompted) and in Generate's tooltip; Start is offered.
     assert report["offline"]["status"].startswith("offline") and "connection refused" in report["offline"]["status"]
-    assert report["generate_enabled_offline"] is False and report["offline_generate_message"].startswith("not connected")
+    assert report["generate_enabled_offline"] is False
+    assert report["offline_message_unprompted"].startswith("Generate needs a server: press Start local server")
+    assert "not connected" in report["offline_generate_tooltip"] and "Start local server" in \
+        report["offline_generate_tooltip"]
+    assert report["start_visible_offline"] is True
+    assert report["offline_generate_message"].startswith("Generate needs a server")
     assert report["settings"]["server_url"] == "http://127.0.0.1:9" and report["settings"]["count"] == "3"
     assert report["settings"]["live"] == "false" and report["settings"]["seed_locked"] == "false"
+    assert "server_command" not in report["settings"]  # never stored unless the user types one
+
+    # A command Krita cannot find: plain words and the fix, not the internal setting's name.
+    assert "cannot find the program" in report["not_found_message"]
+    assert "ganvas krita install" in report["not_found_message"] and "Server > Command" in report["not_found_message"]
+    assert "server_command" not in report["not_found_message"] and report["server_section_open"] is True
+
     assert report["local_started"] and report["start_button_text"] == "Stop local server"
     assert report["local_starting"]["ok"] and report["local_stop_message"] == "stopping the local server"
     assert report["local_stopped"] is True
     assert report["local_exited"]["ok"] and "no such model" in report["local_exited"]["status"]
+
     assert report["decoded_size"] == [32, 32] and report["fit_size"] == [50, 20]
     b, g, r, a = report["bgra_first_pixel"]
     assert [r, g, b, a] == report["rgb_first_pixel"]  # Krita's RGBA/U8 byte order is B, G, R, A
     assert report["mask_alpha_left_right"] == [255, 0] and report["full_mask_untouched"] is True
-    assert "could not be decoded" in report["bad_png"]
+    assert "could not be decoded" in report["bad_png"] and "could not be decoded" in report["render_bad_png"]
+
+    # render(): aspect ratio kept for each fit, in a 100x60 area at (10, 20); alpha kept from RGBA PNGs.
+    assert report["rgba_has_alpha"] is True and report["rgba_alpha_range"][0] < 255
+    assert report["renders"] == {"inside/smooth": [30, 20, 60, 60], "inside/pixel": [30, 20, 60, 60],
+                                 "fill/smooth": [10, 20, 100, 60], "fill/pixel": [10, 20, 100, 60],
+                                 "actual/smooth": [44, 34, 32, 32], "actual/pixel": [44, 34, 32, 32]}
+    assert report["actual_bytes_equal"] is True
+    assert report["pixel_art_new_colours"] == 0  # nearest-neighbour invents no colours
+    assert report["smooth_alpha_range"][1] < 255  # the semi-transparent model stays semi-transparent
+    x, y, w, h, outside_max, inside_min = report["masked_fill"]
+    assert [x, y, w, h] == [0, 0, 100, 60] and outside_max == 0 and inside_min > 0
+    assert report["actual_clipped"] == [5, 5, 20, 10]
+
+    # The Size box offers the sizes GET /v1/models lists for the model (e.g. an upsampler's), native first.
+    assert report["size_choices"] == [[0, "native (64 px)"], [128, "128 px"], [256, "256 px"]]
+
+    # History keeps live batches across prompts, bounded by count and by bytes.
+    assert report["history_bounded"] == [["p2", True], ["p3", True], ["p4", True], ["p5", False]]
+    assert report["history_bytes"] == ["p1", "p2"]

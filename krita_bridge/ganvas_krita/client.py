@@ -269,14 +269,20 @@ class GanvasClient:
         return body
 
     def models(self, call: Call | None = None, timeout: float = HEALTH_TIMEOUT_S) -> list[dict]:
-        """[{"id": name, "resolution": px or None, "styles": [...]}, ...] in the server's order (resolution and
-        styles are known once the server has loaded that model)."""
+        """[{"id": name, "resolution": px or None, "styles": [...], "sizes": [...]}, ...] in the server's order
+        (resolution and styles are known once the server has loaded that model; "sizes", the output sizes a
+        model offers besides its native one, only where the server lists them)."""
         _, body = self.request("GET", "/v1/models", timeout=timeout, call=call)
         data = body.get("data")
         if not isinstance(data, list):
             raise ClientError("bad_response", f"{self.base}/v1/models has no data list")
-        return [{"id": str(m["id"]), "resolution": m.get("resolution"),
-                 "styles": [s for s in m.get("styles") or [] if isinstance(s, str)]}
+        def listed(value, kind):
+            if not isinstance(value, list):
+                return []
+            return [v for v in value if isinstance(v, kind) and not isinstance(v, bool)]
+
+        return [{"id": str(m["id"]), "resolution": m.get("resolution"), "styles": listed(m.get("styles"), str),
+                 "sizes": listed(m.get("sizes"), int)}
                 for m in data if isinstance(m, dict) and m.get("id")]
 
     def generate(self, params: GenerateParams, call: Call | None = None,

@@ -36,6 +36,15 @@ def command_args(template: str, url: str) -> list[str]:
     return args
 
 
+def not_found_message(program: str) -> str:
+    """What to do when Krita cannot find the server program (usually: ganvas lives in a virtualenv that
+    is not on Krita's PATH, and the plugin was enabled in Krita without `ganvas krita install`)."""
+    return (f"Start local server cannot find the program \u201c{program}\u201d. Krita does not see the environment "
+            "ganvas is installed in. Fix: run \u201cganvas krita install\u201d from that environment (it records "
+            "the full path; restart Krita), or put the full path under Server > Command, e.g. "
+            "/path/to/venv/bin/ganvas serve --port {port}.")
+
+
 class LocalServer:
     def __init__(self):
         self.process: subprocess.Popen | None = None
@@ -68,13 +77,11 @@ class LocalServer:
                                             env=env, start_new_session=True)
         except FileNotFoundError:
             self._close_log()
-            raise ClientError("invalid", f"cannot start the server: {args[0]!r} was not found; put its full path in "
-                                         "Server command (e.g. /path/to/venv/bin/ganvas serve --port {port})",
-                              param="server_command") from None
+            raise ClientError("setup", not_found_message(args[0]), param="server_command") from None
         except OSError as exc:
             self._close_log()
-            raise ClientError("invalid", f"cannot start {args[0]!r}: {exc.strerror or exc}",
-                              param="server_command") from None
+            raise ClientError("setup", f"Start local server could not run {args[0]!r}: {exc.strerror or exc}. "
+                                       "Check the command under Server > Command.", param="server_command") from None
         self.args, self.url = args, normalize_url(url)
         return args
 

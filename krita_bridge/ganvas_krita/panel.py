@@ -4,26 +4,35 @@ The widgets come from widgets.py (stable object names: OBJECT_NAMES there). All 
 through `Tasks`; slots are `guarded`, so nothing here can freeze Krita or open its traceback dialog.
 
 `ganvasStatus` describes the connection and starts with "ready" when the server answers; the outcome
-of the last action (generated, inserted, refused, timed out) goes to `ganvasMessage`.
+of the last action (generated, inserted, refused, timed out) goes to `ganvasMessage`, right under
+Generate. While no server answers, Generate is disabled and says why in three places: the status
+line (with Start local server beside it), Generate's tooltip and the message line.
+
+Seeds: Generate always uses the seed in the Seed field (type one to reproduce a layer's "seed N");
+the lock only decides whether a new random seed is drawn into the field after each Generate.
+
+Insertion scales on a worker thread (tasks.submit_image + canvas.render); only the host's
+prepare/finish steps touch Krita, on the UI thread.
 """
 from __future__ import annotations
 
 from . import canvas
 from .canvas import CanvasError
-from .client import MAX_N, ClientError, GanvasClient, GenerateParams, normalize_url, probe
+from .client import MAX_N, ClientError, GanvasClient, GenerateParams, is_loopback_url, normalize_url, probe
 from .guard import guarded
 from .local_server import SHARED, LocalServer
 from .qt import QIcon, QListWidgetItem, QPixmap, Qt, QTimer
 from .session import Batch, History, layer_name, parse_seed, random_seed
 from .settings import Settings
 from .tasks import Tasks, Ticket
-from .widgets import SIZES, STYLE_SUGGESTIONS, THUMB, DockerWidgets
+from .widgets import DEFAULT_SIZES, STYLE_SUGGESTIONS, THUMB, DockerWidgets, size_label
 
 LIVE_DELAY_MS = 300                    # debounce while typing
 POLL_READY_MS = 15000                  # health check while connected (notices a server that went away)
 POLL_WAITING_MS = 2000                 # while offline or loading
 POLL_STARTING_MS = 500                 # while a local server we started is coming up
 STOP_GRACE_MS = 5000                   # "Stop local server": SIGTERM, then kill after this
+MAX_SIZE = 4096                        # the largest output size a setting may ask for
 
 
 class GanvasPanel(DockerWidgets):
@@ -37,11 +46,13 @@ class GanvasPanel(DockerWidgets):
         self.history = History()
         self.client: GanvasClient | None = None
         self.connected = False
+        self.offline_reason = "connecting\u2026"
         self.server_model: str | None = None
         self.models: list[dict] = []
         self.probe_ticket: Ticket | None = None
         self.gen_ticket: Ticket | None = None
         self.gen_params: GenerateParams | None = None
+        self.insert_jobs: dict[int, object] = {}      # ticket id -> the host's job, while its pixels render
         self.shown_batch: Batch | None = None
         self._connect_signals()
         self._load_settings()
@@ -77,14 +88,17 @@ class GanvasPanel(DockerWidgets):
         self.results.itemDoubleClicked.connect(self.insert_layer)
         self.insert_layer_button.clicked.connect(self.insert_layer)
         self.insert_selection_button.clicked.connect(self.insert_selection)
+        self.fit.currentIndexChanged.connect(self._fit_changed)
+        self.scaling.currentIndexChanged.connect(self._scaling_changed)
         self.history_box.activated.connect(self._history_chosen)
+        self.options_toggle.toggled.connect(self._options_toggled)
         self.server_command.editingFinished.connect(self._command_edited)
         self.api_key.editingFinished.connect(self._api_key_edited)
 
     def _load_settings(self) -> None:
         s = self.settings
         widgets = (self.url, self.style, self.seed, self.seed_lock, self.count, self.size, self.truncation, self.live,
-                   self.server_command, self.api_key)
+                   self.server_command, self.api_key, self.fit, self.scaling, self.options_toggle)
         for widget in widgets:
             widget.blockSignals(True)
         try:
@@ -93,34 +107,78 @@ class GanvasPanel(DockerWidgets):
             self.seed.setText(str(s.integer("seed", 0, 2 ** 53 - 1)))
             self.seed_lock.setChecked(s.flag("seed_locked"))
             self.count.setValue(s.integer("count", 1, MAX_N))
-            side = s.integer("size", 0, max(SIZES))
-            self.size.setCurrentIndex(SIZES.index(side) if side in SIZES else 0)
+            self._offer_sizes(DEFAULT_SIZES, wanted=s.integer("size", 0, MAX_SIZE))
             self.truncation.setValue(round(s.number("truncation", 0.01, 1.0) * 100))
             self.live.setChecked(s.flag("live"))
-            self.server_command.setText(s.text("server_command"))
+            self.server_command.setText(s.server_command())
             self.api_key.setText(s.text("api_key"))
+            self.fit.setCurrentIndex(max(0, self.fit.findData(s.choice("fit", canvas.FITS))))
+            self.scaling.setCurrentIndex(max(0, self.scaling.findData(s.choice("scaling", canvas.SCALINGS))))
+            self.options_toggle.setChecked(s.flag("options_open"))
         finally:
             for widget in widgets:
                 widget.blockSignals(False)
+        self.options.setVisible(self.options_toggle.isChecked())
+        self.options_toggle.setArrowType(Qt.ArrowType.DownArrow if self.options_toggle.isChecked()
+                                         else Qt.ArrowType.RightArrow)
         self.truncation_label.setText(f"{self.truncation.value() / 100:.2f}")
         self.seed_lock.setText("Locked" if self.seed_lock.isChecked() else "Lock")
         self.timeout = s.number("timeout", 1.0, 600.0)
 
     # --- messages --------------------------------------------------------------------------------------------
-    def set_status(self, text: str, ready: bool = False) -> None:
+    def set_status(self, text: str, ready: bool = False, offline: bool = False) -> None:
+        """The status line; `offline` (no server answers) also puts the hint under Generate, unless the
+        message line says something newer (an error from Start local server, say)."""
+        was_ready = self.connected
         self.connected = ready
         self.status.setText(text)
+        self.status.setToolTip(text)  # the line shows three lines at most
+        shown = self.message.text()
+        if ready:
+            self.offline_reason = ""
+            if self._offline_hint_text and shown == self._offline_hint_text:
+                self.say("")
+        elif offline and (was_ready or not shown or shown == self._offline_hint_text or shown == "generating\u2026"):
+            self._offline_hint()
         self._update_buttons()
+
+    _offline_hint_text = ""
+
+    def _offline_hint(self) -> None:
+        text = f"Generate needs a server: {self._how_to_connect(short=True)}."
+        self._offline_hint_text = text
+        self.say(text)
+
+    def _how_to_connect(self, short: bool = False) -> str:
+        if self.local.running:
+            return "the local server is starting\u2026"
+        if self._url_is_local():
+            how = "press Start local server, or run \u201cganvas serve\u201d in a terminal"
+            return how if short else how + ", or set another URL under Server"
+        return "check the URL under Server" if short else "check the URL under Server, then press Connect"
+
+    def _url_is_local(self) -> bool:
+        try:
+            return is_loopback_url(self.url.text())
+        except ClientError:
+            return False
 
     def say(self, text: str) -> None:
         self.message.setText(text)
+        self.message.setToolTip(text)  # the line shows three lines at most
 
     def show_internal_error(self, exc: BaseException) -> None:
         self.say(f"internal error in the ganvas plugin: {type(exc).__name__}: {exc} (details in Krita's log)")
 
     def describe_error(self, error: ClientError) -> str:
         kind = error.kind
-        if kind == "refused":
+        if error.param == "server_command" or kind == "setup":
+            self.server_toggle.setChecked(True)  # show the field the message talks about
+            return error.message if kind == "setup" else f"Server > Command: {error.message}"
+        if error.param == "url":
+            self.server_toggle.setChecked(True)
+            return f"Server > URL: {error.message}"
+        if kind in ("refused",):
             return f"refused: {error.message}"
         if kind == "invalid":
             named = error.param and not error.message.startswith(str(error.param))
@@ -133,21 +191,32 @@ class GanvasPanel(DockerWidgets):
         if kind == "offline":
             return f"server unreachable: {error.message}"
         if kind == "auth":
-            return f"not allowed: {error.message} (check the API key under Server settings)"
+            return f"not allowed: {error.message} (check the API key under Server)"
         if kind == "not_found":
             return f"not found: {error.message}"
         if kind == "cancelled":
             return "cancelled"
+        if kind == "canvas":
+            return error.message
         return f"error: {error.message}"
 
     def _update_buttons(self) -> None:
         busy = self.gen_ticket is not None
         chosen = self._chosen_image() is not None
         self.generate_button.setEnabled(self.connected)
+        if self.connected:
+            self.generate_button.setToolTip("generate images for the prompt (Enter in the prompt does the same)")
+        else:
+            how = self._how_to_connect()
+            self.generate_button.setToolTip(f"not connected ({self.offline_reason or self.status.text()}): "
+                                            f"{how[0].upper()}{how[1:]}.")
         self.cancel_button.setEnabled(busy)
         self.insert_layer_button.setEnabled(chosen)
         self.insert_selection_button.setEnabled(chosen)
-        self.start_button.setText("Stop local server" if self.local.running else "Start local server")
+        running = self.local.running
+        self.start_button.setText("Stop local server" if running else "Start local server")
+        # Offered where it can help: a local URL and no answer yet, or our own server to stop.
+        self.start_button.setVisible(running or (not self.connected and self._url_is_local()))
 
     # --- connection --------------------------------------------------------------------------------------------
     @guarded
@@ -158,7 +227,8 @@ class GanvasPanel(DockerWidgets):
             self.client = GanvasClient(self.url.text(), self.api_key.text() or None, timeout=self.timeout)
         except ClientError as exc:
             self.client = None
-            self.set_status(f"offline \u2014 {exc.message}")
+            self.offline_reason = exc.message
+            self.set_status(f"offline \u2014 {exc.message}", offline=True)
             return
         if self.probe_ticket is not None:
             self.probe_ticket.cancel()
@@ -186,7 +256,8 @@ class GanvasPanel(DockerWidgets):
             if ticket.error.kind == "cancelled":
                 return
             state = "not allowed" if ticket.error.kind == "auth" else "offline"
-            self.set_status(f"{state} \u2014 {ticket.error.message}" + self._local_server_note())
+            self.offline_reason = ticket.error.message
+            self.set_status(f"{state} \u2014 {ticket.error.message}" + self._local_server_note(), offline=True)
         else:
             client, info = ticket.result
             if client is not self.client:
@@ -194,15 +265,25 @@ class GanvasPanel(DockerWidgets):
             if info.status == "ok":
                 self.server_model = info.model
                 self._fill_models(info.models)
-                name = self.current_model() or info.model
-                res = next((m.get("resolution") for m in info.models if m["id"] == name), None)
-                where = f"{name or 'default model'}" + (f" ({res} px)" if res else "")
-                self.set_status(f"ready \u2014 {client.base}, {where}", ready=True)
+                self.set_status(f"ready \u2014 {client.base}, {self._model_label()}", ready=True)
             elif info.status == "loading":
-                self.set_status(f"loading \u2014 {client.base} is loading its model\u2026")
+                self.offline_reason = f"{client.base} is still loading its model"
+                self.set_status(f"loading \u2014 {client.base} is loading its model\u2026", offline=True)
             else:
-                self.set_status(f"offline \u2014 {client.base} says {info.status}" + self._local_server_note())
+                self.offline_reason = f"{client.base} says {info.status}"
+                self.set_status(f"offline \u2014 {client.base} says {info.status}" + self._local_server_note(),
+                                offline=True)
         self._schedule_poll()
+
+    def _model_card(self) -> dict:
+        name = self.current_model() or self.server_model
+        return next((m for m in self.models if m.get("id") == name), {})
+
+    def _model_label(self) -> str:
+        card = self._model_card()
+        name = self.current_model() or self.server_model
+        res = card.get("resolution")
+        return f"{name or 'default model'}" + (f" ({res} px)" if res else "")
 
     def _local_server_note(self) -> str:
         if self.local.process is None:
@@ -233,23 +314,47 @@ class GanvasPanel(DockerWidgets):
         finally:
             self.model.blockSignals(False)
         self._offer_styles()
+        self._offer_model_sizes()
 
     def _offer_styles(self) -> None:
         """The Style box suggests the chosen model's style words (the server lists them once it has loaded
         the model); whatever the user typed stays."""
-        card = next((m for m in self.models if m.get("id") == self.current_model()), {})
+        card = self._model_card()
         styles = [s for s in card.get("styles") or [] if isinstance(s, str)]
         wanted = ["", *styles] if styles else list(STYLE_SUGGESTIONS)
         if wanted == [self.style.itemText(i) for i in range(self.style.count())]:
             return
         typed = self.style.currentText()
-        self.style.blockSignals(True)
+        blocked = self.style.blockSignals(True)
         try:
             self.style.clear()
             self.style.addItems(wanted)
             self.style.setEditText(typed)
         finally:
-            self.style.blockSignals(False)
+            self.style.blockSignals(blocked)
+
+    def _offer_model_sizes(self) -> None:
+        """The Size box offers the sizes the server lists for the chosen model (GET /v1/models "sizes", e.g.
+        once an upsampler adds 128/256 px), else DEFAULT_SIZES; native is always first."""
+        card = self._model_card()
+        listed = [int(v) for v in card.get("sizes") or [] if isinstance(v, int) and 0 < v <= MAX_SIZE]
+        sizes = (0, *sorted(set(listed) - {card.get("resolution")})) if listed else DEFAULT_SIZES
+        self._offer_sizes(sizes, wanted=int(self.size.currentData() or 0), native=card.get("resolution"))
+
+    def _offer_sizes(self, sizes, wanted: int = 0, native: int | None = None) -> None:
+        current = [(self.size.itemData(i), self.size.itemText(i)) for i in range(self.size.count())]
+        if current == [(side, size_label(side, native)) for side in sizes]:
+            return
+        blocked = self.size.blockSignals(True)
+        try:
+            self.size.clear()
+            for side in sizes:
+                self.size.addItem(size_label(side, native), side)
+            if wanted and wanted not in sizes:  # a size kept from another model or server: still offered
+                self.size.addItem(size_label(wanted), wanted)
+            self.size.setCurrentIndex(max(0, self.size.findData(wanted)))
+        finally:
+            self.size.blockSignals(blocked)
 
     def current_model(self) -> str | None:
         value = self.model.currentData()
@@ -265,13 +370,13 @@ class GanvasPanel(DockerWidgets):
             self._update_buttons()
             self.reconnect()
             return
-        self.settings.set("server_command", self.server_command.text())
+        command = self.server_command.text().strip() or self.settings.server_command()
         try:
-            args = self.local.start(self.server_command.text(), self.url.text())
+            args = self.local.start(command, self.url.text())
         except ClientError as exc:
             self.say(self.describe_error(exc))
             return
-        self.say(f"starting: {' '.join(args)} (log: {self.local.log_path})")
+        self.say(f"starting the local server: {' '.join(args)} (log: {self.local.log_path})")
         self._update_buttons()
         self.reconnect()
 
@@ -290,17 +395,16 @@ class GanvasPanel(DockerWidgets):
             if ticket is not None:
                 ticket.cancel()
         self.gen_ticket = self.probe_ticket = None
+        self.insert_jobs.clear()
         if self.local.running:
             self.local.stop()
 
     # --- generation --------------------------------------------------------------------------------------------
-    def _params(self, live: bool) -> GenerateParams:
+    def _params(self) -> GenerateParams:
         n = self.count.value()
         if not self.prompt.text().strip():
             raise ClientError("invalid", "the prompt is empty", param="prompt")
-        if not live and not self.seed_lock.isChecked():
-            self.seed.setText(str(random_seed()))
-        seed = parse_seed(self.seed.text(), n)
+        seed = parse_seed(self.seed.text(), n)  # the typed seed is always used; the lock acts after Generate
         self.settings.set("seed", seed)
         return GenerateParams(prompt=self.prompt.text().strip(), n=n, seed=seed,
                               truncation=self.truncation.value() / 100, style=self.style.currentText().strip() or None,
@@ -309,10 +413,10 @@ class GanvasPanel(DockerWidgets):
     @guarded
     def generate(self, *_, live: bool = False):
         if self.client is None or not self.connected:
-            self.say("not connected: start a server (Start local server) or fix the URL, then Connect")
+            self._offline_hint()
             return
         try:
-            params = self._params(live)
+            params = self._params()
         except ClientError as exc:
             if not live:
                 self.say(self.describe_error(exc))
@@ -342,14 +446,21 @@ class GanvasPanel(DockerWidgets):
         if ticket.error is not None:
             self.say(self.describe_error(ticket.error))
             if ticket.error.kind == "offline":
-                self.set_status(f"offline \u2014 {ticket.error.message}")
+                self.offline_reason = ticket.error.message
+                self.set_status(f"offline \u2014 {ticket.error.message}")  # the error stays in the message line
                 self.poll_timer.start(POLL_WAITING_MS)
         else:
             images, elapsed = ticket.result
-            batch = self.history.add(Batch(self.gen_params, images, elapsed, live=ticket.kind == "live"))
+            live = ticket.kind == "live"
+            batch = self.history.add(Batch(self.gen_params, images, elapsed, live=live))
             self._refresh_history(batch)
             self.show_batch(batch)
-            self.say(batch.summary())
+            summary = batch.summary()
+            if not live and not self.seed_lock.isChecked() and self.seed.text().strip() == str(self.gen_params.seed):
+                self.seed.setText(str(random_seed()))  # unlocked: the next Generate gets a new seed
+                self.settings.set("seed", self.seed.text())
+                summary += f" \u00b7 next seed {self.seed.text()} (Lock keeps a seed)"
+            self.say(summary)
         self._update_buttons()
 
     @guarded
@@ -357,6 +468,8 @@ class GanvasPanel(DockerWidgets):
         if ticket.kind == "probe":
             if ticket is self.probe_ticket:
                 self._probe_done(ticket)
+        elif ticket.kind == "insert":
+            self._insert_done(ticket)
         else:
             self._generate_done(ticket)
 
@@ -409,7 +522,9 @@ class GanvasPanel(DockerWidgets):
     @guarded
     def _history_chosen(self, row):
         if 0 <= row < len(self.history):
-            self.show_batch(self.history[len(self.history) - 1 - row])
+            batch = self.history[len(self.history) - 1 - row]
+            self.show_batch(batch)
+            self.say(f"from the history: {batch.summary()}")
 
     def _chosen_image(self):
         item = self.results.currentItem()
@@ -421,23 +536,55 @@ class GanvasPanel(DockerWidgets):
     def _result_chosen(self, *_):
         self._update_buttons()
 
+    # --- insertion --------------------------------------------------------------------------------------------
     @guarded
     def insert_layer(self, *_):
-        self._insert(self.host.insert_layer)
+        self._insert("canvas")
 
     @guarded
     def insert_selection(self, *_):
-        self._insert(self.host.insert_into_selection)
+        self._insert("selection")
 
-    def _insert(self, action) -> None:
+    def _insert(self, target: str) -> None:
         image = self._chosen_image()
         if image is None:
             self.say("choose a result first")
             return
+        fit, scaling = self.fit.currentData() or "inside", self.scaling.currentData() or "smooth"
         try:
-            self.say(action(image.png, layer_name(image.prompt, image.seed)))
+            job = self.host.prepare_insert(image.png, layer_name(image.prompt, image.seed), target, fit, scaling)
         except CanvasError as exc:
             self.say(str(exc))
+            return
+        ticket = self.tasks.submit_image("insert", lambda call: _render(job.request))
+        self.insert_jobs[ticket.id] = job
+        self.say("inserting\u2026")
+
+    def _insert_done(self, ticket: Ticket) -> None:
+        if ticket.id not in self.insert_jobs:
+            return  # the docker shut down meanwhile
+        if self._finishing:
+            # Node.addChildNode waits for Krita's image and may run the event loop meanwhile: finish one
+            # insertion at a time.
+            QTimer.singleShot(20, lambda: self._task_finished(ticket))
+            return
+        job = self.insert_jobs.pop(ticket.id)
+        if ticket.error is not None:
+            self.say(self.describe_error(ticket.error))
+            return
+        self._finishing = True
+        try:
+            self.say(self.host.finish_insert(job, ticket.result))
+        except CanvasError as exc:
+            self.say(str(exc))
+        finally:
+            self._finishing = False
+
+    _finishing = False
+
+    @property
+    def inserting(self) -> bool:
+        return bool(self.insert_jobs) or self._finishing
 
     # --- settings --------------------------------------------------------------------------------------------
     @guarded
@@ -455,6 +602,9 @@ class GanvasPanel(DockerWidgets):
         if self.current_model():
             self.settings.set("model", self.current_model())
         self._offer_styles()
+        self._offer_model_sizes()
+        if self.connected and self.client is not None:
+            self.set_status(f"ready \u2014 {self.client.base}, {self._model_label()}", ready=True)
 
     @guarded
     def _style_edited(self, text):
@@ -491,10 +641,37 @@ class GanvasPanel(DockerWidgets):
         self._prompt_edited()
 
     @guarded
+    def _fit_changed(self, *_):
+        self.settings.set("fit", self.fit.currentData() or "inside")
+
+    @guarded
+    def _scaling_changed(self, *_):
+        self.settings.set("scaling", self.scaling.currentData() or "smooth")
+
+    @guarded
+    def _options_toggled(self, on):
+        self.settings.set("options_open", bool(on))
+
+    @guarded
     def _command_edited(self, *_):
-        self.settings.set("server_command", self.server_command.text())
+        """Only a command the user typed is stored; an empty field goes back to the recorded one."""
+        text = self.server_command.text().strip()
+        if not self.server_command.isModified():
+            return
+        self.server_command.setModified(False)
+        self.settings.set("server_command", text)
+        if not text:
+            self.server_command.setText(self.settings.server_command())
 
     @guarded
     def _api_key_edited(self, *_):
         self.settings.set("api_key", self.api_key.text())
         self.reconnect()
+
+
+def _render(request):
+    """canvas.render on the image thread, its expected failures said as the docker says errors."""
+    try:
+        return canvas.render(request)
+    except CanvasError as exc:
+        raise ClientError("canvas", str(exc)) from None

@@ -14,8 +14,9 @@ except ImportError:  # Krita 6
     QT_API = "PyQt6"
 
 Signal = QtCore.pyqtSignal
-QObject, QTimer, Qt = QtCore.QObject, QtCore.QTimer, QtCore.Qt
-QRegularExpression, QByteArray = QtCore.QRegularExpression, QtCore.QByteArray
+QEvent, QObject, QTimer, Qt = QtCore.QEvent, QtCore.QObject, QtCore.QTimer, QtCore.Qt
+QRegularExpression, QByteArray, QSize, QRectF = QtCore.QRegularExpression, QtCore.QByteArray, QtCore.QSize, QtCore.QRectF
+QRunnable, QThread, QThreadPool = QtCore.QRunnable, QtCore.QThread, QtCore.QThreadPool
 
 QColor, QIcon, QImage, QPainter, QPixmap = QtGui.QColor, QtGui.QIcon, QtGui.QImage, QtGui.QPainter, QtGui.QPixmap
 QRegularExpressionValidator = QtGui.QRegularExpressionValidator

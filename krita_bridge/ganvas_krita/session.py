@@ -62,7 +62,9 @@ class Batch:
         prompt = " ".join(self.params.prompt.split())
         if len(prompt) > 40:
             prompt = prompt[:39] + "\u2026"
-        return f"{time.strftime('%H:%M:%S', time.localtime(self.created))}  {prompt}  ({seeds_label(self.images)})"
+        live = "  \u00b7 live" if self.live else ""
+        return (f"{time.strftime('%H:%M:%S', time.localtime(self.created))}  {prompt}  "
+                f"({seeds_label(self.images)}){live}")
 
     def summary(self) -> str:
         count = len(self.images)
@@ -71,19 +73,31 @@ class Batch:
 
 
 class History:
-    """The session's batches, newest last. Live previews replace each other instead of piling up."""
+    """The session's batches, newest last, bounded three ways: `limit` batches in all, `live_limit` live
+    previews (live mode answers every pause in typing; the oldest previews go first), and `max_bytes`
+    of PNG data (large sizes are megabytes per image). A live answer to exactly the request of the
+    previous live batch (a repeated debounce) replaces it instead of piling up."""
 
-    def __init__(self, limit: int = 100):
-        self.limit = limit
+    def __init__(self, limit: int = 100, live_limit: int = 40, max_bytes: int = 256 * 2 ** 20):
+        self.limit, self.live_limit, self.max_bytes = limit, live_limit, max_bytes
         self.batches: list[Batch] = []
 
     def add(self, batch: Batch) -> Batch:
-        if batch.live and self.batches and self.batches[-1].live:
+        last = self.batches[-1] if self.batches else None
+        if batch.live and last is not None and last.live and last.params == batch.params:
             self.batches[-1] = batch
         else:
             self.batches.append(batch)
+        live = [b for b in self.batches if b.live]
+        for old in live[:max(0, len(live) - self.live_limit)]:
+            self.batches.remove(old)
         del self.batches[:-self.limit]
+        while len(self.batches) > 1 and self.nbytes() > self.max_bytes:
+            del self.batches[0]
         return batch
+
+    def nbytes(self) -> int:
+        return sum(len(image.png) for batch in self.batches for image in batch.images)
 
     def __len__(self) -> int:
         return len(self.batches)

@@ -5,14 +5,22 @@ kritarc, an older plugin version) falls back to its default instead of breaking 
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Callable
 
 GROUP = "ganvas"
+# `ganvas krita install` writes this file beside the plugin: the command that starts `ganvas serve` with the
+# Python it was run from (Krita's PATH rarely has that environment's `ganvas`).
+INSTALLED_FILE = Path(__file__).resolve().with_name("installed.json")
+FALLBACK_SERVER_COMMAND = "ganvas serve --port {port}"
+INSTALLER_TAIL = " -m ganvas.core.cli serve --port {port}"   # install.local_server_command()
 
 DEFAULTS = {
     "server_url": "http://127.0.0.1:8000",
-    # {port} and {host} come from the server URL; `ganvas krita install` writes the full path of its Python here.
-    "server_command": "ganvas serve --port {port}",
+    # {port} and {host} come from the server URL; empty = the command `ganvas krita install` recorded
+    # (installed.json), else FALLBACK_SERVER_COMMAND. `ganvas krita install --enable` writes it here too.
+    "server_command": "",
     "api_key": "",          # stored in plain text in kritarc, like every Krita setting; local servers need none
     "model": "",
     "style": "",
@@ -23,7 +31,21 @@ DEFAULTS = {
     "seed_locked": "false",
     "live": "false",
     "timeout": "30",
+    "fit": "inside",        # canvas.FITS
+    "scaling": "smooth",    # canvas.SCALINGS
+    "options_open": "true",
 }
+
+
+def recorded_server_command(path: Path | None = None) -> str | None:
+    """The command `ganvas krita install` recorded beside the plugin, or None (a copy made by hand, a zip
+    from another machine, an unreadable file)."""
+    try:
+        data = json.loads(Path(path or INSTALLED_FILE).read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+    command = data.get("server_command") if isinstance(data, dict) else None
+    return command.strip() if isinstance(command, str) and command.strip() else None
 
 
 class Settings:
@@ -65,6 +87,20 @@ class Settings:
         if value != value:  # NaN
             value = float(DEFAULTS[key])
         return min(max(value, low), high)
+
+    def choice(self, key: str, allowed) -> str:
+        value = self.text(key).strip()
+        return value if value in allowed else DEFAULTS[key]
+
+    def server_command(self) -> str:
+        """What Start local server runs: the user's own command, else the recorded one, else the fallback.
+        What older versions stored without the user choosing it (the fallback, saved on every start, and
+        the installer's `<python> -m ganvas.core.cli serve ...`) gives way to the newest recorded command."""
+        stored = self.text("server_command").strip()
+        recorded = recorded_server_command()
+        if stored and stored != FALLBACK_SERVER_COMMAND and not (recorded and stored.endswith(INSTALLER_TAIL)):
+            return stored
+        return recorded or stored or FALLBACK_SERVER_COMMAND
 
     def flag(self, key: str) -> bool:
         return self.text(key).strip().lower() in ("true", "1", "yes", "on")

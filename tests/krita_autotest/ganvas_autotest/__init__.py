@@ -2,9 +2,16 @@
 
 tests/test_krita_e2e.py installs it beside the real plugin in a throwaway Krita profile and passes a
 JSON config in GANVAS_AUTOTEST_CONFIG. It runs a list of steps on a timer (never blocking Krita's
-event loop, which the docker's network answers need), writes a JSON report after every step, and
-quits. Any Python exception inside Krita (an unhandled one via sys.excepthook, or one the docker's
-guard caught) writes {"ok": false, ...} at once and exits, so the test fails fast.
+event loop, which the docker's network answers and image work need), writes a JSON report after
+every step, and quits. Any Python exception inside Krita (an unhandled one via sys.excepthook, or one
+the docker's guard caught) writes {"ok": false, ...} at once and exits, so the test fails fast.
+
+The docker stays where Krita put it on this fresh profile (the window is maximised to the screen);
+the driver measures what a painter would see there. Insertions are timed with a heartbeat timer: the
+longest gap between its 5 ms ticks is the longest time Krita's UI thread was blocked.
+
+With "tolerant": true in the config, widgets the docker lacks are skipped instead of failing the run
+(for measuring an older version of the plugin).
 """
 import json
 import os
@@ -12,13 +19,16 @@ import sys
 import time
 import traceback
 
-from krita import Extension, InfoObject, Krita, Selection
-from PyQt5.QtCore import Qt, QTimer
+from krita import Extension, Krita, Selection
+from PyQt5.QtCore import QPoint, QRect, QTimer
 from PyQt5.QtGui import QCursor, QImage
-from PyQt5.QtWidgets import QCheckBox, QComboBox, QLabel, QLineEdit, QListWidget, QPushButton, QSpinBox, QToolButton, QWidget
+from PyQt5.QtWidgets import (QApplication, QCheckBox, QComboBox, QLabel, QLineEdit, QListWidget, QPushButton,
+                             QScrollArea, QSpinBox, QToolButton, QWidget)
 
 CONFIG = json.loads(os.environ.get("GANVAS_AUTOTEST_CONFIG") or "{}")
 REPORT = {"ok": None, "steps": [], "started": time.time()}
+KEY_WIDGETS = ("ganvasStatus", "ganvasStartServer", "ganvasPrompt", "ganvasGenerate", "ganvasMessage",
+               "ganvasResults", "ganvasInsertLayer", "ganvasInsertSelection", "ganvasFit", "ganvasScaling")
 
 
 def write_report():
@@ -50,6 +60,31 @@ def excepthook(kind, value, tb):
          "".join(traceback.format_exception(kind, value, tb)))
 
 
+class Heartbeat:
+    """A 5 ms timer on Krita's UI thread; the longest gap between ticks is the longest UI block."""
+
+    def __init__(self):
+        self.timer = QTimer()
+        self.timer.setInterval(5)
+        self.timer.timeout.connect(self.tick)
+        self.last = None
+        self.max_gap = 0.0
+
+    def start(self):
+        self.last, self.max_gap = time.perf_counter(), 0.0
+        self.timer.start()
+
+    def tick(self):
+        now = time.perf_counter()
+        self.max_gap = max(self.max_gap, now - self.last)
+        self.last = now
+
+    def stop(self) -> float:
+        self.tick()
+        self.timer.stop()
+        return self.max_gap
+
+
 class Driver:
     instance = None
 
@@ -58,21 +93,23 @@ class Driver:
         self.app = Krita.instance()
         self.docker = None
         self.doc = None
+        self.heartbeat = Heartbeat()
+        insertions = [("insert " + spec["name"], 120, self.make_insert(spec)) for spec in CONFIG.get("inserts", [])]
         self.steps = [
             ("find docker", 60, self.find_docker),
-            ("create document", 30, self.create_document),
-            ("start local server", 180, self.start_server),
+            ("layout", 30, self.layout),
+            ("offline", 60, self.offline),
+            ("command not found", 30, self.command_not_found),
+            ("create document", 60, self.create_document),
+            ("start local server", 30, self.start_server),
             ("wait ready", 180, self.wait_ready),
-            ("generate", 60, self.generate),
+            ("typed seed", 30, self.typed_seed),
             ("wait results", 60, self.wait_results),
-            ("insert as layer", 30, self.insert_layer),
-            ("insert into selection", 30, self.insert_selection),
+            *insertions,
             ("refused prompt", 30, self.refused_prompt),
             ("wait refused", 30, self.wait_refused),
-            ("live mode", 30, self.live_mode),
-            ("wait live", 60, self.wait_live),
+            ("live mode", 120, self.live_mode),
             ("screenshot", 30, self.screenshot),
-            ("export", 60, self.export),
             ("quit", 30, self.quit),
         ]
         self.index = 0
@@ -83,11 +120,14 @@ class Driver:
         self.timer.start(100)
 
     # --- plumbing ---------------------------------------------------------------------------------------
-    def w(self, cls, name):
+    def w(self, cls, name, required=True):
         widget = self.docker.findChild(cls, name)
-        if widget is None:
+        if widget is None and required and not CONFIG.get("tolerant"):
             fail(f"the docker has no {cls.__name__} named {name!r}")
         return widget
+
+    def text(self, name):
+        return self.w(QLabel, name).text()
 
     def snapshot(self):
         if self.docker is None:
@@ -114,6 +154,15 @@ class Driver:
         elif time.monotonic() - self.step_started > limit:
             fail(f"step {name!r} did not finish within {limit} s")
 
+    def panel(self):
+        return self.docker.findChild(QWidget, "ganvasPanel")
+
+    def choose(self, name, data):
+        combo = self.w(QComboBox, name, required=False)
+        if combo is not None:
+            combo.setCurrentIndex(combo.findData(data))
+        return combo
+
     # --- steps ------------------------------------------------------------------------------------------
     def find_docker(self):
         for dock in self.app.dockers():
@@ -123,14 +172,8 @@ class Driver:
 
                 guard.listeners.append(lambda exc, text: fail(f"error inside the ganvas docker: {exc!r}", text))
                 main = self.app.activeWindow().qwindow()
-                main.resize(*CONFIG.get("window", (1440, 960)))
-                for other in self.app.dockers():  # room for the docker in the screenshot
-                    if other.objectName() not in ("ganvasDocker", "KisLayerBox"):
-                        other.hide()
-                main.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, dock)  # a full-height column
-                main.resizeDocks([dock], [CONFIG.get("docker_width", 330)], Qt.Orientation.Horizontal)
-                dock.show()
-                dock.raise_()
+                main.showMaximized()  # no window manager under Xvfb: also set the screen's geometry
+                main.setGeometry(QApplication.primaryScreen().availableGeometry())
                 REPORT["dockers"] = len([d for d in self.app.dockers() if d.objectName() == "ganvasDocker"])
                 self.inject(CONFIG.get("inject"))
                 return True
@@ -141,112 +184,200 @@ class Driver:
         if kind == "slot":  # an unhandled exception in a Qt slot reaches sys.excepthook
             QTimer.singleShot(0, lambda: 1 / 0)
         elif kind == "docker":  # a bug inside the docker is caught by its guard, which tells the listeners
-            panel = self.docker.findChild(QWidget, "ganvasPanel")
+            panel = self.panel()
             QTimer.singleShot(0, lambda: panel._task_finished(object()))
         if kind:
             self.steps.insert(self.index + 1, ("wait for the injected error", 30, lambda: False))
 
+    def layout(self):
+        """Where Krita put the docker on this fresh profile, and what of it a painter sees there."""
+        if "since" not in self.step_state:
+            self.step_state["since"] = time.monotonic()
+        if time.monotonic() - self.step_state["since"] < 2.0:  # let the dock layout settle
+            return False
+        main = self.app.activeWindow().qwindow()
+        scroll = self.docker.findChild(QScrollArea, "ganvasScroll")
+        viewport = scroll.viewport() if scroll is not None else self.docker
+        visible = {}
+        for name in KEY_WIDGETS:
+            widget = self.docker.findChild(QWidget, name)
+            if widget is None or not widget.isVisibleTo(self.docker):
+                visible[name] = None
+                continue
+            rect = QRect(widget.mapTo(viewport, QPoint(0, 0)), widget.size())
+            seen = rect.intersected(viewport.rect())
+            visible[name] = round(seen.width() * seen.height() / max(1, rect.width() * rect.height()), 3)
+        REPORT["layout"] = {
+            "window": list(main.geometry().getRect()),
+            "screen": list(QApplication.primaryScreen().geometry().getRect()),
+            "docker": list(self.docker.geometry().getRect()), "area": int(main.dockWidgetArea(self.docker)),
+            "floating": self.docker.isFloating(), "visible": visible,
+            "others": {d.objectName(): list(d.geometry().getRect()) for d in self.app.dockers()
+                       if d.isVisible() and not d.isFloating() and d.objectName() != "ganvasDocker"
+                       and int(main.dockWidgetArea(d)) == int(main.dockWidgetArea(self.docker))}}
+        main.grab().save(os.path.join(CONFIG["out_dir"], "fresh.png"))
+        return True
+
+    def offline(self):
+        """Nothing answers at the URL yet: what the docker says before anyone presses anything."""
+        status = self.text("ganvasStatus")
+        if not status.startswith("offline"):
+            return False
+        generate = self.w(QPushButton, "ganvasGenerate")
+        start = self.w(QPushButton, "ganvasStartServer")
+        REPORT["offline"] = {"status": status, "message": self.text("ganvasMessage"),
+                             "generate_enabled": generate.isEnabled(), "generate_tooltip": generate.toolTip(),
+                             "start_visible": start.isVisible(), "start_text": start.text()}
+        return True
+
+    def command_not_found(self):
+        """Start local server with a command Krita cannot find (e.g. ganvas from a venv not on Krita's PATH)."""
+        command = self.w(QLineEdit, "ganvasServerCommand")
+        REPORT["recorded_command"] = command.text()
+        command.setText(CONFIG["missing_command"])
+        self.w(QPushButton, "ganvasStartServer").click()
+        REPORT["not_found_message"] = self.text("ganvasMessage")
+        section = self.docker.findChild(QWidget, "ganvasServerCommand")
+        REPORT["server_field_shown"] = section.isVisibleTo(self.docker)
+        command.setText(REPORT["recorded_command"])  # setText: not a user edit, nothing stored
+        toggle = self.w(QToolButton, "ganvasServerToggle", required=False)
+        if toggle is not None:
+            toggle.setChecked(False)
+        return True
+
     def create_document(self):
         if self.doc is None:
-            self.doc = self.app.createDocument(CONFIG["doc_size"], CONFIG["doc_size"], "ganvas-e2e", "RGBA", "U8",
-                                               "", 72.0)
+            width, height = CONFIG["doc_size"]
+            self.doc = self.app.createDocument(width, height, "ganvas-e2e", "RGBA", "U8", "", 72.0)
             self.app.activeWindow().addView(self.doc)
         return self.app.activeDocument() is not None and self.app.activeDocument().name() == "ganvas-e2e"
 
     def start_server(self):
         url = self.w(QLineEdit, "ganvasServerUrl")
         url.setText(CONFIG["server_url"])
-        self.w(QLineEdit, "ganvasServerCommand").setText(CONFIG["server_command"])
-        self.w(QLineEdit, "ganvasServerCommand").editingFinished.emit()
+        url.editingFinished.emit()
+        if "server_command" in CONFIG:  # only for a docker that cannot find its own command (the old version)
+            self.w(QLineEdit, "ganvasServerCommand").setText(CONFIG["server_command"])
         self.w(QPushButton, "ganvasStartServer").click()
+        REPORT["start_message"] = self.text("ganvasMessage")
         return True
 
     def wait_ready(self):
         REPORT["local_server_pid"] = _local_server_pid()  # so the test can clean up if Krita dies
-        return self.w(QLabel, "ganvasStatus").text().startswith("ready")
+        return self.text("ganvasStatus").startswith("ready")
 
-    def generate(self):
-        self.w(QLineEdit, "ganvasPrompt").setText(CONFIG["prompt"])
-        seed = self.w(QLineEdit, "ganvasSeed")
-        seed.setText(str(CONFIG["seed"]))
+    def typed_seed(self):
+        """Type a seed (unlocked, as on a fresh profile) and press Enter in the prompt."""
         lock = self.w(QToolButton, "ganvasSeedLock")
-        if not lock.isChecked():
+        REPORT["seed_locked_at_start"] = lock.isChecked()
+        if lock.isChecked():
             lock.click()
         self.w(QSpinBox, "ganvasCount").setValue(CONFIG["count"])
-        self.w(QPushButton, "ganvasGenerate").click()
+        seed = self.w(QLineEdit, "ganvasSeed")
+        seed.setText(str(CONFIG["seed"]))
+        seed.editingFinished.emit()
+        prompt = self.w(QLineEdit, "ganvasPrompt")
+        prompt.setText(CONFIG["prompt"])
+        prompt.returnPressed.emit()
         return True
 
     def wait_results(self):
         results = self.w(QListWidget, "ganvasResults")
-        message = self.w(QLabel, "ganvasMessage").text()
+        message = self.text("ganvasMessage")
         if message.startswith(("invalid", "refused", "error", "timeout", "server")):
             fail(f"generation failed: {message}")
-        if results.count() == CONFIG["count"]:
+        if results.count() == CONFIG["count"] and not message.startswith("generating"):
             REPORT["generated"] = message
+            REPORT["result_seeds"] = [results.item(i).text() for i in range(results.count())]
+            REPORT["seed_field_after"] = self.w(QLineEdit, "ganvasSeed").text()
             return True
         return False
 
-    def _insert(self, button_name, row):
-        results = self.w(QListWidget, "ganvasResults")
-        results.setCurrentRow(row)
-        before = [n.name() for n in self.doc.topLevelNodes()]
-        self.w(QPushButton, button_name).click()
-        self.doc.waitForDone()
-        after = self.doc.topLevelNodes()
-        new = [n for n in after if n.name() not in before]
-        if not new:
-            fail(f"{button_name} added no layer; message: {self.w(QLabel, 'ganvasMessage').text()}")
-        node = new[0]
-        rect = node.bounds()
-        x, y, w, h = rect.x(), rect.y(), rect.width(), rect.height()
-        pixels = bytes(node.pixelData(x, y, w, h))
-        path = os.path.join(CONFIG["out_dir"], f"{button_name}.png")
-        QImage(pixels, w, h, w * 4, QImage.Format.Format_ARGB32).copy().save(path)
-        REPORT.setdefault("layers", {})[button_name] = {
-            "name": node.name(), "bounds": [x, y, w, h], "png": path,
-            "message": self.w(QLabel, "ganvasMessage").text()}
-        return True
+    def make_insert(self, spec):
+        """Choose a result, Fit and Scaling, press an Insert button; wait for the new layer; time the UI."""
 
-    def insert_layer(self):
-        return self._insert("ganvasInsertLayer", 0)
+        def step():
+            state = self.step_state
+            if "before" not in state:
+                if spec.get("selection"):
+                    sel = Selection()
+                    sel.select(*spec["selection"], 255)
+                    self.doc.setSelection(sel)
+                else:
+                    self.doc.setSelection(Selection())
+                self.w(QListWidget, "ganvasResults").setCurrentRow(spec["row"])
+                self.choose("ganvasFit", spec.get("fit"))
+                self.choose("ganvasScaling", spec.get("scaling"))
+                self.doc.waitForDone()
+                state["before"] = {n.uniqueId().toString() for n in self.doc.topLevelNodes()}
+                self.heartbeat.start()
+                started = time.perf_counter()
+                self.w(QPushButton, spec["button"]).click()
+                state["click_s"] = time.perf_counter() - started
+                state["started"] = started
+                return False
+            panel = self.panel()
+            message = self.text("ganvasMessage")
+            if getattr(panel, "inserting", False) or message.startswith("inserting"):
+                return False
+            new = [n for n in self.doc.topLevelNodes() if n.uniqueId().toString() not in state["before"]]
+            if not new:
+                fail(f"{spec['button']} added no layer; message: {message}")
+            state["done_s"] = time.perf_counter() - state["started"]
+            state["gap_s"] = self.heartbeat.stop()
+            self.doc.waitForDone()
+            node = new[0]
+            rect = node.bounds()
+            x, y, w, h = rect.x(), rect.y(), rect.width(), rect.height()
+            path = os.path.join(CONFIG["out_dir"], f"{spec['name']}.png")
+            QImage(bytes(node.pixelData(x, y, w, h)), w, h, w * 4, QImage.Format.Format_ARGB32).copy().save(path)
+            REPORT.setdefault("layers", {})[spec["name"]] = {
+                "name": node.name(), "id": node.uniqueId().toString(), "bounds": [x, y, w, h], "png": path,
+                "message": message,
+                "click_s": round(state["click_s"], 4), "until_layer_s": round(state["done_s"], 4),
+                "max_ui_block_s": round(state["gap_s"], 4), "active": self.doc.activeNode().name(),
+                "host_timings": {k: round(v, 4) for k, v in getattr(getattr(panel, "host", None), "timings",
+                                                                    {}).items()}}
+            return True
 
-    def insert_selection(self):
-        sel = Selection()
-        x, y, w, h = CONFIG["selection"]
-        sel.select(x, y, w, h, 255)
-        self.doc.setSelection(sel)
-        return self._insert("ganvasInsertSelection", 1)
+        return step
 
     def refused_prompt(self):
+        self.doc.setSelection(Selection())
         self.w(QLineEdit, "ganvasPrompt").setText("x" * 1500)
         self.w(QPushButton, "ganvasGenerate").click()
         return True
 
     def wait_refused(self):
-        message = self.w(QLabel, "ganvasMessage").text()
+        message = self.text("ganvasMessage")
         if message.startswith("invalid"):
             REPORT["refused_message"] = message
             return True
         return False
 
     def live_mode(self):
-        live = self.w(QCheckBox, "ganvasLive")
-        if not live.isChecked():
-            live.click()
-        prompt = self.w(QLineEdit, "ganvasPrompt")
-        prompt.clear()
-        for i in range(1, len(CONFIG["live_prompt"]) + 1):  # keystroke by keystroke: the debounce collapses them
-            prompt.setText(CONFIG["live_prompt"][:i])
-        self.step_state["history_before"] = self.w(QComboBox, "ganvasHistory").count()
-        REPORT["live_history_before"] = self.step_state["history_before"]
-        return True
-
-    def wait_live(self):
+        """Live mode with two prompts, typed keystroke by keystroke: both batches stay in the History."""
+        state = self.step_state
         history = self.w(QComboBox, "ganvasHistory")
-        if history.count() >= 1 and CONFIG["live_prompt"][:20] in history.itemText(0):
+        prompts = CONFIG["live_prompts"]
+        if "typed" not in state:
+            REPORT["history_before_live"] = history.count()
+            live = self.w(QCheckBox, "ganvasLive")
+            if not live.isChecked():
+                live.click()
+            state["typed"] = 0
+        typed = state["typed"]
+        if typed and not any(prompts[typed - 1][:20] in history.itemText(i) for i in range(history.count())):
+            return False  # the previous prompt's live batch has not arrived yet
+        if typed == len(prompts):
             REPORT["live_history"] = [history.itemText(i) for i in range(history.count())]
             self.w(QCheckBox, "ganvasLive").click()
             return True
+        prompt = self.w(QLineEdit, "ganvasPrompt")
+        prompt.clear()
+        for i in range(1, len(prompts[typed]) + 1):  # keystroke by keystroke: the debounce collapses them
+            prompt.setText(prompts[typed][:i])
+        state["typed"] = typed + 1
         return False
 
     def screenshot(self):
@@ -258,9 +389,16 @@ class Driver:
             results = self.w(QListWidget, "ganvasResults")
             results.setCurrentRow(0)
             REPORT["restored"] = [results.item(i).toolTip() for i in range(results.count())]
+            shown = CONFIG.get("screenshot_layer")  # one inserted layer on the canvas, for a readable picture
+            if shown:
+                for node in self.doc.topLevelNodes():
+                    if node.name().startswith("ganvas:"):
+                        node.setVisible(node.uniqueId().toString() == REPORT["layers"][shown]["id"])
+                self.doc.refreshProjection()
+            self.app.action("zoom_to_fit") and self.app.action("zoom_to_fit").trigger()
             self.step_state["waited"] = time.monotonic()
             return False
-        if time.monotonic() - self.step_state["waited"] < 1.0:  # let the canvas repaint
+        if time.monotonic() - self.step_state["waited"] < 1.5:  # let the canvas repaint
             return False
         tool = self.app.action("KisToolSelectRectangular")  # no brush outline drawn on the canvas
         if tool is not None:
@@ -268,21 +406,8 @@ class Driver:
         QCursor.setPos(self.docker.mapToGlobal(self.docker.rect().center()))
         self.docker.grab().save(os.path.join(CONFIG["out_dir"], "docker.png"))
         self.app.activeWindow().qwindow().grab().save(os.path.join(CONFIG["out_dir"], "window.png"))
-        return True
-
-    def export(self):
-        self.doc.setSelection(Selection())
-        self.doc.refreshProjection()
-        self.doc.waitForDone()
-        self.doc.setBatchmode(True)
-        info = InfoObject()
-        info.setProperty("alpha", True)
-        info.setProperty("forceSRGB", False)
-        path = os.path.join(CONFIG["out_dir"], "export.png")
-        if not self.doc.exportImage(path, info):
-            fail(f"exportImage({path}) returned False")
-        REPORT["export"] = path
         REPORT["nodes"] = [n.name() for n in self.doc.topLevelNodes()]
+        REPORT["active_at_end"] = self.doc.activeNode().name()
         REPORT["local_server_pid"] = _local_server_pid()
         return True
 

@@ -254,8 +254,8 @@ def render(pipe, prompt: str, seed: int, batch_size: int = 1, truncation: float 
         if conditioning.is_mix:
             return _render_mix(pipe, conditioning, seed, batch_size, truncation, style, on_image)
         prompt = conditioning.prompts[0]
-    field = "prompt" if conditioning is None else "the conditioning's prompt"
-    problem = prompt_problem(prompt, field, style)
+    label = "prompt" if conditioning is None else "the conditioning's prompt"
+    problem = prompt_problem(prompt, label, style)
     if problem:
         raise _invalid(problem, "prompt" if conditioning is None else "conditioning")
     request = GenerationRequest(prompt, batch_size, seed, truncation, _model_ref(pipe), style, None, HOST)

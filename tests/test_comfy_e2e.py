@@ -17,7 +17,6 @@ GANVAS_COMFY_EVIDENCE=FILE appends ComfyUI's answers to the error cases to FILE 
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 import re

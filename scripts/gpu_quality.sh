@@ -26,24 +26,31 @@ $TRAIN train-evaluator --data "$DATA" --out "$RUNS/evaluator" --epochs "$EPOCHS"
   --device "$DEVICE" > "$OUT/evaluator.log" 2>&1 || { tail -20 "$OUT/evaluator.log"; exit 1; }
 tail -2 "$OUT/evaluator.log"
 
-COMMON=(--data "$DATA" --resolution 64 --steps 1000000 --batch "$BATCH" --device "$DEVICE" --max-minutes "$MINUTES"
+COMMON=(--data "$DATA" --resolution 64 --steps 1000000 --batch "$BATCH" --device "$DEVICE"
         --no-progress --holdout-validation --evaluator "$RUNS/evaluator" --val-every "$VAL_EVERY" --log-every "$LOG_EVERY"
         --sample-every 1000 --checkpoint-every 2000)
 FORMS=(--caption-forms full:0.5,typed:0.35,name:0.15)
 SWAPS=(--negatives random:0.4,style:0.3,concept:0.3)
 FIXES=(--preset emoji --gp-augment --ema-images 20000)
-$TRAIN train "${COMMON[@]}" --out "$RUNS/A-control" --preset lean > "$OUT/A.log" 2>&1 &
-$TRAIN train "${COMMON[@]}" --out "$RUNS/B-forms" --preset lean "${FORMS[@]}" "${SWAPS[@]}" > "$OUT/B.log" 2>&1 &
-$TRAIN train "${COMMON[@]}" --out "$RUNS/C-full" "${FIXES[@]}" "${FORMS[@]}" "${SWAPS[@]}" > "$OUT/C.log" 2>&1 &
-$TRAIN train "${COMMON[@]}" --out "$RUNS/D-noswaps" "${FIXES[@]}" "${FORMS[@]}" > "$OUT/D.log" 2>&1 &
+$TRAIN train "${COMMON[@]}" --max-minutes "$MINUTES" --out "$RUNS/A-control" --preset lean > "$OUT/A.log" 2>&1 &
+$TRAIN train "${COMMON[@]}" --max-minutes "$MINUTES" --out "$RUNS/B-forms" --preset lean "${FORMS[@]}" "${SWAPS[@]}" > "$OUT/B.log" 2>&1 &
+$TRAIN train "${COMMON[@]}" --max-minutes "$MINUTES" --out "$RUNS/C-full" "${FIXES[@]}" "${FORMS[@]}" "${SWAPS[@]}" > "$OUT/C.log" 2>&1 &
+$TRAIN train "${COMMON[@]}" --max-minutes "$MINUTES" --out "$RUNS/D-noswaps" "${FIXES[@]}" "${FORMS[@]}" > "$OUT/D.log" 2>&1 &
 sleep 60; nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv || true
 for r in A B C D; do tail -c 400 "$OUT/$r.log"; echo; done
 wait
+# Phase 2 (what shipped): the chosen run continues alone on the whole GPU (4-5x its shared speed), exactly
+# where it stopped (--resume). Set RESUME_MINUTES=0 to skip it.
+if [ "${RESUME_MINUTES:-3.3}" != "0" ]; then
+  $TRAIN train "${COMMON[@]}" --max-minutes "${RESUME_MINUTES:-3.3}" --out "$RUNS/B-forms" --preset lean "${FORMS[@]}" "${SWAPS[@]}" \
+    --resume > "$OUT/B2.log" 2>&1
+fi
 # At most 8 files come back: each run's weights alone, everything else (stats, grids, configs, logs) in one tarball.
+# (The first session lost its tarball to that limit: logs go into the tarball, not beside it.)
 for run in A-control B-forms C-full D-noswaps; do
   cp "$RUNS/$run/model/model.safetensors" "$OUT/$run.safetensors" 2>/dev/null || echo "no model for $run"
 done
-cp "$OUT"/*.log "$RUNS/" 2>/dev/null
+mv "$OUT"/*.log "$RUNS/" 2>/dev/null
 tar -C "$RUNS" -czf "$OUT/runs.tgz" --exclude training_state.safetensors --exclude model.safetensors .
 for run in A-control B-forms C-full D-noswaps; do tail -n 1 "$RUNS/$run/stats.jsonl"; done
 ls -la "$OUT"

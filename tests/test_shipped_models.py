@@ -17,7 +17,7 @@ from ganvas.plugins.default_backend import MODELS_DIR
 
 EMOJI = MODELS_DIR / "emoji64"
 EMOJI_STYLES = ["noto", "twemoji", "fluent-flat", "fluent-color", "emojione", "noto-v1", "fxemoji", "streamline"]
-DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "emoji64"
+DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "emoji64a"
 
 
 def test_the_default_model_is_shipped():
@@ -37,6 +37,11 @@ def test_shipped_model_loads_by_name_and_has_a_card(name, plugins):
 def test_emoji_model_offers_its_styles_and_carries_its_licences(plugins):
     pipe = Pipeline.load("emoji64", plugins=plugins)
     assert pipe.resolution == 64 and sorted(pipe.info.styles) == sorted(EMOJI_STYLES)
+    image = pipe("fox", seed=1, style="twemoji").images[0]
+    alpha = image.getchannel("A")
+    # Transparent: the corners (background) are clear, the middle (the emoji) is opaque.
+    assert image.mode == "RGBA" and pipe.info.channels == 4
+    assert alpha.getpixel((0, 0)) < 16 and alpha.getpixel((32, 32)) > 240
     assert pipe("fox", seed=1, style="twemoji").request.prompt == "fox; twemoji style"
     card = (EMOJI / "README.md").read_text(encoding="utf-8")
     for style in EMOJI_STYLES:
@@ -51,15 +56,16 @@ def test_emoji_model_offers_its_styles_and_carries_its_licences(plugins):
 def test_emoji_card_numbers_are_the_saved_evaluation():
     numbers = json.loads((EMOJI / "evaluation.json").read_text())
     card = (EMOJI / "README.md").read_text(encoding="utf-8")
-    for split in ("test", "unseen_concepts"):
+    for split in ("validation", "test", "unseen_concepts"):
         r = numbers[split]
         assert f"R@1 {r['generated']['r_precision_at_1'] * 100:5.1f}%" in card
+        assert f"R@1 {r['generated_typed']['r_precision_at_1'] * 100:5.1f}%" in card
         assert f"FID (evaluator space) {r['fid']['generated_vs_real']:.4g}" in card
         assert f"--split {split} --seed 0" in card
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not DATA.is_dir(), reason="needs ../shared/data/emoji64 (CI has it beside the clone)")
+@pytest.mark.skipif(not DATA.is_dir(), reason="needs ../shared/data/emoji64a (CI has it beside the clone)")
 def test_emoji_evaluation_reproduces_on_unseen_concepts(tmp_path):
     """Re-run the card's command: the same seeds and evaluator give the same numbers."""
     out = tmp_path / "unseen.json"
@@ -67,7 +73,8 @@ def test_emoji_evaluation_reproduces_on_unseen_concepts(tmp_path):
                                        "unseen_concepts", "--seed", "0", "--threads", "1", "--json-out", str(out)])
     assert result.exit_code == 0, result.output
     fresh, saved = json.loads(out.read_text()), json.loads((EMOJI / "evaluation.json").read_text())["unseen_concepts"]
-    for key in ("generated", "real", "shuffled"):
+    for key in ("generated", "generated_typed", "real", "shuffled"):
         assert fresh[key]["r_precision_at_1"] == pytest.approx(saved[key]["r_precision_at_1"], abs=1e-9)
     assert fresh["fid"]["generated_vs_real"] == pytest.approx(saved["fid"]["generated_vs_real"], rel=1e-4)
-    assert fresh["diversity"]["ratio"] == pytest.approx(saved["diversity"]["ratio"], rel=1e-4)
+    for key in ("name_ratio", "typed_ratio"):
+        assert fresh["diversity"][key] == pytest.approx(saved["diversity"][key], rel=1e-4)

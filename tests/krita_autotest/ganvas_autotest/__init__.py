@@ -15,10 +15,12 @@ With "tolerant": true in the config, widgets the docker lacks are skipped instea
 """
 import json
 import os
+import re
 import sys
 import time
 import traceback
 
+import krita
 from krita import Extension, Krita, Selection
 from PyQt5.QtCore import QPoint, QRect, QTimer
 from PyQt5.QtGui import QCursor, QImage
@@ -83,6 +85,26 @@ class Heartbeat:
         self.tick()
         self.timer.stop()
         return self.max_gap
+
+
+class KritaAddTimer:
+    """Time spent inside Krita's Node.addChildNode (it waits for the image to recompose), so an insertion's
+    time on the UI thread splits into Krita's part and the docker's own part."""
+
+    total = 0.0
+
+    @classmethod
+    def install(cls):
+        original = krita.Node.addChildNode
+
+        def timed(node, child, above):
+            started = time.perf_counter()
+            try:
+                return original(node, child, above)
+            finally:
+                cls.total += time.perf_counter() - started
+
+        krita.Node.addChildNode = timed
 
 
 class Driver:
@@ -171,6 +193,20 @@ class Driver:
                 from ganvas_krita import guard  # the plugin's own module: its errors fail the test
 
                 guard.listeners.append(lambda exc, text: fail(f"error inside the ganvas docker: {exc!r}", text))
+                KritaAddTimer.install()
+                self.finish_s = 0.0
+                host = getattr(self.panel(), "host", None)
+                if hasattr(host, "finish_insert"):  # the UI-thread half of an insertion, after the worker's
+                    finish = host.finish_insert
+
+                    def timed_finish(*args):
+                        started = time.perf_counter()
+                        try:
+                            return finish(*args)
+                        finally:
+                            self.finish_s += time.perf_counter() - started
+
+                    host.finish_insert = timed_finish
                 main = self.app.activeWindow().qwindow()
                 main.showMaximized()  # no window manager under Xvfb: also set the screen's geometry
                 main.setGeometry(QApplication.primaryScreen().availableGeometry())
@@ -310,6 +346,7 @@ class Driver:
                 self.choose("ganvasScaling", spec.get("scaling"))
                 self.doc.waitForDone()
                 state["before"] = {n.uniqueId().toString() for n in self.doc.topLevelNodes()}
+                KritaAddTimer.total, self.finish_s = 0.0, 0.0
                 self.heartbeat.start()
                 started = time.perf_counter()
                 self.w(QPushButton, spec["button"]).click()
@@ -327,15 +364,22 @@ class Driver:
             state["gap_s"] = self.heartbeat.stop()
             self.doc.waitForDone()
             node = new[0]
-            rect = node.bounds()
-            x, y, w, h = rect.x(), rect.y(), rect.width(), rect.height()
+            rect = node.bounds()  # the exact bounds: fully transparent margins (RGBA models) do not count
+            bounds = [rect.x(), rect.y(), rect.width(), rect.height()]
+            placed = re.search(r"\((\d+)x(\d+) at (-?\d+),(-?\d+)\)", message)  # where the docker put it
+            x, y, w, h = ([int(placed[3]), int(placed[4]), int(placed[1]), int(placed[2])] if placed else bounds)
             path = os.path.join(CONFIG["out_dir"], f"{spec['name']}.png")
             QImage(bytes(node.pixelData(x, y, w, h)), w, h, w * 4, QImage.Format.Format_ARGB32).copy().save(path)
             REPORT.setdefault("layers", {})[spec["name"]] = {
-                "name": node.name(), "id": node.uniqueId().toString(), "bounds": [x, y, w, h], "png": path,
+                "name": node.name(), "id": node.uniqueId().toString(), "bounds": bounds, "placed": [x, y, w, h],
+                "png": path,
                 "message": message,
                 "click_s": round(state["click_s"], 4), "until_layer_s": round(state["done_s"], 4),
                 "max_ui_block_s": round(state["gap_s"], 4), "active": self.doc.activeNode().name(),
+                # UI-thread time: the click's slot plus the finishing step; Krita's addChildNode is part of it
+                "ui_thread_s": round(state["click_s"] + self.finish_s, 4),
+                "krita_add_s": round(KritaAddTimer.total, 4),
+                "docker_ui_s": round(state["click_s"] + self.finish_s - KritaAddTimer.total, 4),
                 "host_timings": {k: round(v, 4) for k, v in getattr(getattr(panel, "host", None), "timings",
                                                                     {}).items()}}
             return True

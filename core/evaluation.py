@@ -17,7 +17,8 @@ import torch
 from .checkpoint import load_generator
 from .data import load_imagefolder, typed_prompt
 from .images import from_uint8, on_white
-from .pipeline import configure_threads, noise
+from .model import noise
+from .pipeline import configure_threads
 from .text_encoder import EmbeddingCache, default_cache_dir
 
 

@@ -157,5 +157,11 @@ def minibatch_stddev(x, group: int):
     return torch.cat([x, std], 1)
 
 
+def noise(z_dim: int, seeds) -> torch.Tensor:
+    """(len(seeds), z_dim) standard normal noise, row i from its own CPU generator seeded seeds[i]: a seed
+    gives the same image alone or inside any batch, on any device."""
+    return torch.stack([torch.randn(z_dim, generator=torch.Generator().manual_seed(s)) for s in seeds])
+
+
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())

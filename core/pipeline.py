@@ -36,6 +36,7 @@ import torch
 
 from .checkpoint import CheckpointError, file_hash, load_generator
 from .images import to_pil
+from .model import noise  # re-exported: hosts and plugins import it from here
 from .plugins import GanvasPlugins, get_plugin_manager
 from .requests import (  # DEFAULT_MODEL (the shipped default model) lives in requests.py, torch-free
     DEFAULT_MODEL,
@@ -113,9 +114,6 @@ def random_seed() -> int:
     return secrets.randbelow(2 ** 32)
 
 
-def noise(z_dim: int, seeds: Sequence[int]) -> torch.Tensor:
-    """(len(seeds), z_dim) standard normal noise, row i from its own CPU generator seeded seeds[i]."""
-    return torch.stack([torch.randn(z_dim, generator=torch.Generator().manual_seed(s)) for s in seeds])
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:

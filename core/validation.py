@@ -13,7 +13,7 @@ import torch
 
 from .data import load_image, load_imagefolder, read_metadata, typed_prompt, validation_holdout
 from .images import from_uint8, on_white
-from .pipeline import noise
+from .model import noise
 
 
 def _train_dir(spec: str) -> Path:

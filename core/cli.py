@@ -229,7 +229,9 @@ REPLAY_CONFLICTS = ("prompt", "n", "seed", "truncation", "style", "size", "promp
 @click.option("--truncation", type=click.FloatRange(0, 1, min_open=True), default=DEFAULT_TRUNCATION,
               show_default=True, help="psi: lower = more typical, less varied")
 @click.option("--style", help='style word (`ganvas models` lists each model\'s); appends "; STYLE style" to the prompt')
-@click.option("--size", type=click.IntRange(8, 2048), help="output side in pixels (a Lanczos resize)  [default: native]")
+@click.option("--size", type=click.IntRange(8, 2048),
+              help="output side in pixels: above the model's own, its upsampler (e.g. 64 -> 256), then Lanczos to "
+                   "the exact side  [default: native]")
 @click.option("--out", type=click.Path(file_okay=False), default="ganvas-out", show_default=True, help="output folder")
 @click.option("--prompts", "prompts_file", type=click.Path(dir_okay=False), help="file with one prompt per line")
 @click.option("--from-png", "from_png", type=click.Path(dir_okay=False),
@@ -426,7 +428,7 @@ def _parse_seeds(value: str | None) -> list[int] | None:
 @click.option("--model", help="registered model name or checkpoint folder")
 @click.option("--truncation", type=click.FloatRange(0, 1, min_open=True), default=DEFAULT_TRUNCATION, show_default=True)
 @click.option("--style", help='style word; appends "; STYLE style" to every prompt')
-@click.option("--size", type=click.IntRange(8, 2048), help="output side in pixels (a Lanczos resize)")
+@click.option("--size", type=click.IntRange(8, 2048), help="output side in pixels (above native: the upsampler)")
 @click.option("--out", type=click.Path(file_okay=False), default="ganvas-out", show_default=True)
 @click.option("--gif", is_flag=True, help="also write an animated GIF of the frames")
 @click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads  [default: $GANVAS_THREADS or 1]")
@@ -465,6 +467,64 @@ def interpolate(prompts, seed, seeds_text, steps, model, truncation, style, size
         first, *rest = result.images
         first.save(target, save_all=True, append_images=rest, duration=80, loop=0)
         click.echo(str(target))
+
+
+# --- upscale ----------------------------------------------------------------------------------------------------
+
+@main.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", type=click.Path(file_okay=False), default="ganvas-out", show_default=True, help="output folder")
+@click.option("--size", type=click.IntRange(8, 2048),
+              help="output side in pixels (one upsampler pass, then Lanczos to it)  [default: one pass, e.g. x4]")
+@click.option("--upsampler", help="registered upsampler name or folder  [default: $GANVAS_UPSAMPLER or automatic]")
+@click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads  [default: $GANVAS_THREADS or 1]")
+@debug_option
+def upscale(images, out, size, upsampler, threads):
+    """Upscale IMAGES (e.g. your own 64 px sprites) with a GAN upsampler and print the new files.
+
+    Each image is upscaled at its own resolution (up to 512 px a side; nothing is resized to 64 first),
+    transparency kept. Files: <name>-x4.png, or <name>-<size>px.png with --size; never overwritten.
+
+    \b
+    Examples:
+      ganvas upscale sprite.png --out big/
+      ganvas upscale icons/*.png --size 128
+    """
+    from .pipeline import configure_threads
+    from .upsampler import upscale_files
+
+    configure_threads(threads)
+    for path in upscale_files(images, out, size, upsampler):
+        click.echo(str(path))
+
+
+@main.command("upsamplers")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@debug_option
+def upsamplers_command(as_json):
+    """List the registered upsamplers (what --size above a model's resolution uses)."""
+    from .plugins import get_plugin_manager
+
+    rows = []
+    for name, entry in sorted(get_plugin_manager().upsamplers().items()):
+        row = {"name": name, "plugin": entry.plugin, "description": entry.description, "path": None,
+               "in_resolution": None, "out_resolution": None}
+        if isinstance(entry.value, (str, os.PathLike)):
+            row["path"] = str(entry.value)
+            try:
+                config = json.loads((Path(entry.value) / "config.json").read_text("utf-8"))
+                row["in_resolution"], row["out_resolution"] = config["in_resolution"], config["out_resolution"]
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
+        rows.append(row)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no upsamplers registered (ship one under models/upsamplers/<name>/ or install a plugin)", err=True)
+    for row in rows:
+        res = f"{row['in_resolution']} -> {row['out_resolution']} px" if row["in_resolution"] else "?"
+        click.echo(f"{row['name']}\t{res}\t{row['path'] or 'from plugin ' + row['plugin']}")
 
 
 # --- models / plugins -----------------------------------------------------------------------------------------
@@ -515,9 +575,11 @@ def plugins_command(include_builtins):
 # --- commands defined elsewhere in core ------------------------------------------------------------------------
 
 def _add_core_commands() -> None:
-    from .cli_train import eval_command, train_command, train_evaluator_command
+    from .cli_train import eval_command, eval_upsampler_command, train_command, train_evaluator_command, \
+        train_upsampler_command
 
-    for command in (train_command, eval_command, train_evaluator_command):
+    for command in (train_command, eval_command, train_evaluator_command, train_upsampler_command,
+                    eval_upsampler_command):
         main.add_command(command)
 
 

@@ -1,4 +1,5 @@
-"""`ganvas train`, `ganvas eval` and `ganvas train-evaluator` (added to the main click group in cli.py)."""
+"""`ganvas train`, `ganvas eval`, `ganvas train-evaluator`, `ganvas train-upsampler` and `ganvas eval-upsampler`
+(added to the main click group in cli.py)."""
 from __future__ import annotations
 
 import json
@@ -113,12 +114,80 @@ def eval_command(model, data, split, evaluator, seed, threads, json_out):
         Path(json_out).write_text(json.dumps(report, indent=2))
 
 
+@click.command("train-upsampler")
+@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False),
+              help="high-resolution dataset root with train/ (e.g. emoji256a); low-res inputs are Lanczos downsamples")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="run directory; the model is OUT/model")
+@click.option("--scale", default=4, show_default=True)
+@click.option("--hr-side", default=256, show_default=True, help="high-resolution side")
+@click.option("--width", default=32, show_default=True, help="feature channels")
+@click.option("--blocks", default=3, show_default=True, help="residual blocks (two 3x3 convs each)")
+@click.option("--steps", default=20000, show_default=True)
+@click.option("--batch", default=16, show_default=True)
+@click.option("--crop", default=32, show_default=True, help="low-resolution crop side")
+@click.option("--lr", default=1e-3, show_default=True)
+@click.option("--loss", default="mse", show_default=True, type=click.Choice(["mse", "l1"]),
+              help="reconstruction loss on premultiplied RGBA")
+@click.option("--edge-weight", default=0.0, show_default=True, help="weight of the loss on image gradients")
+@click.option("--val-every", default=500, show_default=True)
+@click.option("--val-images", default=128, show_default=True, help="images of the validation hold-out of train/")
+@click.option("--checkpoint-every", default=500, show_default=True)
+@click.option("--max-minutes", default=None, type=float)
+@click.option("--threads", default=1, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--limit", default=None, type=int, help="first N train images only (smoke runs)")
+@click.option("--cache", default=None, type=click.Path(file_okay=False), help="folder for decoded pairs (.npy)")
+@click.option("--resume", is_flag=True, help="continue the run in --out exactly where it stopped")
+def train_upsampler_command(data, out, scale, hr_side, width, blocks, steps, batch, crop, lr, loss, edge_weight, val_every,
+                            val_images, checkpoint_every, max_minutes, threads, seed, limit, cache, resume):
+    """Train an upsampler (low-res -> high-res, RGBA) on a dataset's train split; best validation step kept."""
+    from .upsampler_train import UpsamplerTrainOptions, train_upsampler
+
+    opts = UpsamplerTrainOptions(data=data, out=out, scale=scale, hr_side=hr_side, width=width, blocks=blocks,
+                                 steps=steps, batch=batch, crop=crop, lr=lr, loss=loss, edge_weight=edge_weight,
+                                 val_every=val_every, val_images=val_images, checkpoint_every=checkpoint_every,
+                                 max_minutes=max_minutes, threads=threads, seed=seed, limit=limit, cache=cache,
+                                 resume=resume)
+    click.echo(json.dumps(train_upsampler(opts, log=lambda m: click.echo(m, err=True))))
+
+
+@click.command("eval-upsampler")
+@click.option("--model", "model", default=None, help="upsampler name or folder  [default: the automatic choice]")
+@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False),
+              help="high-resolution dataset root (e.g. emoji256a) with split folders")
+@click.option("--lr-data", default=None, type=click.Path(exists=True, file_okay=False),
+              help="low-resolution twin dataset (e.g. emoji64a); default: Lanczos downsamples of --data")
+@click.option("--split", default="test", show_default=True, help="test, unseen_concepts, train or validation")
+@click.option("--limit", default=None, type=int, help="first N images of the split")
+@click.option("--threads", default=1, show_default=True)
+@click.option("--json-out", default=None, type=click.Path(dir_okay=False), help="also write the report as JSON")
+def eval_upsampler_command(model, data, lr_data, split, limit, threads, json_out):
+    """PSNR/SSIM (RGB on white, alpha) of an upsampler against Lanczos and bicubic on a split."""
+    from .pipeline import configure_threads
+    from .plugins import get_plugin_manager
+    from .requests import GanvasError
+    from .upsampler import choose, load
+    from .upsampler_train import evaluate_upsampler, report_text
+
+    configure_threads(threads)
+    chosen = choose(get_plugin_manager(), 64, model)
+    if chosen is None:
+        raise GanvasError("no upsampler is registered; pass --model FOLDER")
+    loaded = load(*chosen[:2], "cpu", chosen[2])
+    report = evaluate_upsampler(loaded, Path(data), split, Path(lr_data) if lr_data else None, limit, threads,
+                                log=lambda m: click.echo(m, err=True))
+    click.echo(report_text(report))
+    if json_out:
+        Path(json_out).write_text(json.dumps(report, indent=2))
+
+
 @click.group()
 def training_cli():
     """The training commands alone (for machines where only the core's dependencies are installed)."""
 
 
-for _command in (train_command, train_evaluator_command, eval_command):
+for _command in (train_command, train_evaluator_command, eval_command, train_upsampler_command,
+                 eval_upsampler_command):
     training_cli.add_command(_command)
 
 if __name__ == "__main__":

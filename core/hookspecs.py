@@ -43,6 +43,10 @@ class RegisterTextEncoder(Protocol):
     def __call__(self, name: str, factory: Callable[[], Any]) -> None: ...
 
 
+class RegisterUpsampler(Protocol):
+    def __call__(self, name: str, source: ModelSource, *, description: str = "") -> None: ...
+
+
 class RegisterDataset(Protocol):
     def __call__(self, name: str, loader: Callable[..., Any], *, description: str = "") -> None: ...
 
@@ -140,6 +144,22 @@ def ganvas_register_datasets(register: RegisterDataset) -> None:
     :param register: ``register(name, loader, description="")``; ``loader(path, resolution)`` returns a
         ``ganvas.core.data.CaptionedImages``.
     :return: nothing. First registration of a name wins.
+    """
+
+
+@hookspec
+def ganvas_register_upsamplers(register: RegisterUpsampler) -> None:
+    """Add named upsamplers: what ``size`` above a model's native resolution and ``Pipeline.upscale`` use.
+
+    :param register: ``register(name, source, description="")``. ``source`` is an upsampler checkpoint
+        folder (config.json with an ``"upsampler"`` section + model.safetensors, as
+        ``ganvas train-upsampler`` writes) or a zero-argument loader returning a folder or an nn.Module
+        with ``.config.scale``, ``.config.channels`` (3 or 4) and ``.config.in_resolution``, called as
+        ``module(x)`` on (N, C, H, W) floats in [-1, 1] (premultiplied RGBA when C == 4) and returning
+        (N, C, H * scale, W * scale). Loaders run on first use.
+    :return: nothing. The first registration of a name wins; third-party plugins run before the built-in
+        backend, so theirs is also the first candidate when a pipeline picks an upsampler for its model's
+        resolution (``GANVAS_UPSAMPLER`` or ``Pipeline.load(..., upsampler=NAME)`` name one explicitly).
     """
 
 

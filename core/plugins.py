@@ -251,6 +251,9 @@ class GanvasPlugins:
     def datasets(self, warnings: list[str] | None = None) -> dict[str, Registration]:
         return self._registry("ganvas_register_datasets", "loader", warnings)
 
+    def upsamplers(self, warnings: list[str] | None = None) -> dict[str, Registration]:
+        return self._registry("ganvas_register_upsamplers", "source", warnings)
+
     def check_request(self, request: GenerationRequest, warnings: list[str] | None = None) -> None:
         """Raise RequestRefused (naming the plugin) if any plugin refuses. A check that crashes is reported
         and skipped, unless `checks_fail_closed` is set (the HTTP server sets it): then it refuses too,

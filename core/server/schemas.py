@@ -27,8 +27,9 @@ def _common_fields(max_prompt_chars: int) -> dict:
         "model": (Optional[StrictStr], Field(None, max_length=200, description=(
             "registered model name (GET /v1/models); dall-e-2 / dall-e-3 mean the server's default model"))),
         "size": (Optional[StrictStr], Field(None, pattern=SIZE_PATTERN, description=(
-            "square WxW output size, or auto (the model's native resolution, the default); other sizes are "
-            "a Lanczos resize of the native image"))),
+            "square WxW output size, or auto (the model's native resolution, the default); larger sizes are "
+            "made by the model's upsampler (e.g. 64 -> 256 px), then Lanczos-resized to the exact side; smaller "
+            "ones are a Lanczos resize"))),
         "response_format": (Optional[Literal["url", "b64_json"]], Field(None, description=(
             "url (default; served by this server for 60 minutes) or b64_json"))),
         "user": (Optional[StrictStr], Field(None, max_length=256, description="end-user id, for the access log")),

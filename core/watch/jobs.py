@@ -1,8 +1,8 @@
 """Job files: which names are jobs, and parsing `*.txt` / `*.json` into entries with per-line errors.
 
 A `.txt` job is one prompt per line (blank lines and `#` comments skipped). A `.json` job is an object
-or a list of objects with `prompt` and optional `n`, `seed`, `model`, `truncation`, `style`, `size`,
-`name`. Each prompt-bearing line or list item gets an `index` (its position among them), bad ones
+or a list of objects with `prompt` and optional `n`, `seed`, `model`, `truncation`, `style`, `size`
+(a side in pixels, 256, or "256x256"; above the model's side its upsampler makes it), `name`. Each prompt-bearing line or list item gets an `index` (its position among them), bad ones
 included, so output file names stay tied to the source whatever else is wrong with the file.
 
 A problem with one line/item is a `Problem` (the rest of the job still runs); a problem with the
@@ -333,10 +333,23 @@ def _json_entry_or_problem(index: int, line: int, item: Any) -> Entry | Problem:
     prompt = item["prompt"]
     entry = Entry(index, line, prompt.strip() if isinstance(prompt, str) else prompt, item.get("n", 1),
                   item.get("seed"), item.get("model"), item.get("truncation", DEFAULT_TRUNCATION), item.get("style"),
-                  item.get("size"), name, item=True)
+                  _size(item.get("size")), name, item=True)
     if entry.model is not None and not isinstance(entry.model, str):
         return Problem(index, line, "model", f"model must be text, got {_json_type(entry.model)}")
     return _validate(entry) or entry
+
+
+_SQUARE = re.compile(r"([0-9]{1,5})x([0-9]{1,5})")
+
+
+def _size(value: Any) -> Any:
+    """`size` as a side in pixels (256) or the HTTP API's square "256x256"; anything else is left for
+    validate() to refuse with the usual message. Above the model's side it means its upsampler."""
+    if isinstance(value, str):
+        match = _SQUARE.fullmatch(value.strip())
+        if match and match[1] == match[2]:
+            return int(match[1])
+    return value
 
 
 def _validate(entry: Entry) -> Problem | None:

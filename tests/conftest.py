@@ -18,6 +18,11 @@ import pytest
 import torch
 
 torch.set_num_threads(1)  # see FINDINGS.md: one thread is faster on these shared 2-core machines
+# pytest parses source files with `ast` to format a failure's long traceback. From a deep stack (an
+# openai SDK call failing inside a server test, after other test files ran) that parse overflowed Python's
+# default limit of 1000 frames, and CPython 3.11 turned the overflow into "SystemError: AST constructor
+# recursion depth mismatch", an INTERNALERROR that aborted the whole session at the first such failure.
+sys.setrecursionlimit(max(sys.getrecursionlimit(), 5000))
 
 from ganvas.core.plugins import GanvasPlugins, reset_plugin_manager, set_plugin_manager  # noqa: E402
 

@@ -37,7 +37,7 @@ def documented_hooks() -> dict[str, tuple[list[str], str]]:
 
 
 def test_hooks_exist():
-    assert len(HOOK_NAMES) == 9 and "ganvas_register_models" in HOOK_NAMES
+    assert len(HOOK_NAMES) == 10 and {"ganvas_register_models", "ganvas_register_upsamplers"} <= set(HOOK_NAMES)
 
 
 def test_every_hook_has_a_test():

@@ -1,6 +1,6 @@
 """Generation speed of the shipped GAN, against a diffusion baseline of similar size, in one run.
 
-    python bench/generate.py [--model shapes] [--threads 1] [--json]
+    python bench/generate.py [--model shapes] [--threads 1] [--size 256] [--json] [--out FILE]
 
 GAN: the full pipeline (request, plugins, noise, generator, PIL conversion, PNG metadata) with the
 prompt embedding cached, as a warm server or a --prompts batch sees it: latency at batch 1 and
@@ -75,14 +75,14 @@ def load_gan(model: str | None):
     return Pipeline.load("random-default-config", plugins=plugins), note
 
 
-def bench_gan(pipe, repeat: int) -> dict:
-    pipe(PROMPT, n=2, seed=0)  # warm-up: text encoder load, prompt cache, first-call allocations
+def bench_gan(pipe, repeat: int, size: int | None = None) -> dict:
+    pipe(PROMPT, n=2, seed=0, size=size)  # warm-up: text encoder + upsampler load, prompt cache, first calls
     seeds = iter(range(10_000, 20_000))
-    latency = median_time(lambda: pipe(PROMPT, n=1, seed=next(seeds)), repeat)
-    batch64 = median_time(lambda: pipe(PROMPT, n=64, seed=next(seeds)), 3)
+    latency = median_time(lambda: pipe(PROMPT, n=1, seed=next(seeds), size=size), repeat)
+    batch64 = median_time(lambda: pipe(PROMPT, n=64, seed=next(seeds), size=size), 3)
     exact, pipe.exact_seeds = pipe.exact_seeds, False
     try:
-        batched = median_time(lambda: pipe(PROMPT, n=64, seed=next(seeds)), 3)
+        batched = median_time(lambda: pipe(PROMPT, n=64, seed=next(seeds), size=size), 3)
     finally:
         pipe.exact_seeds = exact
     G = pipe.model.generator
@@ -91,9 +91,18 @@ def bench_gan(pipe, repeat: int) -> dict:
     with torch.inference_mode():
         G(z, text)
         forward = median_time(lambda: G(z, text), repeat)
-    return {"model": pipe.name, "resolution": pipe.resolution, "params": count_parameters(G),
-            "latency_batch1_s": latency, "throughput_batch64_img_s": 64 / batch64,
-            "throughput_batch64_batched_img_s": 64 / batched, "generator_forward_batch1_s": forward}
+    report = {"model": pipe.name, "resolution": pipe.resolution, "size": size or pipe.resolution,
+              "params": count_parameters(G), "latency_batch1_s": latency, "throughput_batch64_img_s": 64 / batch64,
+              "throughput_batch64_batched_img_s": 64 / batched, "generator_forward_batch1_s": forward}
+    if size is not None and size > pipe.resolution:
+        up = pipe.load_upsampler()
+        x = torch.zeros(1, up.info.channels, pipe.resolution, pipe.resolution)
+        with torch.inference_mode():
+            up.module(x)
+            alone = median_time(lambda: up.module(x), repeat)
+        report["upsampler"] = {"name": up.info.name, "hash": up.info.hash, "scale": up.info.scale,
+                               "params": count_parameters(up.module), "forward_batch1_s": alone}
+    return report
 
 
 # --- diffusion baseline -------------------------------------------------------------------------------------
@@ -159,7 +168,10 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=25, help="diffusion sampling steps")
     parser.add_argument("--diffusion-batch", type=int, default=8, help="batch for the diffusion throughput run")
     parser.add_argument("--skip-diffusion", action="store_true")
+    parser.add_argument("--size", type=int, help="output side through the pipeline (above native: the upsampler, "
+                        "e.g. 256); the diffusion baseline stays at the model's native resolution")
     parser.add_argument("--json", action="store_true", help="print only the JSON report")
+    parser.add_argument("--out", help="also write the JSON report to this file (e.g. bench/results/x.json)")
     args = parser.parse_args(argv)
 
     from ganvas.core.pipeline import configure_threads
@@ -170,8 +182,12 @@ def main(argv=None) -> int:
     if note:
         say(f"note: {note}")
     report = {"threads": args.threads, "torch": torch.__version__, "machine": platform.processor() or platform.machine()}
-    gan = report["gan"] = bench_gan(pipe, args.repeat)
+    gan = report["gan"] = bench_gan(pipe, args.repeat, args.size)
     say(f"GAN {gan['model']} ({gan['resolution']} px, {gan['params'] / 1e6:.2f} M params, {args.threads} thread(s))")
+    if "upsampler" in gan:
+        up = gan["upsampler"]
+        say(f"  output {gan['size']} px through upsampler {up['name']} (x{up['scale']}, {up['params'] / 1e3:.0f} k params, "
+            f"forward alone {up['forward_batch1_s'] * 1e3:.2f} ms)")
     say(f"  latency, batch 1 (full pipeline): {gan['latency_batch1_s'] * 1e3:.2f} ms"
         f"   (generator forward alone {gan['generator_forward_batch1_s'] * 1e3:.2f} ms)")
     say(f"  throughput, batch 64: {gan['throughput_batch64_img_s']:.0f} img/s exact seeds, "
@@ -202,6 +218,9 @@ def main(argv=None) -> int:
                 f"throughput (required >= {REQUIRED_SPEEDUP:.0f}x): {'PASS' if ok else 'FAIL'}")
             status = 0 if ok else 1
     print(json.dumps(report, indent=None if not args.json else 2))
+    if args.out:
+        with open(args.out, "w") as fh:
+            fh.write(json.dumps(report, indent=2) + "\n")
     return status
 
 

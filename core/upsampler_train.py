@@ -276,6 +276,12 @@ upsample. `Pipeline(..., size=N)` uses it above the base model's native size.
 
 {evaluation}
 
+## Data and licences
+
+The emoji256a renders of the same eight openly licensed emoji designs as `models/emoji64` (Apache-2.0,
+CC-BY-4.0, MIT; the table, attributions and licence texts are in `models/emoji64/README.md` and
+`models/emoji64/LICENSES/`), built by `tools/build_emoji_dataset.py build --size 256 --alpha`.
+
 ## Intended use
 
 Upscaling the 64 px images of ganvas's emoji models (and users' own 64 px sprites) to 256 px.

@@ -181,6 +181,72 @@ def test_models_list_and_retrieve(srv):
         c.models.retrieve("nope")
 
 
+def shipped_upsampler_scale() -> int | None:
+    """The scale of the upsampler the shipped folders register (models/upsamplers/), None when there is none."""
+    from ganvas.plugins.default_backend import upsampler_folders
+
+    for folder in upsampler_folders().values():
+        return int(json.loads((folder / "config.json").read_text())["upsampler"]["scale"])
+    return None
+
+
+def test_model_cards_list_sizes_native_then_upsampled(srv):
+    c = client(srv)
+    c.images.generate(prompt="a red circle", size="32x32")  # "tiny" is loaded (the default): its card is full
+    scale = shipped_upsampler_scale()
+    expected = [32] if scale is None else [32, *(32 * f for f in (2, 4, 8) if f <= scale)]
+    assert c.models.retrieve("tiny").sizes == expected
+    listed = {m.id: m for m in c.models.list()}
+    assert listed["tiny"].sizes == expected
+    status, _, data = raw(srv, "GET", "/v1/models", headers=auth())
+    card = next(m for m in data["data"] if m["id"] == "tiny")
+    assert card["sizes"] == expected and card["resolution"] == 32
+    assert all(not m.get("sizes") for m in data["data"] if m["id"] not in srv.state.hub._pipelines)
+
+
+def test_hub_sizes_without_an_upsampler_is_the_native_side_only():
+    from types import SimpleNamespace
+
+    from ganvas.core.server.hub import ModelHub
+
+    hub = ModelHub(GanvasPlugins(entry_points=False, env={}))
+    hub._pipelines["m"] = SimpleNamespace(resolution=64, load_upsampler=lambda: None)
+    assert hub.sizes("m") == [64]
+    hub._pipelines["x4"] = SimpleNamespace(resolution=64, load_upsampler=lambda: SimpleNamespace(info=SimpleNamespace(scale=4)))
+    assert hub.sizes("x4") == [64, 128, 256]
+    hub._pipelines["x3"] = SimpleNamespace(resolution=64, load_upsampler=lambda: SimpleNamespace(info=SimpleNamespace(scale=3)))
+    assert hub.sizes("x3") == [64, 128, 192]
+    assert hub.sizes("not-loaded") is None
+
+
+def test_size_256_is_the_upsampler_and_equals_the_command_line(srv, tmp_path):
+    """`size="256x256"` on a 64 px model: the upsampler's 256x256 RGBA PNG, the same pixels as
+    `ganvas generate --size 256` for the seed, and the card then offers 64, 128 and 256."""
+    import numpy as np
+
+    if "emoji64" not in SHIPPED_MODELS:
+        pytest.skip("the shipped emoji64 model is not in models/")
+    scale = shipped_upsampler_scale()
+    if scale is None:
+        pytest.skip("models/upsamplers/ holds no upsampler yet (the x4 upsampler is still being shipped)")
+    c = client(srv)
+    r = c.images.generate(prompt="a red apple", model="emoji64", size="256x256", response_format="b64_json",
+                          extra_body={"seed": 5})
+    served = decode(r.data[0])
+    assert served.size == (256, 256) and served.mode == "RGBA" and served.format == "PNG"
+    assert "upsampler" in served.info, served.info.keys()
+    assert c.models.retrieve("emoji64").sizes == [64, *(64 * f for f in (2, 4, 8) if f <= scale)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GANVAS_", "OPENAI_"))}
+    env.update(GANVAS_PLUGINS="", OMP_NUM_THREADS="1", GANVAS_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "ganvas.core.cli", "generate", "a red apple", "--model", "emoji64",
+                           "--seed", "5", "--size", "256", "--truncation", "1", "--out", str(tmp_path),
+                           "--no-progress"], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    with Image.open(proc.stdout.split()[-1]) as cli:
+        assert cli.size == (256, 256) and cli.mode == "RGBA"
+        assert np.array_equal(np.asarray(cli), np.asarray(served))
+
+
 def test_interpolation_frames(srv):
     c = client(srv)
     body = {"prompts": ["a red circle", "a blue square"], "steps": 4, "seed": 11, "response_format": "b64_json"}

@@ -203,6 +203,7 @@ def create_app(config: ServerConfig, plugins: Optional[GanvasPlugins] = None, *,
         return ModelCard(id=name, created=state.hub.started, owned_by=f"ganvas:{entry.plugin}" if entry else "ganvas",
                          resolution=pipe.resolution if pipe is not None else None,
                          styles=list(pipe.info.styles) if pipe is not None and pipe.info.styles else None,
+                         sizes=state.hub.sizes(name) if pipe is not None else None,
                          ).model_dump(exclude_none=True)
 
     @app.get("/v1/models", response_model=ModelList, response_model_exclude_none=True, tags=["models"],

@@ -114,6 +114,30 @@ class ModelHub:
             self.error = str(exc) if isinstance(exc, GanvasError) else f"{type(exc).__name__}: {exc}"
             raise
 
+    def sizes(self, name: str) -> list[int] | None:
+        """The sides a loaded model offers (its model card's `sizes`): the native side, then native x2, x4, ...
+        up to its upsampler's scale (an x3 upsampler: native x3). Only the native side when no upsampler is
+        registered (or it fails to load, which is logged). None while the model is not loaded."""
+        from ..requests import MAX_SIZE
+        from .config import MAX_SIDE
+
+        pipe = self._pipelines.get(name)
+        if pipe is None:
+            return None
+        native = pipe.resolution
+        try:
+            loaded = pipe.load_upsampler()
+        except Exception as exc:  # a broken upsampler plugin must not break the model list
+            log.warning("model %s: upsampler unavailable (%s); offering its native size only", name, exc)
+            loaded = None
+        if loaded is None:
+            return [native]
+        scale, limit = loaded.info.scale, min(MAX_SIDE, MAX_SIZE)
+        factors = [f for f in (2 ** k for k in range(1, scale.bit_length())) if f <= scale]
+        if scale not in factors:
+            factors.append(scale)
+        return [native] + [native * f for f in factors if native * f <= limit]
+
     @property
     def ready(self) -> bool:
         return self.state == "ok"

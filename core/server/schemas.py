@@ -98,6 +98,10 @@ class ModelCard(BaseModel):
     resolution: Optional[int] = Field(None, description="native side in pixels, once the model is loaded")
     styles: Optional[list[str]] = Field(None, description=(
         "ganvas extension: style words the model was trained with (for the `style` field), once it is loaded"))
+    sizes: Optional[list[int]] = Field(None, description=(
+        "ganvas extension: the square sides `size` is meant for, once the model is loaded: its native side, "
+        "then the sides its upsampler makes (native x2, x4 for a x4 upsampler); only the native side when no "
+        "upsampler is registered. Other sides up to the server's limit are Lanczos resizes of these"))
 
 
 class ModelList(BaseModel):

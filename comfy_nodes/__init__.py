@@ -1,4 +1,5 @@
-"""ganvas nodes for ComfyUI (V3 schema): Model Loader, Generate, Interpolate, Encode Prompt, Mix Prompts, Save.
+"""ganvas nodes for ComfyUI (V3 schema): Model Loader, Generate, Interpolate, Encode Prompt, Mix Prompts, Save,
+Upscale.
 
 ComfyUI imports this folder's __init__.py (ComfyUI/custom_nodes/ganvas is a link to or a copy of this
 folder; `ganvas comfy install COMFYUI_DIR` makes it) and awaits `comfy_entrypoint()`.
@@ -13,7 +14,7 @@ from __future__ import annotations
 import logging
 
 NODE_IDS = ("GanvasModelLoader", "GanvasGenerate", "GanvasInterpolate", "GanvasEncodePrompt", "GanvasMixPrompts",
-            "GanvasSave")
+            "GanvasSave", "GanvasUpscale")
 CATEGORY = "ganvas"
 MODEL_TYPE = "GANVAS_MODEL"
 CONDITIONING_TYPE = "GANVAS_CONDITIONING"

@@ -236,14 +236,17 @@ class Rendered:
 
 
 def render(pipe, prompt: str, seed: int, batch_size: int = 1, truncation: float = 1.0, style: str | None = None,
-           conditioning: PromptConditioning | None = None, on_image: OnImage | None = None) -> Rendered:
+           conditioning: PromptConditioning | None = None, on_image: OnImage | None = None,
+           size: Any = None) -> Rendered:
     """batch_size images, image i from seed + i. A conditioning replaces the prompt.
 
     Checks come first, named after the node's fields, so nothing is drawn for a request the pipeline
-    would refuse. One request per call: a later `size` option (an upsampler) is one more field of it."""
+    would refuse. One request per call: `size` (the size combo: "native", "128", ...) is the request's
+    size, so above the native side the pipeline's upsampler makes the image, as in `ganvas generate --size`."""
     from ganvas.core.requests import GenerationRequest
 
     pipe = require_pipeline(pipe)
+    side = size_value(size)
     style = style_value(style)
     check_style(pipe, style)
     problem = batch_problem(batch_size)
@@ -252,20 +255,20 @@ def render(pipe, prompt: str, seed: int, batch_size: int = 1, truncation: float 
     if conditioning is not None:
         _check_encoder(pipe, conditioning)
         if conditioning.is_mix:
-            return _render_mix(pipe, conditioning, seed, batch_size, truncation, style, on_image)
+            return _render_mix(pipe, conditioning, seed, batch_size, truncation, style, on_image, side)
         prompt = conditioning.prompts[0]
     label = "prompt" if conditioning is None else "the conditioning's prompt"
     problem = prompt_problem(prompt, label, style)
     if problem:
         raise _invalid(problem, "prompt" if conditioning is None else "conditioning")
-    request = GenerationRequest(prompt, batch_size, seed, truncation, _model_ref(pipe), style, None, HOST)
+    request = GenerationRequest(prompt, batch_size, seed, truncation, _model_ref(pipe), style, side, HOST)
     with pipeline_threads(pipe):
         result = pipe.generate(request, callback=on_image)
     return Rendered(result.images, list(result.seeds), pipe.info.channels, list(result.warnings))
 
 
 def _render_mix(pipe, conditioning: PromptConditioning, seed: int, batch_size: int, truncation: float,
-                style: str | None, on_image: OnImage | None) -> Rendered:
+                style: str | None, on_image: OnImage | None, size: int | None = None) -> Rendered:
     """Each image is the interpolation frame between the two prompts at the mix weight, for seed + i."""
     for label, text in zip(("conditioning_a", "conditioning_b"), conditioning.prompts):
         problem = prompt_problem(text, f"the prompt of {label}", style)
@@ -279,7 +282,7 @@ def _render_mix(pipe, conditioning: PromptConditioning, seed: int, batch_size: i
                 on_image(offset + done, batch_size)
         with pipeline_threads(pipe):
             result = pipe.interpolate(list(conditioning.prompts), steps, truncation=truncation, seeds=[seed + i],
-                                      style=style, host=HOST, frames=[frame], callback=step)
+                                      style=style, size=size, host=HOST, frames=[frame], callback=step)
         out.images.extend(result.images)
         out.seeds.append(seed + i)
         out.warnings.extend(result.warnings)
@@ -287,11 +290,102 @@ def _render_mix(pipe, conditioning: PromptConditioning, seed: int, batch_size: i
 
 
 def generate(pipe, prompt: str, seed: int, batch_size: int = 1, truncation: float = 1.0, style: str | None = None,
-             conditioning: PromptConditioning | None = None, on_image: OnImage | None = None
+             conditioning: PromptConditioning | None = None, on_image: OnImage | None = None, size: Any = None
              ) -> tuple[list, list[int]]:
     """(PIL images, seeds) of render()."""
-    rendered = render(pipe, prompt, seed, batch_size, truncation, style, conditioning, on_image)
+    rendered = render(pipe, prompt, seed, batch_size, truncation, style, conditioning, on_image, size)
     return rendered.images, rendered.seeds
+
+
+# --- sizes: the pipeline's upsampler -----------------------------------------------------------------------
+
+NATIVE = "native"
+GENERATE_SIZES = (NATIVE, "128", "256", "512")   # Ganvas Generate's size combo
+UPSCALE_SIZES = ("x scale", "128", "256", "512", "1024")  # Ganvas Upscale's: one upsampler pass, or a side
+
+
+def size_value(size: Any, field: str = "size") -> int | None:
+    """The size combo's value as the request's size: None for native (also "native (64)", "", None, 0), else
+    the side in pixels ("256" or 256). Anything else is refused naming the field."""
+    if size is None or size == 0 or isinstance(size, str) and (not size.strip() or
+                                                                size.strip().lower().startswith(NATIVE)):
+        return None
+    if isinstance(size, str) and size.strip().isascii() and size.strip().isdigit():
+        size = int(size.strip())
+    from ganvas.core.requests import MAX_SIZE, MIN_SIZE
+
+    if isinstance(size, bool) or not isinstance(size, int) or not MIN_SIZE <= size <= MAX_SIZE:
+        raise _invalid(f"{field} must be {NATIVE} or a side in pixels ({MIN_SIZE}..{MAX_SIZE}, e.g. 256), "
+                       f"got {size!r}", field)
+    return size
+
+
+def upscale_size(size: Any, field: str = "size") -> int | None:
+    """Ganvas Upscale's size: None for one upsampler pass ("x scale", "x4", 0), else a side in pixels."""
+    if isinstance(size, str) and size.strip().lower().startswith("x"):
+        return None
+    if isinstance(size, str) and size.strip().lower().startswith(NATIVE):
+        raise _invalid(f"{field} {size!r}: Ganvas Upscale takes 'x scale' (one upsampler pass) or a side in "
+                       f"pixels", field)
+    return size_value(size, field)
+
+
+def from_image_batch(images, mask=None) -> list:
+    """ComfyUI IMAGE [B, H, W, C] (+ optional MASK [B, H, W] or [H, W], 1 - alpha) -> PIL images: RGB, or
+    RGBA with straight alpha when a mask with any transparency is given. Bytes as ComfyUI's Save Image and Join Image with Alpha
+    make them (clip(255 x) truncated), so an IMAGE + MASK from Ganvas Generate gives the model's bytes back."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    if not torch.is_tensor(images) or images.ndim != 4 or images.shape[-1] not in (1, 3, 4) or images.shape[0] < 1:
+        raise _invalid(f"images must be an IMAGE batch [B, H, W, 3], got "
+                       f"{tuple(getattr(images, 'shape', ())) or type(images).__name__}", "images")
+    batch, height, width = images.shape[:3]
+    rgb = images[..., :3] if images.shape[-1] != 1 else images.expand(-1, -1, -1, 3)
+    rgb = np.clip(255.0 * rgb.detach().cpu().float().numpy(), 0, 255).astype(np.uint8)
+    alpha = None
+    if torch.is_tensor(mask) and not mask.any():
+        # All zeros is fully opaque: an RGB model's mask, or Load Image's 64x64 placeholder for a file without
+        # alpha. Such images are upscaled as RGB, as an RGB model's `size` does.
+        mask = None
+    if mask is not None:
+        if not torch.is_tensor(mask) or mask.ndim not in (2, 3):
+            raise _invalid(f"mask must be a MASK [B, H, W], got {tuple(getattr(mask, 'shape', ())) or type(mask).__name__}",
+                           "mask")
+        mask = mask.detach().cpu().float()
+        mask = mask[None] if mask.ndim == 2 else mask
+        if tuple(mask.shape[1:]) != (height, width) or mask.shape[0] not in (1, batch):
+            raise _invalid(f"mask is {tuple(mask.shape)}, the images are {batch} x {height} x {width}: give one "
+                           f"mask per image (or one for all) of the images' size", "mask")
+        alpha = np.clip(255.0 * (torch.ones(1) - mask).numpy(), 0, 255).astype(np.uint8)
+    out = []
+    for i in range(batch):
+        if alpha is None:
+            out.append(Image.fromarray(rgb[i], "RGB"))
+        else:
+            a = alpha[i if alpha.shape[0] == batch else 0]
+            out.append(Image.fromarray(np.dstack([rgb[i], a]), "RGBA"))
+    return out
+
+
+def upscale(pipe, images, mask=None, size: Any = None, on_image: OnImage | None = None) -> list:
+    """Ganvas Upscale's work: each image through `pipe.upscale` (the pipeline's upsampler; RGBA when a mask
+    gives alpha), one pass (x the upsampler's scale) or to `size` x `size`. -> PIL images (RGB or RGBA).
+    A non-square image with a size is refused: the upsampler never stretches, and a square side would."""
+    pipe = require_pipeline(pipe)
+    side = upscale_size(size)
+    pictures = from_image_batch(images, mask)
+    width, height = pictures[0].size
+    if side is not None and width != height:
+        raise _invalid(f"size {side} makes a square image, but the images are {width} x {height}: pick 'x scale' "
+                       f"(one upsampler pass keeps the aspect ratio)", "size")
+    out = []
+    for image in pictures:
+        out.append(pipe.upscale(image, side))
+        if on_image is not None:
+            on_image(len(out), len(pictures))
+    return out
 
 
 def render_interpolation(pipe, prompt_from: str, prompt_to: str, seed_from: int, seed_to: int, frames: int,

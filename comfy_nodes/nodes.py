@@ -86,6 +86,15 @@ def _style_input():
                                   "load must know the one you pick")
 
 
+def _size_input():
+    # Optional, so API prompts saved before the input existed still run (at the native size).
+    return io.Combo.Input("size", options=list(generation.GENERATE_SIZES), default=generation.NATIVE, optional=True,
+                          tooltip="output side in pixels. native: the model's own (64 for emoji64). Above it the "
+                                  "model's upsampler makes the image (x4: 64 -> 256 px), then a Lanczos resize to "
+                                  "the exact side (128: down from 256; 512: up from 256, a plain resize of the "
+                                  "upsampled image). Same pixels as `ganvas generate --size`")
+
+
 def _image_outputs(images_name: str) -> list:
     return [
         io.Image.Output(display_name=images_name, tooltip="RGB, 0..1 (straight colour for transparent models)"),
@@ -181,6 +190,7 @@ class GanvasGenerate(io.ComfyNode):
                 _style_input(),
                 GanvasConditioning.Input("conditioning", optional=True,
                                          tooltip="from Ganvas Encode Prompt / Mix Prompts; replaces the prompt"),
+                _size_input(),
             ],
             outputs=[
                 io.Image.Output(display_name="images", tooltip="RGB, 0..1 (straight colour for transparent models)"),
@@ -197,9 +207,10 @@ class GanvasGenerate(io.ComfyNode):
         return generation.prompt_problem(prompt, "prompt") or True
 
     @classmethod
-    def execute(cls, model, prompt, seed, batch_size, truncation, style="none", conditioning=None) -> io.NodeOutput:
+    def execute(cls, model, prompt, seed, batch_size, truncation, style="none", conditioning=None,
+                size=generation.NATIVE) -> io.NodeOutput:
         rendered = generation.render(_pipeline(model), prompt, seed, batch_size, truncation, style, conditioning,
-                                     on_image=_on_image(batch_size))
+                                     on_image=_on_image(batch_size), size=size)
         return _image_node_output(rendered, generation.seeds_text(rendered.seeds))
 
 
@@ -288,6 +299,52 @@ class GanvasMixPrompts(io.ComfyNode):
         return io.NodeOutput(mixed)
 
 
+class GanvasUpscale(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="GanvasUpscale",
+            display_name="Ganvas Upscale",
+            category=CATEGORY,
+            description="Upscale any IMAGE (with its MASK as transparency) with ganvas's upsampler: one pass "
+                        "(x4 for the shipped upsampler, aspect ratio kept) or to a square side (upsampler, then "
+                        "Lanczos to the exact side). Ganvas Generate at size 64 followed by this node at 256 "
+                        "equals Ganvas Generate at size 256, pixel for pixel.",
+            inputs=[
+                io.Image.Input("images", tooltip="any IMAGE batch (RGB, 0..1), up to 512 px a side"),
+                io.Combo.Input("size", options=list(generation.UPSCALE_SIZES), default=generation.UPSCALE_SIZES[0],
+                               tooltip="x scale: one upsampler pass (each side times the upsampler's scale); a "
+                                       "number: a square side in pixels (the upsampler, then Lanczos; at or below "
+                                       "the image's side a plain Lanczos resize). Non-square images take x scale"),
+                io.Mask.Input("mask", optional=True,
+                              tooltip="1 - alpha, as Ganvas Generate's mask output or Load Image's: the image is "
+                                      "upscaled as RGBA and the upscaled transparency comes out as the mask"),
+                GanvasModel.Input("model", optional=True,
+                                  tooltip="the ganvas model whose upsampler is used (the one trained for its "
+                                          "resolution); not connected: the default model's"),
+            ],
+            outputs=[
+                io.Image.Output(display_name="images", tooltip="RGB, 0..1 (straight colour when a mask was given)"),
+                io.Mask.Output(display_name="mask", tooltip="1 - alpha of the upscaled images; all zeros without "
+                                                            "an input mask"),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, images, size="x scale", mask=None, model=None) -> io.NodeOutput:
+        pipe = _pipeline(model) if model is not None else _default_pipeline()
+        upscaled = generation.upscale(pipe, images, mask, size, on_image=_on_image(len(images)))
+        return io.NodeOutput(generation.to_image_batch(upscaled), generation.to_mask_batch(upscaled))
+
+
+def _default_pipeline():
+    """The default model's pipeline (ganvas's default, on the CPU), for nodes whose model input is optional."""
+    generation.require_ganvas()
+    name = model_folders.default_model()
+    pipe, _ = memory.load(model_folders.model_source(name), "cpu", model_folders.fingerprint(name))
+    return memory.ready(pipe)
+
+
 class GanvasSave(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -346,7 +403,8 @@ def _show_text(text: str, node_id) -> None:
         pass
 
 
-NODES = [GanvasModelLoader, GanvasGenerate, GanvasInterpolate, GanvasEncodePrompt, GanvasMixPrompts, GanvasSave]
+NODES = [GanvasModelLoader, GanvasGenerate, GanvasInterpolate, GanvasEncodePrompt, GanvasMixPrompts, GanvasSave,
+         GanvasUpscale]
 
 
 class GanvasExtension(ComfyExtension):

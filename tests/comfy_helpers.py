@@ -25,12 +25,13 @@ NO_CHECKOUT = ("no ComfyUI checkout configured: set GANVAS_COMFYUI_DIR to a Comf
 CONTROL = "<control_after_generate>"
 WIDGETS = {
     "GanvasModelLoader": ["model_name", "device"],
-    "GanvasGenerate": ["prompt", "seed", CONTROL, "batch_size", "truncation", "style"],
+    "GanvasGenerate": ["prompt", "seed", CONTROL, "batch_size", "truncation", "style", "size"],
     "GanvasInterpolate": ["prompt_from", "prompt_to", "seed_from", CONTROL, "seed_to", CONTROL, "frames",
                           "truncation", "style"],
     "GanvasEncodePrompt": ["text"],
     "GanvasMixPrompts": ["weight"],
     "GanvasSave": ["filename_prefix"],
+    "GanvasUpscale": ["size"],
     "SaveImage": ["filename_prefix"],
     "JoinImageWithAlpha": [],
 }

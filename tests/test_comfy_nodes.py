@@ -364,6 +364,83 @@ def test_a_transparent_model_gives_straight_rgb_and_comfys_mask(plugins, rgba_ch
     assert rgb_masks.shape == (1, 3, 4) and not rgb_masks.any()   # RGB models: fully opaque
 
 
+# --- sizes: Generate's size input and Ganvas Upscale (the pipeline's upsampler) ------------------------------
+
+def _needs_upsampler(plugins):
+    if not plugins.upsamplers():
+        pytest.skip("no upsampler is registered (models/upsamplers/ is empty): sizes above native cannot be made")
+
+
+def test_generate_size_is_the_requests_size(plugins, pipe):
+    _needs_upsampler(plugins)
+    for size in ("native", "native (64)", None, ""):
+        native, _ = generation.generate(pipe, PROMPT, seed=7, size=size)
+        assert native[0].size == (32, 32)
+    images, seeds = generation.generate(pipe, PROMPT, seed=7, batch_size=2, size="128")
+    expected = pipe(PROMPT, n=2, seed=7, size=128)
+    assert seeds == [7, 8] and [im.size for im in images] == [(128, 128)] * 2
+    for got, want in zip(images, expected.images):
+        assert np.array_equal(np.asarray(got), np.asarray(want))
+    assert "upsampler" in images[0].info   # recorded in the PNG fields Ganvas Save writes
+    assert generation.generate(pipe, PROMPT, seed=7, size=96)[0][0].size == (96, 96)  # an API prompt's number
+    for bad in ("huge", "7", 4096, "256x256", True):
+        with pytest.raises(GanvasError, match="size must be native or a side in pixels") as err:
+            generation.generate(pipe, PROMPT, seed=7, size=bad)
+        assert err.value.param == "size"
+
+
+def test_upscale_of_generates_image_and_mask_equals_generate_at_that_size(plugins, rgba_checkpoint):
+    """Generate (native) -> Ganvas Upscale (128) gives Generate (size 128)'s bytes, alpha included."""
+    from ganvas.core.pipeline import Pipeline
+
+    _needs_upsampler(plugins)
+    rgba = Pipeline.load(str(rgba_checkpoint), plugins=plugins)
+    native = generation.render(rgba, PROMPT, seed=5, batch_size=2).images
+    image, mask = generation.to_image_batch(native), generation.to_mask_batch(native)
+    ticks = []
+    up = generation.upscale(rgba, image, mask, "128", on_image=lambda done, total: ticks.append((done, total)))
+    assert ticks == [(1, 2), (2, 2)]
+    direct = rgba(PROMPT, n=2, seed=5, size=128).images
+    for got, want in zip(up, direct):
+        assert got.mode == want.mode == "RGBA" and got.size == (128, 128)
+        assert np.array_equal(np.asarray(got), np.asarray(want))
+    once = generation.upscale(rgba, image, mask, "x scale")   # one pass: the upsampler's scale
+    scale = rgba.load_upsampler().info.scale
+    assert once[0].size == (32 * scale, 32 * scale)
+    assert np.array_equal(np.asarray(once[0]), np.asarray(rgba.upscale(native[0])))
+    # out as IMAGE + MASK, which Join Image with Alpha + Save Image turn back into the same RGBA bytes
+    out_image, out_mask = generation.to_image_batch(up), generation.to_mask_batch(up)
+    back = generation.from_image_batch(out_image, out_mask)
+    assert all(np.array_equal(np.asarray(b), np.asarray(u)) for b, u in zip(back, up))
+
+
+def test_upscale_takes_any_image_rgb_without_a_mask_and_refuses_stretching(plugins, pipe):
+    _needs_upsampler(plugins)
+    photo = torch.rand(1, 20, 30, 3)
+    scale = pipe.load_upsampler().info.scale
+    out = generation.upscale(pipe, photo)   # default: one pass, aspect ratio kept
+    assert out[0].mode == "RGB" and out[0].size == (30 * scale, 20 * scale)
+    assert not generation.to_mask_batch(out).any()
+    with pytest.raises(GanvasError, match="square image, but the images are 30 x 20") as err:
+        generation.upscale(pipe, photo, size="256")
+    assert err.value.param == "size"
+    half = torch.zeros(16, 16)
+    half[:8] = 1.0
+    shared = generation.upscale(pipe, torch.rand(2, 16, 16, 3), half, "64")  # one mask for all
+    assert [im.mode for im in shared] == ["RGBA", "RGBA"] and shared[0].size == (64, 64)
+    assert np.asarray(shared[1])[:8, :, 3].max() < 128 < np.asarray(shared[1])[-8:, :, 3].min()
+    # an all-zero mask is opaque (an RGB model's, or Load Image's 64x64 placeholder): RGB, whatever its size
+    opaque = generation.upscale(pipe, photo, torch.zeros(1, 64, 64))
+    assert opaque[0].mode == "RGB" and np.array_equal(np.asarray(opaque[0]), np.asarray(out[0]))
+    with pytest.raises(GanvasError, match="mask is") as err:
+        generation.upscale(pipe, torch.rand(2, 16, 16, 3), torch.ones(3, 16, 16))
+    assert err.value.param == "mask"
+    with pytest.raises(GanvasError, match="images must be an IMAGE batch"):
+        generation.upscale(pipe, torch.rand(16, 16, 3))
+    with pytest.raises(GanvasError, match="x scale"):
+        generation.upscale(pipe, photo, size="native")
+
+
 def test_every_alpha_level_survives_join_image_with_alpha_and_save_image():
     """ComfyUI's Join Image with Alpha computes 1 - mask, Save Image clip(255 x) truncated: a plain
     1 - a/255 mask would lose a level on 95 of the 256 alpha values."""
@@ -776,6 +853,29 @@ def test_loader_generate_and_progress_through_the_nodes(comfy_env):
     expected = pipe(PROMPT, n=2, seed=7).images
     for i in range(2):
         assert np.array_equal((images[i].numpy() * 255).round().astype(np.uint8), pixels(expected[i]))
+
+
+@needs_comfy
+def test_generate_size_and_the_upscale_node(comfy_env, plugins):
+    from ganvas.comfy_nodes import nodes
+
+    _needs_upsampler(plugins)
+    generate = nodes.GanvasGenerate.GET_NODE_INFO_V1()
+    size = generate["input"]["optional"]["size"]
+    assert size[0] == "COMBO" and size[1]["options"] == ["native", "128", "256", "512"] and size[1]["default"] == "native"
+    upscale = nodes.GanvasUpscale.GET_NODE_INFO_V1()
+    assert upscale["output"] == ["IMAGE", "MASK"] and upscale["input"]["required"]["images"][0] == "IMAGE"
+    assert set(upscale["input"]["optional"]) == {"mask", "model"}
+    json.dumps(upscale)
+    pipe = nodes.GanvasModelLoader.execute("tiny", "cpu")[0]
+    big, seeds, mask, metadata = nodes.GanvasGenerate.execute(pipe, PROMPT, 7, 2, 1.0, "none", None, "128").args
+    assert big.shape == (2, 128, 128, 3) and mask.shape == (2, 128, 128) and seeds == "7,8"
+    small = nodes.GanvasGenerate.execute(pipe, PROMPT, 7, 2, 1.0, "none").args   # no size: native
+    assert small[0].shape == (2, 32, 32, 3)
+    up_image, up_mask = nodes.GanvasUpscale.execute(small[0], "128", small[2], pipe).args
+    assert torch.equal(up_image, big) and torch.equal(up_mask, mask)
+    default = nodes.GanvasUpscale.execute(small[0], "x scale").args[0]   # no model: the default model's upsampler
+    assert default.shape[1] > 32
 
 
 @needs_comfy

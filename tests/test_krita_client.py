@@ -633,3 +633,105 @@ def test_panel_offscreen_against_the_real_server(server):
     # History keeps live batches across prompts, bounded by count and by bytes.
     assert report["history_bounded"] == [["p2", True], ["p3", True], ["p4", True], ["p5", False]]
     assert report["history_bytes"] == ["p1", "p2"]
+
+
+SIZE_DRIVER = r'''
+import json, os, sys, time
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+sys.path.insert(0, sys.argv[1])
+from ganvas_krita import guard
+from ganvas_krita.panel import GanvasPanel
+from ganvas_krita.qt import QApplication
+from ganvas_krita.settings import Settings
+
+URL, KEY = sys.argv[2], sys.argv[3]
+errors = []
+guard.listeners.append(lambda exc, text: errors.append(text))
+app = QApplication([])
+
+
+class Host:
+    canvas = (70, 500)
+
+    def canvas_size(self):
+        return self.canvas
+
+
+def wait(condition, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        app.processEvents()
+        if condition():
+            return True
+        time.sleep(0.005)
+    return False
+
+
+def box(panel):
+    return {"choices": [[panel.size.itemData(i), panel.size.itemText(i)] for i in range(panel.size.count())],
+            "current": panel.size.currentData()}
+
+
+report = {}
+host = Host()
+settings = Settings.memory({"server_url": URL, "api_key": KEY})
+panel = GanvasPanel(settings, host)
+report["ready"] = wait(lambda: panel.status.text().startswith("ready"))
+report["at_70x500"] = box(panel)
+host.canvas = (1000, 800)
+panel.prompt.setText("a red circle")
+panel.seed.setText("5")
+report["params_size_at_1000x800"] = panel._params().size
+host.canvas = (20, 20)
+report["params_size_at_20x20"] = panel._params().size
+host.canvas = (1000, 800)
+panel._params()
+panel.size.setCurrentIndex(panel.size.findData(0))       # the user picks native: kept from now on
+host.canvas = (1000, 800)
+report["picked"] = [panel._params().size, settings.store.get("size")]
+panel.size.setCurrentIndex(panel.size.findData(report["params_size_at_1000x800"]))
+panel.generate_button.click()
+report["generated"] = wait(lambda: panel.shown_batch is not None)
+report["message"] = panel.message.text()
+from ganvas_krita import canvas
+shown = canvas.decode_png(panel.shown_batch.images[0].png) if panel.shown_batch else None
+report["png_size"] = [shown.width(), shown.height()] if shown is not None else None
+stored = Settings.memory({"server_url": URL, "api_key": KEY, "size": "64"})
+other = GanvasPanel(stored, host)
+wait(lambda: other.status.text().startswith("ready"))
+report["stored_choice_kept"] = other.size.currentData()
+report["stored_box"] = box(other)
+report["stored_status"] = other.status.text()
+report["errors"] = errors
+print(json.dumps(report))
+'''
+
+
+def test_panel_size_box_lists_the_servers_sizes_and_follows_the_canvas(server, tmp_path):
+    """Offscreen panel against the real server: the Size box holds the model card's `sizes` (native + the
+    upsampler's sides), and until the user picks one it follows the canvas: the largest side not above the
+    canvas's shorter side, else the largest."""
+    python = python_with_pyqt5()
+    if python is None:
+        pytest.skip("no Python with PyQt5 (apt-get install python3-pyqt5, which Krita uses too)")
+    card = kc.GanvasClient(server.url + "/v1/", api_key=KEY, timeout=60).models()
+    sizes = next(m for m in card if m["id"] == "tiny")["sizes"]
+    if sizes in (None, [], [32]):
+        pytest.skip(f"the server lists no upsampled sizes for tiny ({sizes}): models/upsamplers/ is empty")
+    assert sizes[0] == 32 and 64 in sizes and all(s > 32 for s in sizes[1:])
+    driver = tmp_path / "size_driver.py"
+    driver.write_text(SIZE_DRIVER)
+    out = subprocess.run([python, str(driver), str(plugin_dir().parent), server.url, KEY], capture_output=True,
+                         text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["ready"] and report["errors"] == []
+    expected = [[0, "native (32 px)"], *([s, f"{s} px"] for s in sizes[1:])]
+    assert report["at_70x500"]["choices"] == expected
+    assert report["at_70x500"]["current"] == 64                 # the largest side <= 70
+    assert report["params_size_at_1000x800"] == max(sizes)     # followed when Generate builds the request
+    assert report["params_size_at_20x20"] == max(sizes)        # smaller than every size: the largest
+    assert report["picked"] == [None, "0"]                      # a picked size (native) stays
+    assert report["generated"], report["message"]
+    assert report["png_size"] == [max(sizes)] * 2               # the server made it at that size
+    assert report["stored_choice_kept"] == 64, json.dumps([report["stored_box"], report["stored_status"]])                   # a stored choice is the user's, not the canvas's

@@ -53,6 +53,11 @@ class KritaHost:
     def has_document(self) -> bool:
         return self.app.activeDocument() is not None
 
+    def canvas_size(self) -> tuple[int, int] | None:
+        """(width, height) of the active document in pixels, None when no document is open."""
+        doc = self.app.activeDocument()
+        return None if doc is None else (int(doc.width()), int(doc.height()))
+
     # --- step 1: UI thread -------------------------------------------------------------------------------
     def prepare_insert(self, png: bytes, name: str, target: str, fit: str, scaling: str) -> InsertJob:
         doc = self._document()

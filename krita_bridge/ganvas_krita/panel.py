@@ -35,6 +35,17 @@ STOP_GRACE_MS = 5000                   # "Stop local server": SIGTERM, then kill
 MAX_SIZE = 4096                        # the largest output size a setting may ask for
 
 
+def canvas_default_size(sizes, native: int | None, canvas: tuple[int, int]) -> int:
+    """The Size box's default for a canvas (its item data: 0 = native): the largest offered side not above
+    the canvas's shorter side; else (a canvas smaller than every size) the largest offered side. Without a
+    document the box keeps its choice (native at first)."""
+    sides = {(native if side == 0 else side): side for side in sizes if side or native}
+    if not sides:
+        return 0
+    fitting = [side for side in sides if side <= min(canvas)]
+    return sides[max(fitting)] if fitting else sides[max(sides)]
+
+
 class GanvasPanel(DockerWidgets):
     def __init__(self, settings: Settings, host, parent=None, local_server: LocalServer | None = None):
         super().__init__(parent)
@@ -108,6 +119,7 @@ class GanvasPanel(DockerWidgets):
             self.seed_lock.setChecked(s.flag("seed_locked"))
             self.count.setValue(s.integer("count", 1, MAX_N))
             self._offer_sizes(DEFAULT_SIZES, wanted=s.integer("size", 0, MAX_SIZE))
+            self.size_picked = s.has("size")   # else the Size box follows the canvas (canvas_default_size)
             self.truncation.setValue(round(s.number("truncation", 0.01, 1.0) * 100))
             self.live.setChecked(s.flag("live"))
             self.server_command.setText(s.server_command())
@@ -335,17 +347,34 @@ class GanvasPanel(DockerWidgets):
 
     def _offer_model_sizes(self) -> None:
         """The Size box offers the sizes the server lists for the chosen model (GET /v1/models "sizes", e.g.
-        once an upsampler adds 128/256 px), else DEFAULT_SIZES; native is always first."""
+        64, 128 and 256 px with the x4 upsampler), else DEFAULT_SIZES; native is always first. Until the user
+        picks a size, the chosen one follows the canvas (canvas_default_size) among the listed sizes."""
         card = self._model_card()
+        native = card.get("resolution")
         listed = [int(v) for v in card.get("sizes") or [] if isinstance(v, int) and 0 < v <= MAX_SIZE]
-        sizes = (0, *sorted(set(listed) - {card.get("resolution")})) if listed else DEFAULT_SIZES
-        self._offer_sizes(sizes, wanted=int(self.size.currentData() or 0), native=card.get("resolution"))
+        sizes = (0, *sorted(set(listed) - {native})) if listed else DEFAULT_SIZES
+        wanted = int(self.size.currentData() or 0)
+        canvas = self._canvas_size() if listed and not getattr(self, "size_picked", True) else None
+        if canvas:
+            wanted = canvas_default_size(sizes, native, canvas)
+        self._offer_sizes(sizes, wanted=wanted, native=native)
+
+    def _canvas_size(self) -> tuple[int, int] | None:
+        """The open document's (width, height), None without one (or a host that cannot say)."""
+        size = getattr(self.host, "canvas_size", None)
+        try:
+            found = size() if callable(size) else None
+        except Exception:  # a host error must not break the Size box
+            return None
+        return tuple(found) if found and all(isinstance(v, int) and v > 0 for v in found) else None
 
     def _offer_sizes(self, sizes, wanted: int = 0, native: int | None = None) -> None:
         current = [(self.size.itemData(i), self.size.itemText(i)) for i in range(self.size.count())]
-        if current == [(side, size_label(side, native)) for side in sizes]:
-            return
         blocked = self.size.blockSignals(True)
+        if current == [(side, size_label(side, native)) for side in sizes] and (wanted in sizes or not wanted):
+            self.size.setCurrentIndex(max(0, self.size.findData(wanted)))   # same list: only the choice moves
+            self.size.blockSignals(blocked)
+            return
         try:
             self.size.clear()
             for side in sizes:
@@ -401,6 +430,8 @@ class GanvasPanel(DockerWidgets):
 
     # --- generation --------------------------------------------------------------------------------------------
     def _params(self) -> GenerateParams:
+        if not getattr(self, "size_picked", True):
+            self._offer_model_sizes()   # the canvas may have changed since the sizes were offered
         n = self.count.value()
         if not self.prompt.text().strip():
             raise ClientError("invalid", "the prompt is empty", param="prompt")
@@ -632,6 +663,7 @@ class GanvasPanel(DockerWidgets):
 
     @guarded
     def _size_changed(self, *_):
+        self.size_picked = True   # the user's choice from now on, not the canvas's
         self.settings.set("size", int(self.size.currentData() or 0))
 
     @guarded

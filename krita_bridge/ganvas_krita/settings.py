@@ -102,6 +102,11 @@ class Settings:
             return stored
         return recorded or stored or FALLBACK_SERVER_COMMAND
 
+    def has(self, key: str) -> bool:
+        """True when the user's settings hold a value for `key` (not only the default)."""
+        value = self._read(key, "")
+        return value is not None and str(value) != ""
+
     def flag(self, key: str) -> bool:
         return self.text(key).strip().lower() in ("true", "1", "yes", "on")
 

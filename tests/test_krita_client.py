@@ -131,7 +131,11 @@ def closed_port() -> int:
 def test_probe_reads_health_and_models(api):
     info = kc.probe(api)
     assert info.status == "ok" and info.model == "tiny"
-    assert {"id": "tiny", "resolution": 32, "styles": STYLES, "sizes": []} in info.models
+    # "sizes": native, then the shipped upsampler's sides (x4: 64 and 128 px); native only without one
+    from ganvas.plugins.default_backend import upsampler_folders
+
+    sizes = [32, 64, 128] if upsampler_folders() else [32]
+    assert {"id": "tiny", "resolution": 32, "styles": STYLES, "sizes": sizes} in info.models
 
 
 def test_generate_returns_pngs_with_per_image_seeds(api):

@@ -96,7 +96,7 @@ def bench_gan(pipe, repeat: int, size: int | None = None) -> dict:
               "throughput_batch64_batched_img_s": 64 / batched, "generator_forward_batch1_s": forward}
     if size is not None and size > pipe.resolution:
         up = pipe.load_upsampler()
-        x = torch.zeros(1, up.info.channels, pipe.resolution, pipe.resolution)
+        x = torch.zeros(1, up.info.channels, pipe.resolution, pipe.resolution).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             up.module(x)
             alone = median_time(lambda: up.module(x), repeat)

@@ -269,7 +269,10 @@ def load(name: str, source: Any, device: str = "cpu", origin: str = "a path") ->
                 module, info = _from_folder(name, Path(source))
         except CheckpointError as exc:
             raise GanvasError(f"upsampler {name!r}: {exc}") from None
-        loaded = LoadedUpsampler(info, module.to(device), torch.device(device), threading.Lock())
+        module = module.to(device)
+        if torch.device(device).type == "cpu":  # oneDNN's NHWC convolutions: ~10% faster at batch 1 here
+            module = module.to(memory_format=torch.channels_last)
+        loaded = LoadedUpsampler(info, module, torch.device(device), threading.Lock())
         _loaded[key] = loaded
         return loaded
 
@@ -355,7 +358,7 @@ def upscale_image(loaded: LoadedUpsampler, image, threads: int | None = None):
     c = loaded.info.channels
     x = pil_to_tensor(image.convert("RGBA") if alpha else image.convert("RGB"), c)
     with loaded.lock, render_threads(threads), torch.inference_mode():
-        y = loaded.module(x.to(loaded.device)).float().cpu()
+        y = loaded.module(x.to(loaded.device).contiguous(memory_format=torch.channels_last)).float().cpu()
     if c == 4 and not alpha:
         y = y[:, :3] + (1 - (y[:, 3:4] + 1) / 2) * 2  # an opaque input stays opaque: composite on white
     elif c == 3 and alpha:  # an RGB upsampler on a transparent image: colour and alpha upscaled separately

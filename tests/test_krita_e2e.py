@@ -180,9 +180,12 @@ class Reference:
             time.sleep(0.1)
         pytest.fail(f"reference server not ready: {self.log.read_text(errors='replace')}")
 
-    def image(self, seed: int) -> Image.Image:
-        """The server's PNG as RGBA (straight alpha, as the server sends it)."""
-        body = json.dumps({"prompt": PROMPT, "n": 1, "seed": seed, "response_format": "b64_json"}).encode()
+    def image(self, seed: int, size: int = 0) -> Image.Image:
+        """The server's PNG as RGBA (straight alpha, as the server sends it); size 0 = native."""
+        fields = {"prompt": PROMPT, "n": 1, "seed": seed, "response_format": "b64_json"}
+        if size:
+            fields["size"] = f"{size}x{size}"
+        body = json.dumps(fields).encode()
         request = urllib.request.Request(f"{self.url}/v1/images/generations", body,
                                          {"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=60) as response:
@@ -341,7 +344,8 @@ def test_docker_in_real_krita(tmp_path, model_dir):
         assert report["active_at_end"] == layers["selection_fill"]["name"]
 
         reference.wait_ready()
-        first, second = reference.image(SEED), reference.image(SEED + 1)
+        # At the size the docker generated at (it follows the canvas: upsampled on this 4000x3000 one).
+        first, second = reference.image(SEED, report["size"]), reference.image(SEED + 1, report["size"])
         side = first.width
         transparent = first.getextrema()[3][1] < 255  # the tiny RGBA model is semi-transparent everywhere
         assert transparent or os.environ.get("GANVAS_KRITA_E2E_MODEL"), "the test model should be semi-transparent"

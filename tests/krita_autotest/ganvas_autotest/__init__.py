@@ -324,6 +324,9 @@ class Driver:
             fail(f"generation failed: {message}")
         if results.count() == CONFIG["count"] and not message.startswith("generating"):
             REPORT["generated"] = message
+            # The Size box follows the canvas (an upsampled size on a large one): the test's reference
+            # images must be made at the same size.
+            REPORT["size"] = int(self.w(QComboBox, "ganvasSize").currentData() or 0)
             REPORT["result_seeds"] = [results.item(i).text() for i in range(results.count())]
             REPORT["seed_field_after"] = self.w(QLineEdit, "ganvasSeed").text()
             return True

@@ -192,7 +192,7 @@ class DockerWidgets(QWidget):
         self.count = self._named(QSpinBox(), "ganvasCount", "images per Generate")
         self.count.setRange(1, MAX_N)
         form.addRow("Count", self.count)
-        self.size = self._named(QComboBox(), "ganvasSize", "output size; larger than native is a resize")
+        self.size = self._named(QComboBox(), "ganvasSize", "output size; above native the server's upsampler draws the detail (never a stretched image)")
         for side in DEFAULT_SIZES:
             self.size.addItem(size_label(side), side)
         form.addRow("Size", self.size)

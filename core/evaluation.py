@@ -16,6 +16,7 @@ import torch
 
 from .checkpoint import load_generator
 from .data import load_imagefolder, typed_prompt
+from .evaluator import pairwise_spread
 from .images import from_uint8, on_white
 from .model import noise
 from .pipeline import configure_threads
@@ -154,15 +155,6 @@ def kernel_inception_distance(a: torch.Tensor, b: torch.Tensor, subsets: int = 2
     return float(np.mean(values))
 
 
-def _pairwise_spread(features: torch.Tensor) -> float:
-    """Mean pairwise distance between L2-normalised features (0 = identical images)."""
-    f = torch.nn.functional.normalize(features, dim=-1)
-    if len(f) < 2:
-        return float("nan")
-    d = torch.cdist(f, f)
-    return float(d.sum() / (len(f) * (len(f) - 1)))
-
-
 @torch.no_grad()
 def evaluate_dataset_model(model: str, root: Path, split: str, evaluator: str | None = None, seed: int = 0,
                            threads: int | None = None, diversity_seeds: int = 8, diversity_concepts: int = 100,
@@ -197,13 +189,7 @@ def evaluate_dataset_model(model: str, root: Path, split: str, evaluator: str | 
     fake_typed = on_white(generate_from_vectors(generator, typed_vectors, seeds))
     real = from_uint8(real_set.images)
 
-    def embed(images):
-        feats, embs = [], []
-        for i in range(0, len(images), 256):
-            f = ev.image_features(on_white(images[i:i + 256]))
-            feats.append(f)
-            embs.append(torch.nn.functional.normalize(ev.image_proj(f), dim=-1))
-        return torch.cat(feats), torch.cat(embs)
+    embed = ev.features_and_embeddings
 
     fake_feat, fake_emb = embed(fake)
     typed_emb = embed(fake_typed)[1]
@@ -230,20 +216,20 @@ def evaluate_dataset_model(model: str, root: Path, split: str, evaluator: str | 
     others = [(split_dir, rows)] + ([train] if train else [])
     if split == "validation":  # the hold-out's other designs are the rest of train/
         others = [(split_dir, _read_split(root, "train")[0])]
-    report["style"] = _style_accuracy(others, captions, concepts, cache, ev, fake_emb, real_emb, log)
-    report["style"]["generated_typed"] = _style_accuracy(others, captions, concepts, cache, ev, typed_emb,
-                                                         real_emb, log)["generated"]
+    report["style"] = _style_accuracy(others, captions, concepts, cache, ev, real_emb, log,
+                                      generated=fake_emb, generated_typed=typed_emb)
     styles = _concept_styles(others, rows, resolution, diversity_concepts, embed)
     typed_of = dict(zip(concepts, typed_vectors))
     report["diversity"] = _diversity(generator, ev, concepts, typed_of, cache, styles, diversity_seeds, seed)
     return report, format_dataset_report(report, model, root, split, seed)
 
 
-def _style_accuracy(sources: list[tuple[Path, list[dict]]], captions, concepts, cache, ev, fake_emb, real_emb,
-                    log) -> dict:
+def _style_accuracy(sources: list[tuple[Path, list[dict]]], captions, concepts, cache, ev, real_emb, log,
+                    **generated) -> dict:
     """Style control: rank each image's caption among the captions of the *same* concept in its other designs
     (taken from `sources`: the split and train/); a hit when its own design's caption wins. Images of concepts
-    drawn in one design only are left out. Chance is the mean of 1 / number of designs."""
+    drawn in one design only are left out. Chance is the mean of 1 / number of designs. `generated` maps a
+    report key to the embeddings of one set of generated images (one per caption), all scored in one pass."""
     by_concept: dict[str, list[str]] = {}
     for _folder, source_rows in sources:
         for r in source_rows:
@@ -252,19 +238,20 @@ def _style_accuracy(sources: list[tuple[Path, list[dict]]], captions, concepts, 
                 texts.append(r["text"])
     usable = [i for i, c in enumerate(concepts) if len(by_concept.get(c, [])) >= 2]
     if not usable:
-        return {"images": 0, "generated": float("nan"), "real": float("nan"), "chance": float("nan")}
+        return {"images": 0, **{k: float("nan") for k in generated}, "real": float("nan"), "chance": float("nan")}
     needed = sorted({t for i in usable for t in by_concept[concepts[i]]})
     index = {t: k for k, t in enumerate(needed)}
     text_emb = ev.embed_texts(cache.lookup(needed, log=log))
-    hits_fake = hits_real = chance = 0.0
+    hits = dict.fromkeys([*generated, "real"], 0)
+    chance = 0.0
     for i in usable:
         options = [index[t] for t in by_concept[concepts[i]]]
         own = options.index(index[captions[i]])
-        hits_fake += int((text_emb[options] @ fake_emb[i]).argmax()) == own
-        hits_real += int((text_emb[options] @ real_emb[i]).argmax()) == own
+        for key, emb in [*generated.items(), ("real", real_emb)]:
+            hits[key] += int((text_emb[options] @ emb[i]).argmax()) == own
         chance += 1 / len(options)
     n = len(usable)
-    return {"images": n, "generated": hits_fake / n, "real": hits_real / n, "chance": chance / n}
+    return {"images": n, **{k: v / n for k, v in hits.items()}, "chance": chance / n}
 
 
 def _concept_styles(sources: list[tuple[Path, list[dict]]], rows: list[dict], resolution: int, limit: int,
@@ -299,10 +286,10 @@ def _diversity(generator, ev, concepts, typed_of: dict, cache, styles: dict, n_s
     for k, (concept, real_features) in enumerate(styles.items()):
         names = on_white(generate_from_vectors(generator, name_vectors[k:k + 1].expand(n_seeds, -1), seeds))
         typed = on_white(generate_from_vectors(generator, typed_of[concept][None].expand(n_seeds, -1), seeds))
-        name_spread.append(_pairwise_spread(ev.image_features(names)))
-        typed_spread.append(_pairwise_spread(ev.image_features(typed)))
+        name_spread.append(pairwise_spread(ev.image_features(names)))
+        typed_spread.append(pairwise_spread(ev.image_features(typed)))
         pixel_std.append(float(names.std(0).mean()))
-        real_spread.append(_pairwise_spread(real_features))
+        real_spread.append(pairwise_spread(real_features))
     r = float(np.mean(real_spread))
     return {"concepts": len(styles), "seeds": n_seeds, "real_style_spread": r,
             "name_seed_spread": float(np.mean(name_spread)), "typed_seed_spread": float(np.mean(typed_spread)),

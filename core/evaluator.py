@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .augment import translate
+from .images import on_white
 
 WEIGHTS = "evaluator.safetensors"
 CONFIG = "evaluator.json"
@@ -74,6 +75,24 @@ class ContrastiveEvaluator(nn.Module):
 
     def embed_texts(self, text_vectors):
         return F.normalize(self.text_proj(text_vectors), dim=-1)
+
+    def features_and_embeddings(self, images, batch: int = 256):
+        """(pooled features, normalised embeddings) of network-space images, in batches; transparent (RGBA)
+        images are judged composited on white, as the evaluator only learnt RGB."""
+        feats, embs = [], []
+        for i in range(0, len(images), batch):
+            f = self.image_features(on_white(images[i:i + batch]))
+            feats.append(f)
+            embs.append(F.normalize(self.image_proj(f), dim=-1))
+        return torch.cat(feats), torch.cat(embs)
+
+
+def pairwise_spread(features: torch.Tensor) -> float:
+    """Mean pairwise distance between L2-normalised features (0 = identical images; NaN for fewer than 2)."""
+    f = F.normalize(features.float(), dim=-1)
+    if len(f) < 2:
+        return float("nan")
+    return float(torch.cdist(f, f).sum() / (len(f) * (len(f) - 1)))
 
 
 def train_evaluator(images_uint8: torch.Tensor, text_vectors: torch.Tensor, caption_index: torch.Tensor,

@@ -12,18 +12,14 @@ from pathlib import Path
 import torch
 
 from .data import load_image, load_imagefolder, read_metadata, typed_prompt, validation_holdout
-from .images import from_uint8, on_white
+from .evaluator import pairwise_spread
+from .images import from_uint8
 from .model import noise
 
 
 def _train_dir(spec: str) -> Path:
     root = Path(spec)
     return root / "train" if (root / "train" / "metadata.jsonl").exists() else root
-
-
-def _spread(features: torch.Tensor) -> float:
-    f = torch.nn.functional.normalize(features.float(), dim=-1)
-    return float(torch.cdist(f, f).sum() / (len(f) * (len(f) - 1)))
 
 
 class ValidationProbe:
@@ -62,7 +58,7 @@ class ValidationProbe:
             for c in chosen:
                 arrays = [torch.from_numpy(load_image(folder / r["file_name"], resolution).copy()).permute(2, 0, 1)
                           for r in all_rows if r["label"] == c]
-                self.real_spread.append(_spread(self._embed(from_uint8(torch.stack(arrays)).to(device))[0]))
+                self.real_spread.append(pairwise_spread(self._embed(from_uint8(torch.stack(arrays)).to(device))[0]))
         self.typed_for_spread = self.typed_vec[[labels.index(c) for c in chosen]]
         with torch.no_grad():
             self.real_r1 = self._r1(self.real_emb)
@@ -82,12 +78,7 @@ class ValidationProbe:
         return cls(rows, all_rows, folder, load_evaluator(evaluator_folder), cache, resolution, device)
 
     def _embed(self, images):
-        feats, embs = [], []
-        for i in range(0, len(images), 256):
-            f = self.ev.image_features(on_white(images[i:i + 256]))
-            feats.append(f)
-            embs.append(torch.nn.functional.normalize(self.ev.image_proj(f), dim=-1))
-        return torch.cat(feats), torch.cat(embs)
+        return self.ev.features_and_embeddings(images)
 
     def _r1(self, emb) -> float:
         from .evaluation import r_precision
@@ -116,8 +107,8 @@ class ValidationProbe:
         for k in range(len(self.names)):
             name_imgs = self._generate(G, self.name_vec[k:k + 1].expand(self.seeds, -1), zs)
             typed_imgs = self._generate(G, self.typed_for_spread[k:k + 1].expand(self.seeds, -1), zs)
-            name_ratio.append(_spread(self._embed(name_imgs)[0]) / self.real_spread[k])
-            typed_ratio.append(_spread(self._embed(typed_imgs)[0]) / self.real_spread[k])
+            name_ratio.append(pairwise_spread(self._embed(name_imgs)[0]) / self.real_spread[k])
+            typed_ratio.append(pairwise_spread(self._embed(typed_imgs)[0]) / self.real_spread[k])
         r = lambda x: round(float(x), 4)  # noqa: E731
         return {"val_r1_full": r(self._r1(full_emb)), "val_r1_typed": r(self._r1(typed_emb)),
                 "val_r1_real": r(self.real_r1), "val_style_full": r(self._style(full_emb)),

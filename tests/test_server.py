@@ -859,6 +859,53 @@ def test_half_sent_requests_do_not_lock_out_other_clients(guarded):
             sock.close()
 
 
+class _Transport:
+    def __init__(self, closing=False):
+        self.closing = closing
+
+    def is_closing(self):
+        return self.closing
+
+    def close(self):
+        self.closing = True
+
+
+def _connection(protocol, connections, opened, *, closing=False, busy=False):
+    """A protocol object with just the state `_make_room` reads (unit stand-in beside the real test above)."""
+    conn = object.__new__(protocol)
+    conn.connections, conn._opened, conn.transport = connections, opened, _Transport(closing)
+    conn.cycle = type("Cycle", (), {"response_complete": not busy})() if busy else None
+    connections.add(conn)
+    return conn
+
+
+def test_connection_limit_evicts_the_oldest_idle_and_never_a_newcomer_for_closing_or_busy_ones():
+    from ganvas.core.server.protocol import protocol_for
+    protocol = protocol_for(ServerConfig(max_connections=3))
+    connections: set = set()
+    old_idle, busy = _connection(protocol, connections, 1.0), _connection(protocol, connections, 0.5, busy=True)
+    newer_idle = _connection(protocol, connections, 2.0)
+    newcomer = _connection(protocol, connections, 3.0)
+    newcomer._make_room()
+    assert old_idle.transport.closing and not busy.transport.closing and not newer_idle.transport.closing
+    assert not newcomer.transport.closing
+    # A burst: the evicted sockets are closing but still listed until the loop's next turn; they must not
+    # push the next newcomer out (the race behind the half-sent-requests failure).
+    evicted = [_connection(protocol, connections, 0.1 * i, closing=True) for i in range(5)]
+    late = _connection(protocol, connections, 4.0)
+    late._make_room()
+    assert not late.transport.closing and all(c.transport.closing for c in evicted)
+    assert newer_idle.transport.closing and not newcomer.transport.closing  # 3 live before it: oldest idle goes
+    assert sum(not c.transport.closing for c in connections) == 3
+    # Every other live connection is busy with a request: the newcomer still gets in.
+    busy_only: set = set()
+    for i in range(3):
+        _connection(protocol, busy_only, float(i), busy=True)
+    arrival = _connection(protocol, busy_only, 9.0)
+    arrival._make_room()
+    assert not arrival.transport.closing
+
+
 def test_overload_is_503_in_openai_shape_with_retry_after(guarded):
     holders = [connect(guarded, headers_then_nothing(KEY)) for _ in range(2)]  # two requests in flight
     time.sleep(0.3)

@@ -7,7 +7,8 @@ counts those sockets and answers everyone else a plain-text 503. Here:
   - headers must be complete within `header_timeout_s` of connecting (or of the previous response),
   - a body within `body_timeout_s` of its headers; late ones get 408 and are closed,
   - at most `in_flight_limit()` requests are handled at once; more get 503 + Retry-After,
-  - beyond `max_connections` sockets, the oldest one that is only waiting for its client is closed,
+  - beyond `max_connections` sockets, the oldest one that is only waiting for its client is closed
+    (a newcomer is never refused for sockets that are busy with a request),
 and every such answer is in the OpenAI error shape. Always h11 (even where httptools is installed),
 so the behaviour does not depend on what else happens to be installed.
 """
@@ -102,13 +103,19 @@ class GuardedH11Protocol(H11Protocol):
         return self.cycle is None or self.cycle.response_complete
 
     def _make_room(self) -> None:
-        """Over max_connections: close the oldest idle connection, else this new one."""
-        if len(self.connections) <= self.settings.max_connections:
+        """Over max_connections: close the oldest other connection that only waits for its client.
+
+        Sockets already closing still sit in `connections` until the loop's next turn, so they are not
+        counted: in a burst of connects they would crowd out every newcomer. When every other live
+        connection is handling a request, the newcomer stays: those are bounded by the in-flight limit
+        (the rest get their 503 at once), so the overshoot is short and small.
+        """
+        live = [c for c in self.connections if c is not self and not c.transport.is_closing()]
+        if len(live) < self.settings.max_connections:
             return
-        idle = [c for c in self.connections if c is not self and isinstance(c, GuardedH11Protocol) and c._idle()
-                and not c.transport.is_closing()]
-        victim = min(idle, key=lambda c: c._opened) if idle else self
-        victim.transport.close()
+        idle = [c for c in live if isinstance(c, GuardedH11Protocol) and c._idle()]
+        if idle:
+            min(idle, key=lambda c: c._opened).transport.close()
 
     async def _admit(self, scope, receive, send) -> None:
         """The app, unless too many requests are being handled already (this one is counted)."""

@@ -30,7 +30,7 @@ def main():
     args = parser.parse_args()
 
     from ganvas.core.pipeline import Pipeline, configure_threads
-    from ganvas.core.plugins import GanvasPlugins
+    from ganvas.core.plugin_manager import GanvasPlugins
 
     configure_threads(1)
     plugins = GanvasPlugins(entry_points=False)

@@ -48,7 +48,7 @@ def load_gan(model: str | None):
     shipped yet (speed does not depend on the weights)."""
     from ganvas.core.hookspecs import hookimpl
     from ganvas.core.pipeline import Pipeline
-    from ganvas.core.plugins import GanvasPlugins
+    from ganvas.core.plugin_manager import GanvasPlugins
     from ganvas.core.requests import ModelNotFound, default_model_name
 
     plugins = GanvasPlugins(entry_points=False)  # built-ins only: measure ganvas, not whatever is installed
@@ -62,8 +62,8 @@ def load_gan(model: str | None):
         @hookimpl
         def ganvas_register_models(self, register):
             def build():
-                from ganvas.core.config import ModelConfig
-                from ganvas.core.model import Generator
+                from ganvas.core.model.config import ModelConfig
+                from ganvas.core.model.networks import Generator
 
                 torch.manual_seed(0)
                 return Generator(ModelConfig())

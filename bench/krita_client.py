@@ -25,16 +25,16 @@ LIVE_DELAY_MS = 300  # krita_bridge/ganvas_krita/panel.py
 
 
 def random_checkpoint(folder: Path) -> Path:
-    from ganvas.core.checkpoint import save_model
-    from ganvas.core.config import ModelConfig
-    from ganvas.core.model import Generator
+    from ganvas.core.io.checkpoint import save_model
+    from ganvas.core.model.config import ModelConfig
+    from ganvas.core.model.networks import Generator
 
     return save_model(folder / "bench", Generator(ModelConfig()), trained={"note": "random weights, for timing"})
 
 
 def start_server(model: str, log: Path) -> tuple[subprocess.Popen, str]:
     env = dict(os.environ, OMP_NUM_THREADS="1", GANVAS_THREADS="1")
-    proc = subprocess.Popen([sys.executable, "-m", "ganvas.core.cli", "serve", "--port", "0", "--model", model,
+    proc = subprocess.Popen([sys.executable, "-m", "ganvas.core.hosts.cli.main", "serve", "--port", "0", "--model", model,
                              "--access-log", "off", "--store", str(log.parent / "store")],
                             stdout=open(log, "wb"), stderr=subprocess.STDOUT, env=env)
     deadline = time.monotonic() + 180

@@ -49,10 +49,10 @@ def rss_mb(pid: int) -> float:
 
 
 def serve_argv() -> list[str]:
-    from ganvas.core.plugins import BUILTIN_PLUGINS
+    from ganvas.core.plugin_manager import BUILTIN_PLUGINS
 
     if "serve_command" in BUILTIN_PLUGINS:
-        return [sys.executable, "-m", "ganvas.core.cli", "serve"]
+        return [sys.executable, "-m", "ganvas.core.hosts.cli.main", "serve"]
     return [sys.executable, "-m", "ganvas.plugins.serve_command"]
 
 
@@ -60,7 +60,7 @@ def pick_model(requested: str | None, scratch: Path) -> tuple[str, dict]:
     """(--model value, extra env). A random default-config checkpoint when nothing is registered."""
     if requested:
         return requested, {}
-    from ganvas.core.plugins import GanvasPlugins
+    from ganvas.core.plugin_manager import GanvasPlugins
     from ganvas.core.requests import default_model_name
 
     name = default_model_name()
@@ -68,9 +68,9 @@ def pick_model(requested: str | None, scratch: Path) -> tuple[str, dict]:
         return name, {}
     import torch
 
-    from ganvas.core.checkpoint import save_model
-    from ganvas.core.config import ModelConfig
-    from ganvas.core.model import Generator
+    from ganvas.core.io.checkpoint import save_model
+    from ganvas.core.model.config import ModelConfig
+    from ganvas.core.model.networks import Generator
 
     torch.manual_seed(0)
     folder = save_model(scratch / "models" / "bench-random", Generator(ModelConfig()).eval(),

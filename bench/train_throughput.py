@@ -13,8 +13,8 @@ import time
 
 import torch
 
-from ganvas.core.data import CaptionedImages
-from ganvas.core.train import TrainOptions, Trainer
+from ganvas.core.datasets.folders import CaptionedImages
+from ganvas.core.training.trainer import TrainOptions, Trainer
 
 
 def measure(resolution: int, batch: int, steps: int, bf16: bool, threads: int, preset: str, tmp: str) -> float:

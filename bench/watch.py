@@ -2,7 +2,7 @@
 
     python bench/watch.py [--model shapes] [--jobs 200] [--quiet-period 2] [--poll SECONDS] [--json]
 
-A real watcher process (`python -m ganvas.core.watch`, as `ganvas watch` runs it) is started and
+A real watcher process (`python -m ganvas.core.hosts.watch`, as `ganvas watch` runs it) is started and
 warmed up; then N one-line .txt jobs (distinct prompts, each written to a temporary name and renamed
 in) are dropped at once, and the clock runs until all N inputs are in done/. Reported:
   end to end     N / (last input in done/ - first drop): what a user sees, quiet period included
@@ -38,14 +38,14 @@ def prompts(n: int) -> list[str]:
 def model_path(model: str | None, work: Path) -> str:
     if model:
         return model
-    from ganvas.core.plugins import GanvasPlugins
+    from ganvas.core.plugin_manager import GanvasPlugins
     from ganvas.core.requests import default_model_name
 
     if default_model_name() in GanvasPlugins(entry_points=False).models():
         return default_model_name()
-    from ganvas.core.checkpoint import save_model
-    from ganvas.core.config import ModelConfig
-    from ganvas.core.model import Generator
+    from ganvas.core.io.checkpoint import save_model
+    from ganvas.core.model.config import ModelConfig
+    from ganvas.core.model.networks import Generator
 
     print(f"(model {default_model_name()!r} not found: using a random 32 px checkpoint)", file=sys.stderr)
     return str(save_model(work / "random32", Generator(ModelConfig(resolution=32, g_channels=8, d_channels=8,
@@ -89,7 +89,7 @@ def main() -> None:
     env = {**os.environ, "GANVAS_THREADS": os.environ.get("GANVAS_THREADS", "1"),
            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     log = open(work / "watch.log", "wb")
-    cmd = [sys.executable, "-m", "ganvas.core.watch", str(inbox), "--out", str(outbox), "--model", model,
+    cmd = [sys.executable, "-m", "ganvas.core.hosts.watch", str(inbox), "--out", str(outbox), "--model", model,
            "--quiet-period", str(args.quiet_period)] + (["--poll", str(args.poll)] if args.poll else [])
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)

@@ -70,7 +70,7 @@ def ganvas_problem() -> str | None:
         return None
     try:
         importlib.import_module("ganvas.core.requests")
-        importlib.import_module("ganvas.core.plugins")
+        importlib.import_module("ganvas.core.plugin_manager")
     except ImportError as exc:
         return missing_ganvas_message(exc)
     _ganvas_ok = True
@@ -113,7 +113,7 @@ def require_pipeline(model: Any, field: str = "model"):
 
 def _policy():
     """The request policy the pipeline will apply, or None when the request_policy plugin is switched off."""
-    from ganvas.core.plugins import get_plugin_manager
+    from ganvas.core.plugin_manager import get_plugin_manager
 
     if "request_policy" not in get_plugin_manager().builtin_names:
         return None

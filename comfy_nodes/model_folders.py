@@ -105,7 +105,7 @@ def registered_entries() -> dict[str, object]:
     """The models ganvas registers (its plugin manager; no torch is imported): name -> checkpoint folder
     path, or the plugin's loader when it builds the model in code."""
     try:
-        from ganvas.core.plugins import get_plugin_manager
+        from ganvas.core.plugin_manager import get_plugin_manager
 
         return {name: entry.value for name, entry in get_plugin_manager().models().items()}
     except Exception as exc:  # a missing or broken ganvas must not hide the folder models

@@ -56,7 +56,7 @@ def rgb_digest(rgb) -> str:
 def metadata_of(images: Sequence[Any]) -> GanvasMetadata:
     """GANVAS_METADATA for the pipeline's PIL images (text fields in their .info)."""
     import numpy as np
-    from ganvas.core.png import text_fields
+    from ganvas.core.io.png import text_fields
 
     records = []
     for image in images:
@@ -102,7 +102,7 @@ def save_images(images, metadata: GanvasMetadata | None, paths: Sequence[Path], 
     import numpy as np
     from PIL import Image
 
-    from ganvas.core.png import save_png
+    from ganvas.core.io.png import save_png
 
     saved = []
     for image, path in zip(images, paths):

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     import click
     from PIL import Image
 
-    from .requests import GenerationRequest, GenerationResult
+    from ganvas.core.requests import GenerationRequest, GenerationResult
 
 PROJECT = "ganvas"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -142,7 +142,7 @@ def ganvas_register_datasets(register: RegisterDataset) -> None:
     """Add dataset formats for training and evaluation.
 
     :param register: ``register(name, loader, description="")``; ``loader(path, resolution)`` returns a
-        ``ganvas.core.data.CaptionedImages``.
+        ``ganvas.core.datasets.folders.CaptionedImages``.
     :return: nothing. First registration of a name wins.
     """
 

@@ -27,18 +27,18 @@ import sys
 import threading
 import time
 from collections import OrderedDict
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
 
-from .checkpoint import CheckpointError, file_hash, load_generator
-from .images import to_pil
-from .model import noise  # re-exported: hosts and plugins import it from here
-from .plugins import GanvasPlugins, get_plugin_manager
-from .requests import (  # DEFAULT_MODEL (the shipped default model) lives in requests.py, torch-free
+from ganvas.core.io.checkpoint import CheckpointError, file_hash, load_generator
+from ganvas.core.io.images import to_pil
+from ganvas.core.model.networks import noise  # re-exported: hosts and plugins import it from here
+from ganvas.core.plugin_manager import GanvasPlugins, get_plugin_manager
+from ganvas.core.threads import configure_threads, default_threads, render_threads  # noqa: F401 (hosts' API)
+from ganvas.core.requests import (  # DEFAULT_MODEL (the shipped default model) lives in requests.py, torch-free
     DEFAULT_MODEL,
     DEFAULT_TRUNCATION,
     MAX_SEED,
@@ -54,60 +54,6 @@ from .requests import (  # DEFAULT_MODEL (the shipped default model) lives in re
 
 BATCH_SIZE = 64  # forward-pass chunk when exact_seeds=False
 PROMPT_CACHE_SIZE = 4096
-
-
-def _env_threads() -> int:
-    raw = os.environ.get("GANVAS_THREADS", "1")
-    if not raw.isdigit() or int(raw) < 1:
-        raise GanvasError(f"GANVAS_THREADS={raw!r} is not a positive integer")
-    return int(raw)
-
-
-def default_threads() -> int:
-    """The threads a pipeline renders with: configure_threads' value, else GANVAS_THREADS, else 1."""
-    return _configured_threads if _configured_threads is not None else _env_threads()
-
-
-def configure_threads(threads: int | None = None) -> int:
-    """Set torch's CPU threads (`threads`, else GANVAS_THREADS, else 1) and make it the count every
-    pipeline of this process renders with (the command line's --threads).
-
-    One thread is the default because on a shared machine PyTorch's parallel regions stall whenever
-    another process runs (batch-1 generation up to 80x slower with 2 threads under load, FINDINGS.md).
-    """
-    global _configured_threads
-    _configured_threads = threads = _env_threads() if threads is None else threads
-    torch.set_num_threads(threads)
-    return threads
-
-
-_configured_threads: int | None = None
-# torch.set_num_threads is process-wide (MKL's setting is global, OpenMP's is per calling thread): renders
-# take this lock around their thread setting and forward, so two concurrent renders (server workers,
-# two hosts' pipelines in one process) never change the count under each other. Renders of one model
-# already run one at a time (its own lock); with this one, renders of different models do as well.
-_threads_lock = threading.RLock()
-
-
-@contextmanager
-def render_threads(threads: int | None = None):
-    """Run the body with torch at `threads` CPU threads (None: default_threads()) under the render lock,
-    then give the caller's setting back, even on an error.
-
-    Hosts keep torch at their own count (ComfyUI: 2), which moved a seed's pixels by a level and, under
-    CPU contention, made batch-4 generation up to 30x slower; the generator must not depend on it.
-    Torch work in *other* threads of the process may see the render's setting while it runs.
-    """
-    wanted = default_threads() if threads is None else threads
-    with _threads_lock:
-        previous = torch.get_num_threads()
-        if previous != wanted:
-            torch.set_num_threads(wanted)
-        try:
-            yield wanted
-        finally:
-            if torch.get_num_threads() != previous:
-                torch.set_num_threads(previous)
 
 
 def random_seed() -> int:
@@ -551,7 +497,7 @@ class Pipeline:
 
         `upsampler_name` (else $GANVAS_UPSAMPLER) names one; otherwise the first registered upsampler trained
         for this model's resolution (third-party plugins first), else the first registered one."""
-        from . import upsampler as ups
+        import ganvas.core.upscaling as ups
 
         wanted = self.upsampler_name or os.environ.get("GANVAS_UPSAMPLER") or None
         cached = getattr(self, "_upsampler", None)
@@ -564,7 +510,7 @@ class Pipeline:
 
     def _to_size(self, image, size: int, warnings: list[str]):
         """-> (image at size x size, the upsampler's label or None when none was used)."""
-        from . import upsampler as ups
+        import ganvas.core.upscaling as ups
 
         if size <= max(image.size):
             return ups.resize_to(image, size), None
@@ -582,7 +528,7 @@ class Pipeline:
         scale, then Lanczos to `size` when given (a side in pixels; at or below the image's side it is a
         plain Lanczos resize). RGBA stays RGBA (straight alpha), anything else comes back RGB. Each image is
         computed alone, so generate(size=256) equals upscale(generate(size=None), 256) pixel for pixel."""
-        from . import upsampler as ups
+        import ganvas.core.upscaling as ups
 
         single = not isinstance(images, (list, tuple))
         batch = [images] if single else list(images)

@@ -173,6 +173,6 @@ class GenerationResult:
 
     def save(self, folder: "str | Path", stem: str | None = None) -> list["Path"]:
         """Write each image as <stem>-seed<N>.png (frames: <stem>-frame<K>.png) without overwriting."""
-        from .png import save_result
+        from ganvas.core.io.png import save_result
 
         return save_result(self, folder, stem)

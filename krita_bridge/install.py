@@ -215,7 +215,7 @@ def enable(kritarc: Path, server_command: str | None = None) -> None:
 
 def local_server_command(python: str | None = None) -> str:
     """The command that starts `ganvas serve` with this very Python, whatever PATH Krita has."""
-    return f"{shlex.quote(python or sys.executable)} -m ganvas.core.cli serve --port {{port}}"
+    return f"{shlex.quote(python or sys.executable)} -m ganvas serve --port {{port}}"
 
 
 def venv_first_on_path(env=None) -> str | None:

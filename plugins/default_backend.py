@@ -73,17 +73,17 @@ def ganvas_register_upsamplers(register):
 def ganvas_register_datasets(register):
     # Imported lazily: core.data pulls in torch, and listing plugins should stay instant.
     def shapes(path, resolution, **options):
-        from ganvas.core.data import make_shapes
+        from ganvas.core.datasets.folders import make_shapes
 
         return make_shapes(resolution, **options)
 
     def imagefolder(path, resolution, **options):
-        from ganvas.core.data import load_imagefolder
+        from ganvas.core.datasets.folders import load_imagefolder
 
         return load_imagefolder(Path(path), resolution, **options)
 
     def sidecar(path, resolution, **options):
-        from ganvas.core.data import load_sidecar_folder
+        from ganvas.core.datasets.folders import load_sidecar_folder
 
         return load_sidecar_folder(Path(path), resolution)
 

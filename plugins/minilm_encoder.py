@@ -9,7 +9,7 @@ NAME = "minilm"  # == core.text_encoder.MINILM_NAME; not imported so that listin
 def _factory():
     from transformers.utils import logging as hf_logging
 
-    from ganvas.core.text_encoder import get_text_encoder
+    from ganvas.core.text.encoder import get_text_encoder
 
     # The encoder is local; transformers' "Loading weights" bar would only clutter every CLI run.
     hf_logging.disable_progress_bar()

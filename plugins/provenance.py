@@ -10,7 +10,7 @@ from xml.sax.saxutils import quoteattr
 
 from ganvas import __version__
 from ganvas.core.hookspecs import hookimpl
-from ganvas.core.png import XMP_KEY
+from ganvas.core.io.png import XMP_KEY
 
 DIGITAL_SOURCE_TYPE = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
 IPTC_EXT_NS = "http://iptc.org/std/Iptc4xmpExt/2008-02-29/"

@@ -10,7 +10,7 @@ from ganvas.core.hookspecs import hookimpl
 
 
 def _serve_command() -> click.Command:
-    from ganvas.core.server.config import (BODY_TIMEOUT_S, DEFAULT_PORT, HEADER_TIMEOUT_S, KEEP_ALIVE_S,
+    from ganvas.core.hosts.server.config import (BODY_TIMEOUT_S, DEFAULT_PORT, HEADER_TIMEOUT_S, KEEP_ALIVE_S,
                                            MAX_CONNECTIONS, default_store_dir)
 
     @click.command("serve")
@@ -61,7 +61,7 @@ def _serve_command() -> click.Command:
           OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="local").images.generate(
               prompt="a red circle", n=4, response_format="b64_json", extra_body={"seed": 7})
         """
-        from ganvas.core.server.config import ServerConfig, ServerConfigError
+        from ganvas.core.hosts.server.config import ServerConfig, ServerConfigError
 
         config = ServerConfig(host=host, port=port, api_key=api_key, model=model, workers=workers, threads=threads,
                               max_queue=max_queue, cors_origins=list(cors_origins),
@@ -76,7 +76,7 @@ def _serve_command() -> click.Command:
             if missing:
                 raise click.ClickException(f"ganvas serve needs {' and '.join(missing)}: "
                                            f"pip install fastapi uvicorn (or the ganvas[serve] extra)")
-            from ganvas.core.server.runner import serve as run
+            from ganvas.core.hosts.server.runner import serve as run
 
             run(config)
         except ServerConfigError as exc:

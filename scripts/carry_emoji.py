@@ -25,7 +25,7 @@ from PIL import Image
 
 
 def _forms(row: dict) -> list[str]:
-    from ganvas.core.data import typed_prompt
+    from ganvas.core.datasets.folders import typed_prompt
 
     return [row["text"], typed_prompt(row["label"], row["style"]), row["label"]]
 
@@ -33,7 +33,7 @@ def _forms(row: dict) -> list[str]:
 def pack(root: Path, carry: Path, split: str = "train"):
     from safetensors.torch import save_file
 
-    from ganvas.core.text_encoder import MINILM_NAME, EmbeddingCache, caption_key, default_cache_dir
+    from ganvas.core.text.encoder import MINILM_NAME, EmbeddingCache, caption_key, default_cache_dir
 
     folder = root / split
     rows = [json.loads(line) for line in (folder / "metadata.jsonl").read_text(encoding="utf-8").splitlines()
@@ -72,7 +72,7 @@ def unpack(carry_split: Path, dest: Path):
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    from ganvas.core.text_encoder import MINILM_NAME, default_cache_dir
+    from ganvas.core.text.encoder import MINILM_NAME, default_cache_dir
 
     packed = carry_split.parent.parent / "embeddings.safetensors"
     with safe_open(str(packed), "pt") as f:

@@ -21,7 +21,7 @@ rm -rf "$RUNS" "$DATA"; mkdir -p "$RUNS" "$DATA"
 nvidia-smi -L || true
 $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 $PY scripts/carry_emoji.py unpack "$CARRY/$NAME/train" "$DATA" || exit 1
-TRAIN="$PY -m ganvas.core.cli_train"
+TRAIN="$PY -m ganvas.core.hosts.cli.train"
 $TRAIN train-evaluator --data "$DATA" --out "$RUNS/evaluator" --epochs "$EPOCHS" --holdout-validation \
   --device "$DEVICE" > "$OUT/evaluator.log" 2>&1 || { tail -20 "$OUT/evaluator.log"; exit 1; }
 tail -2 "$OUT/evaluator.log"

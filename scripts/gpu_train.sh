@@ -5,8 +5,8 @@
 #   carry/emoji64/train/                              the emoji64 training split
 # Build carry/ on the CPU first (the GPU machine has no MiniLM weights):
 #   mkdir -p carry/emoji64 && cp -r ../shared/data/emoji64/train carry/emoji64/
-#   python -c "import json; from ganvas.core.data import shapes_caption_bank as b, SHAPES_SAMPLE_CAPTIONS as g; \
-#     from ganvas.core.text_encoder import EmbeddingCache as C; s, d = b(); \
+#   python -c "import json; from ganvas.core.datasets.folders import shapes_caption_bank as b, SHAPES_SAMPLE_CAPTIONS as g; \
+#     from ganvas.core.text.encoder import EmbeddingCache as C; s, d = b(); \
 #     rows = [json.loads(l) for l in open('carry/emoji64/train/metadata.jsonl')]; \
 #     C('carry/cache/text-embeddings').lookup(sorted({t for _, t in s + d} | set(g) | {r['text'] for r in rows}))"
 # Outputs (model folders, stats, sample grids, logs) come back as tarballs in $OUT.
@@ -18,7 +18,7 @@ ln -sfn "$PWD" /tmp/pkg/ganvas
 export PYTHONPATH=/tmp/pkg PYTHONUNBUFFERED=1 GANVAS_CACHE="$PWD/carry/cache" HF_HUB_OFFLINE=1
 RUNS=/tmp/ganvas-runs
 rm -rf "$RUNS"; mkdir -p "$RUNS"
-TRAIN="${PYTHON:-python3} -m ganvas.core.cli_train"
+TRAIN="${PYTHON:-python3} -m ganvas.core.hosts.cli.train"
 nvidia-smi -L || true
 ${PYTHON:-python3} -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from ganvas.core.images import flatten
+from ganvas.core.io.images import flatten
 from ganvas.core.pipeline import Pipeline
 
 REPO = Path(__file__).resolve().parent.parent

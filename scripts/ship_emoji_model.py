@@ -16,7 +16,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from ganvas.core.data import validation_holdout
+from ganvas.core.datasets.folders import validation_holdout
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -38,10 +38,10 @@ def main(argv=None) -> int:
     parser.add_argument("--split", default="test")
     args = parser.parse_args(argv)
 
-    from ganvas.core.checkpoint import file_hash
+    from ganvas.core.io.checkpoint import file_hash
     from ganvas.core.pipeline import configure_threads
-    from ganvas.core.upsampler import clear_cache, load
-    from ganvas.core.upsampler_train import MODEL_CARD, evaluate_upsampler, report_text
+    from ganvas.core.upscaling import clear_cache, load
+    from ganvas.core.training.upsampler import MODEL_CARD, evaluate_upsampler, report_text
 
     configure_threads(1)
     target = REPO / "models" / "upsamplers" / args.name

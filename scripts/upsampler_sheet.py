@@ -21,7 +21,7 @@ STYLES = ["noto", "twemoji", "fluent-color", "fluent-flat", "emojione", "noto-v1
 
 
 def cell(image: Image.Image, side: int) -> Image.Image:
-    from ganvas.core.images import flatten
+    from ganvas.core.io.images import flatten
 
     if image.size[0] < side:  # a low-res input is shown with its real pixels (nearest), never smoothed
         image = image.resize((side, side), Image.NEAREST)
@@ -60,7 +60,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from ganvas.core.pipeline import Pipeline, configure_threads
-    from ganvas.core.upsampler_train import downsample, split_files
+    from ganvas.core.training.upsampler import downsample, split_files
 
     configure_threads(1)
     pipe = Pipeline.load(args.model)

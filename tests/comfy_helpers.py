@@ -83,9 +83,9 @@ def ui_to_api(ui: dict) -> dict:
 def save_rgba_checkpoint(folder: Path, seed: int = 0, styles: list[str] | None = None) -> Path:
     """A tiny transparent (RGBA, 4-channel) checkpoint with random weights: enough for the plumbing."""
     import torch
-    from ganvas.core import checkpoint
-    from ganvas.core.config import ModelConfig
-    from ganvas.core.model import Generator
+    from ganvas.core.io import checkpoint
+    from ganvas.core.model.config import ModelConfig
+    from ganvas.core.model.networks import Generator
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -24,7 +24,7 @@ torch.set_num_threads(1)  # see FINDINGS.md: one thread is faster on these share
 # recursion depth mismatch", an INTERNALERROR that aborted the whole session at the first such failure.
 sys.setrecursionlimit(max(sys.getrecursionlimit(), 5000))
 
-from ganvas.core.plugins import GanvasPlugins, reset_plugin_manager, set_plugin_manager  # noqa: E402
+from ganvas.core.plugin_manager import GanvasPlugins, reset_plugin_manager, set_plugin_manager  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 # Checkpoint folders shipped in models/ (what the default backend registers by folder name).
@@ -38,8 +38,8 @@ PLUGIN_ENV = ("GANVAS_PLUGINS", "GANVAS_DISABLE_PLUGINS", "GANVAS_TRACE_PLUGINS"
 
 def make_tiny_generator(seed: int = 0, text_encoder: str = "minilm"):
     """A 32 px generator, a few thousand parameters, text modulation switched on (it starts at zero)."""
-    from ganvas.core.config import ModelConfig
-    from ganvas.core.model import Generator
+    from ganvas.core.model.config import ModelConfig
+    from ganvas.core.model.networks import Generator
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -53,7 +53,7 @@ def make_tiny_generator(seed: int = 0, text_encoder: str = "minilm"):
 
 def save_tiny_checkpoint(folder: Path, seed: int = 0, text_encoder: str = "minilm",
                          styles: list[str] | None = None) -> Path:
-    from ganvas.core.checkpoint import save_model
+    from ganvas.core.io.checkpoint import save_model
 
     trained = {"note": "random weights for tests", **({"styles": styles} if styles else {})}
     return save_model(folder, make_tiny_generator(seed, text_encoder), trained=trained,
@@ -121,5 +121,5 @@ def run_ganvas(args: list[str], env_extra: dict | None = None, cwd: Path | None 
     """Run the real command line in a fresh process (the console script's code path)."""
     env = {k: v for k, v in os.environ.items() if k not in PLUGIN_ENV}
     env.update(env_extra or {})
-    return subprocess.run([sys.executable, "-m", "ganvas.core.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "ganvas.core.hosts.cli.main", *args], capture_output=True, text=True,
                           env=env, cwd=cwd, timeout=timeout)

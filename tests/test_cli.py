@@ -13,8 +13,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from conftest import PLUGIN_ENV, REPO, SHIPPED_MODELS, pixels, run_ganvas
-from ganvas.core.cli import main
-from ganvas.core.png import read_png_text
+from ganvas.core.hosts.cli.main import main
+from ganvas.core.io.png import read_png_text
 
 
 
@@ -185,7 +185,7 @@ def _run_capped(args: list[str], memory: int = 1 << 30, timeout: int = 120):
         resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
 
     env = {k: v for k, v in os.environ.items() if k not in PLUGIN_ENV}
-    return subprocess.run([sys.executable, "-m", "ganvas.core.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "ganvas.core.hosts.cli.main", *args], capture_output=True, text=True,
                           env=env, timeout=timeout, preexec_fn=cap)
 
 
@@ -196,8 +196,8 @@ def test_prompts_from_dev_zero_are_refused_at_once_as_binary(tmp_path):
 
 
 def test_prompts_file_limits_line_length_prompt_count_and_size(tmp_path):
-    from ganvas.core.cli import MAX_PROMPT_LINE_BYTES
-    from ganvas.core.watch.jobs import Limits
+    from ganvas.core.hosts.cli.main import MAX_PROMPT_LINE_BYTES
+    from ganvas.core.hosts.watch.jobs import Limits
 
     limits = Limits()
     cases = {
@@ -225,7 +225,7 @@ def test_prompts_file_limits_line_length_prompt_count_and_size(tmp_path):
 
 def _rewrite_record(source, target, change):
     """Copy a ganvas PNG with its `ganvas` metadata record edited by change(record)."""
-    from ganvas.core.png import save_png
+    from ganvas.core.io.png import save_png
 
     text = read_png_text(source)
     record = json.loads(text["ganvas"])

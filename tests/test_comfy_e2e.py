@@ -231,7 +231,7 @@ def png(path: Path) -> tuple[np.ndarray, str, dict]:
 
 def ganvas_cli(args: list[str], out: Path) -> dict[str, tuple[np.ndarray, str]]:
     """Run the ganvas command line with ComfyUI's Python at its default 1 thread; {file name: (pixels, mode)}."""
-    done = subprocess.run([PYTHON, "-m", "ganvas.core.cli", *args, "--out", str(out)], capture_output=True,
+    done = subprocess.run([PYTHON, "-m", "ganvas.core.hosts.cli.main", *args, "--out", str(out)], capture_output=True,
                           text=True, env=_cli_env(), timeout=300)
     assert done.returncode == 0, done.stderr
     return {p.name: png(p)[:2] for p in sorted(out.glob("*.png"))}

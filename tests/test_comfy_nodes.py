@@ -456,7 +456,7 @@ def test_every_alpha_level_survives_join_image_with_alpha_and_save_image():
 # --- Ganvas Save: PNGs that `ganvas generate --from-png` replays --------------------------------------------
 
 def _replay(png: Path, out: Path) -> Image.Image:
-    from ganvas.core.cli import main
+    from ganvas.core.hosts.cli.main import main
 
     result = CliRunner().invoke(main, ["generate", "--from-png", str(png), "--out", str(out)])
     assert result.exit_code == 0, result.output

@@ -12,13 +12,13 @@ import pytest
 import torch
 from PIL import Image
 
-from ganvas.core import checkpoint
-from ganvas.core.config import ModelConfig
-from ganvas.core.data import load_dataset, make_shapes
-from ganvas.core.model import Discriminator, Generator
+from ganvas.core.io import checkpoint
+from ganvas.core.model.config import ModelConfig
+from ganvas.core.datasets.folders import load_dataset, make_shapes
+from ganvas.core.model.networks import Discriminator, Generator
 from ganvas.core.pipeline import Pipeline
-from ganvas.core.text_encoder import EmbeddingCache, get_text_encoder
-from ganvas.core.train import TrainOptions, Trainer
+from ganvas.core.text.encoder import EmbeddingCache, get_text_encoder
+from ganvas.core.training.trainer import TrainOptions, Trainer
 
 torch.set_num_threads(1)
 
@@ -169,7 +169,7 @@ def test_sidecar_folder_reads_txt_captions(tmp_path):
 
 
 def test_shapes_pool_is_deterministic_and_never_shows_held_out_pairs():
-    from ganvas.core.shapes import HELD_OUT_PAIRS, parse_caption
+    from ganvas.core.tasks.shapes import HELD_OUT_PAIRS, parse_caption
 
     a = make_shapes(32, size=300, seed=5)
     b = make_shapes(32, size=300, seed=5, workers=2)
@@ -217,7 +217,7 @@ def _torchrun_train(tmp_path, data, run, *args):
     """`ganvas train` as 2 real processes under torchrun (gloo, CPU), tiny model; fails with its stderr."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GANVAS_CACHE": str(tmp_path / "cache")}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "ganvas.core.cli_train", "train", "--data", str(data), "--out", str(run),
+           "-m", "ganvas", "train", "--data", str(data), "--out", str(run),
            "--resolution", "32", "--batch", "2", "--preset", "tiny", "--threads", "1",
            "--device", "cpu", "--no-progress", *args]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
@@ -256,7 +256,7 @@ def test_two_processes_under_torchrun_train_in_lockstep(tmp_path, messy_imagefol
 
 
 def test_augment_ops_are_selectable_and_unknown_ones_named():
-    from ganvas.core.augment import diff_augment
+    from ganvas.core.model.augment import diff_augment
 
     x = torch.rand(4, 3, 16, 16)
     assert torch.equal(diff_augment(x, ops=""), x)
@@ -367,7 +367,7 @@ def test_pipeline_interpolate_checks_the_frame_count_before_building_frames(tmp_
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         from conftest import save_tiny_checkpoint
         from ganvas.core.pipeline import Pipeline
-        from ganvas.core.plugins import GanvasPlugins
+        from ganvas.core.plugin_manager import GanvasPlugins
         from ganvas.core.requests import RequestRefused
         from pathlib import Path
 

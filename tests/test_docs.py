@@ -15,7 +15,7 @@ from conftest import save_tiny_checkpoint
 from ganvas.core import hookspecs
 from ganvas.core.hookspecs import HOOK_NAMES
 from ganvas.core.pipeline import Pipeline
-from ganvas.core.plugins import GanvasPlugins
+from ganvas.core.plugin_manager import GanvasPlugins
 
 REPO = Path(__file__).resolve().parent.parent
 PLUGINS_DOC = REPO / "docs" / "plugins.md"

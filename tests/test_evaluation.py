@@ -15,13 +15,13 @@ import torch
 from click.testing import CliRunner
 from PIL import Image, ImageDraw
 
-from ganvas.core.checkpoint import CheckpointError, load_generator
-from ganvas.core.cli import main
-from ganvas.core.data import load_image
-from ganvas.core.evaluation import frechet_distance, generate_from_vectors, kernel_inception_distance, r_precision
-from ganvas.core.evaluator import ContrastiveEvaluator, EvaluatorConfig, load_evaluator, save_evaluator
-from ganvas.core.images import from_uint8
-from ganvas.core.text_encoder import EmbeddingCache, default_cache_dir
+from ganvas.core.io.checkpoint import CheckpointError, load_generator
+from ganvas.core.hosts.cli.main import main
+from ganvas.core.datasets.folders import load_image
+from ganvas.core.evaluation.report import frechet_distance, generate_from_vectors, kernel_inception_distance, r_precision
+from ganvas.core.evaluation.evaluator import ContrastiveEvaluator, EvaluatorConfig, load_evaluator, save_evaluator
+from ganvas.core.io.images import from_uint8
+from ganvas.core.text.encoder import EmbeddingCache, default_cache_dir
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 170, 40), "blue": (30, 60, 220), "yellow": (240, 210, 20),
            "purple": (140, 40, 190), "orange": (250, 130, 10), "black": (10, 10, 10), "cyan": (20, 200, 210),

@@ -22,7 +22,7 @@ from PIL import Image
 
 from conftest import save_tiny_checkpoint
 from ganvas.core.hookspecs import hookimpl
-from ganvas.core.plugins import GanvasPlugins
+from ganvas.core.plugin_manager import GanvasPlugins
 from ganvas.core.requests import MAX_SEED, RequestRefused
 from ganvas.krita_bridge import ENABLE_KEY, PLUGIN_MODULE, desktop_file, install, plugin_dir
 from ganvas.krita_bridge.ganvas_krita import client as kc
@@ -50,9 +50,9 @@ RGBA_MODEL = "tiny-rgba"
 
 def save_rgba_checkpoint(folder: Path) -> Path:
     """A 32 px model with an alpha channel (the server answers RGBA PNGs, straight alpha)."""
-    from ganvas.core import checkpoint
-    from ganvas.core.config import ModelConfig
-    from ganvas.core.model import Generator
+    from ganvas.core.io import checkpoint
+    from ganvas.core.model.config import ModelConfig
+    from ganvas.core.model.networks import Generator
 
     checkpoint.save_model(folder, Generator(ModelConfig(resolution=32, channels=4, g_channels=8, d_channels=8,
                                                         cond_dim=64)).eval(), {})
@@ -71,8 +71,8 @@ STYLES = ["noto", "twemoji"]
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from ganvas.core.server import ServerConfig
-    from ganvas.core.server.background import BackgroundServer
+    from ganvas.core.hosts.server import ServerConfig
+    from ganvas.core.hosts.server.background import BackgroundServer
 
     plugins = GanvasPlugins(entry_points=False, env={})
     models = tmp_path_factory.mktemp("krita-models")
@@ -444,7 +444,7 @@ def test_kritarc_edit_keeps_everything_else(tmp_path):
     kritarc = tmp_path / "kritarc"
     kritarc.write_text("ResourceDirectory=/custom/res\n\n[python]\nenable_scripter=true\nenable_ganvas_krita=false\n\n"
                        "[MainWindow]\nState=AAAA==\n")
-    install.enable(kritarc, "/venv/bin/python -m ganvas.core.cli serve --port {port}")
+    install.enable(kritarc, "/venv/bin/python -m ganvas.core.hosts.cli.main serve --port {port}")
     text = kritarc.read_text()
     assert "[python]\nenable_scripter=true\nenable_ganvas_krita=true\n\n[MainWindow]\nState=AAAA==" in text
     assert text.count("enable_ganvas_krita") == 1
@@ -523,10 +523,12 @@ def test_server_command_setting_prefers_the_users_then_the_recorded_one(tmp_path
     recorded = tmp_path / "installed.json"
     monkeypatch.setattr(ks, "INSTALLED_FILE", recorded)
     assert Settings.memory().server_command() == ks.FALLBACK_SERVER_COMMAND  # nothing recorded
-    recorded.write_text(json.dumps({"server_command": "/venv/bin/python -m ganvas.core.cli serve --port {port}"}))
+    recorded.write_text(json.dumps({"server_command": "/venv/bin/python -m ganvas serve --port {port}"}))
     assert Settings.memory().server_command().startswith("/venv/bin/python")
     # what older versions stored without asking (the fallback, or an older install's command) gives way
-    for stale in (ks.FALLBACK_SERVER_COMMAND, "/old/bin/python -m ganvas.core.cli serve --port {port}", ""):
+    # (before 0.2 installers recorded `-m ganvas.core.cli`, the CLI's old module)
+    for stale in (ks.FALLBACK_SERVER_COMMAND, "/old/bin/python -m ganvas serve --port {port}",
+                  "/old/bin/python -m ganvas.core.cli serve --port {port}", ""):
         assert Settings.memory({"server_command": stale}).server_command().startswith("/venv/bin/python")
     mine = "/opt/ganvas/bin/ganvas serve --port {port} --model emoji64"
     assert Settings.memory({"server_command": mine}).server_command() == mine

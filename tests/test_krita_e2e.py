@@ -79,10 +79,10 @@ if KRITA is None or XVFB is None:
 
 
 def serve_argv() -> list[str]:
-    from ganvas.core.plugins import BUILTIN_PLUGINS
+    from ganvas.core.plugin_manager import BUILTIN_PLUGINS
 
     if "serve_command" in BUILTIN_PLUGINS:
-        return [sys.executable, "-m", "ganvas.core.cli", "serve"]
+        return [sys.executable, "-m", "ganvas.core.hosts.cli.main", "serve"]
     return [sys.executable, "-m", "ganvas.plugins.serve_command"]  # same command, before it is registered
 
 
@@ -114,9 +114,9 @@ def start_xvfb(tmp: Path) -> tuple[subprocess.Popen, str]:
 
 def save_rgba_checkpoint(folder: Path) -> Path:
     """A tiny random 32 px RGBA model: the server answers RGBA PNGs with straight alpha."""
-    from ganvas.core import checkpoint
-    from ganvas.core.config import ModelConfig
-    from ganvas.core.model import Generator
+    from ganvas.core.io import checkpoint
+    from ganvas.core.model.config import ModelConfig
+    from ganvas.core.model.networks import Generator
 
     checkpoint.save_model(folder, Generator(ModelConfig(resolution=32, channels=4, g_channels=8, d_channels=8,
                                                         cond_dim=64)).eval(), {})

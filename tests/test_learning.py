@@ -18,13 +18,13 @@ import pytest
 import torch
 
 from conftest import REPO
-from ganvas.core.checkpoint import load_generator
-from ganvas.core.data import CaptionedImages
-from ganvas.core.evaluation import generate_from_vectors
-from ganvas.core.shapes import ShapeObject, caption, render
-from ganvas.core.shapes_eval import VOCAB, load_classifier, measure_accuracy, train_classifier
-from ganvas.core.text_encoder import EmbeddingCache, default_cache_dir
-from ganvas.core.train import TrainOptions, Trainer
+from ganvas.core.io.checkpoint import load_generator
+from ganvas.core.datasets.folders import CaptionedImages
+from ganvas.core.evaluation.report import generate_from_vectors
+from ganvas.core.tasks.shapes import ShapeObject, caption, render
+from ganvas.core.evaluation.shapes import VOCAB, load_classifier, measure_accuracy, train_classifier
+from ganvas.core.text.encoder import EmbeddingCache, default_cache_dir
+from ganvas.core.training.trainer import TrainOptions, Trainer
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import pixels, save_tiny_checkpoint
-from ganvas.core.images import to_pil
+from ganvas.core.io.images import to_pil
 from ganvas.core.pipeline import Pipeline, generate, load_model, noise, resolve_model
 from ganvas.core.requests import (
     GanvasError,

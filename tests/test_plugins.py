@@ -15,8 +15,8 @@ from click.testing import CliRunner
 from conftest import make_tiny_generator, pixels, save_tiny_checkpoint
 from ganvas.core.hookspecs import HOOK_NAMES, hookimpl
 from ganvas.core.pipeline import Pipeline
-from ganvas.core.plugins import GanvasPlugins
-from ganvas.core.png import XMP_KEY, read_png_text, save_png
+from ganvas.core.plugin_manager import GanvasPlugins
+from ganvas.core.io.png import XMP_KEY, read_png_text, save_png
 from ganvas.core.requests import GenerationRequest, RequestRefused
 from ganvas.plugins import request_policy
 from ganvas.plugins.png_metadata import read_reproduction_record

@@ -12,11 +12,11 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from ganvas.core.data import (CAPTION_FORMS, image_channels, load_image, load_imagefolder, typed_prompt,
+from ganvas.core.datasets.folders import (CAPTION_FORMS, image_channels, load_image, load_imagefolder, typed_prompt,
                               validation_holdout)
-from ganvas.core.images import from_uint8, on_white, to_pil
-from ganvas.core.model import minibatch_stddev
-from ganvas.core.sampling import CaptionSampler, parse_mix
+from ganvas.core.io.images import from_uint8, on_white, to_pil
+from ganvas.core.model.networks import minibatch_stddev
+from ganvas.core.training.sampling import CaptionSampler, parse_mix
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 170, 40), "blue": (30, 60, 220), "yellow": (240, 210, 20),
            "purple": (140, 40, 190), "orange": (250, 130, 10)}
@@ -186,10 +186,10 @@ def test_minibatch_stddev_is_zero_for_a_collapsed_batch_and_positive_otherwise()
 
 def test_rgba_training_logs_validation_records_its_recipe_and_draws_transparent_images(rgba_folder, tmp_path,
                                                                                          plugins):
-    from ganvas.core.evaluator import save_evaluator, train_evaluator
+    from ganvas.core.evaluation.evaluator import save_evaluator, train_evaluator
     from ganvas.core.pipeline import Pipeline
-    from ganvas.core.text_encoder import EmbeddingCache, default_cache_dir
-    from ganvas.core.train import TrainOptions, Trainer
+    from ganvas.core.text.encoder import EmbeddingCache, default_cache_dir
+    from ganvas.core.training.trainer import TrainOptions, Trainer
 
     rgb = load_imagefolder(rgba_folder, 64, channels=3)
     vectors = EmbeddingCache(default_cache_dir()).lookup(rgb.captions)

@@ -29,12 +29,12 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
 from ganvas.core.hookspecs import hookimpl  # noqa: E402
-from ganvas.core.plugins import GanvasPlugins  # noqa: E402
+from ganvas.core.plugin_manager import GanvasPlugins  # noqa: E402
 from ganvas.core.requests import MAX_SEED, RequestRefused  # noqa: E402
-from ganvas.core.server.background import BackgroundServer  # noqa: E402
-from ganvas.core.server.config import MAX_FRAMES, ServerConfig, ServerConfigError, is_loopback  # noqa: E402
-from ganvas.core.server.store import PARTIAL_PREFIX, ImageStore  # noqa: E402
-from ganvas.core.server.workers import QueueFull, WorkerPool  # noqa: E402
+from ganvas.core.hosts.server.background import BackgroundServer  # noqa: E402
+from ganvas.core.hosts.server.config import MAX_FRAMES, ServerConfig, ServerConfigError, is_loopback  # noqa: E402
+from ganvas.core.hosts.server.store import PARTIAL_PREFIX, ImageStore  # noqa: E402
+from ganvas.core.hosts.server.workers import QueueFull, WorkerPool  # noqa: E402
 
 from conftest import SHIPPED_MODELS, pixels  # noqa: E402
 
@@ -207,7 +207,7 @@ def test_model_cards_list_sizes_native_then_upsampled(srv):
 def test_hub_sizes_without_an_upsampler_is_the_native_side_only():
     from types import SimpleNamespace
 
-    from ganvas.core.server.hub import ModelHub
+    from ganvas.core.hosts.server.hub import ModelHub
 
     hub = ModelHub(GanvasPlugins(entry_points=False, env={}))
     hub._pipelines["m"] = SimpleNamespace(resolution=64, load_upsampler=lambda: None)
@@ -238,7 +238,7 @@ def test_size_256_is_the_upsampler_and_equals_the_command_line(srv, tmp_path):
     assert c.models.retrieve("emoji64").sizes == [64, *(64 * f for f in (2, 4, 8) if f <= scale)]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GANVAS_", "OPENAI_"))}
     env.update(GANVAS_PLUGINS="", OMP_NUM_THREADS="1", GANVAS_THREADS="1")
-    proc = subprocess.run([sys.executable, "-m", "ganvas.core.cli", "generate", "a red apple", "--model", "emoji64",
+    proc = subprocess.run([sys.executable, "-m", "ganvas.core.hosts.cli.main", "generate", "a red apple", "--model", "emoji64",
                            "--seed", "5", "--size", "256", "--truncation", "1", "--out", str(tmp_path),
                            "--no-progress"], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
@@ -524,7 +524,7 @@ def test_cors_off_by_default_and_on_when_configured(srv, tiny_checkpoint, tmp_pa
 
 def test_access_log_lines(tiny_checkpoint, tmp_path):
     log_file = tmp_path / "access.jsonl"
-    from ganvas.core.server.runner import _access_logging
+    from ganvas.core.hosts.server.runner import _access_logging
 
     _access_logging(str(log_file))
     try:
@@ -564,8 +564,8 @@ def test_api_key_with_surrounding_whitespace_is_refused(key):
 
 
 def test_parse_size_is_numeric_and_strict():
-    from ganvas.core.server.errors import APIError
-    from ganvas.core.server.validation import parse_size
+    from ganvas.core.hosts.server.errors import APIError
+    from ganvas.core.hosts.server.validation import parse_size
 
     assert parse_size(None) is None and parse_size("auto") is None
     assert parse_size("8x08") == parse_size("00008x00008") == 8 and parse_size("1024x1024") == 1024
@@ -635,10 +635,10 @@ def test_serve_command_registers_through_the_hook():
 # --- the real command in a subprocess ----------------------------------------------------------------------------
 
 def serve_argv() -> list[str]:
-    from ganvas.core.plugins import BUILTIN_PLUGINS
+    from ganvas.core.plugin_manager import BUILTIN_PLUGINS
 
     if "serve_command" in BUILTIN_PLUGINS:
-        return [sys.executable, "-m", "ganvas.core.cli", "serve"]
+        return [sys.executable, "-m", "ganvas.core.hosts.cli.main", "serve"]
     return [sys.executable, "-m", "ganvas.plugins.serve_command"]  # same click command, before registration
 
 
@@ -880,7 +880,7 @@ def _connection(protocol, connections, opened, *, closing=False, busy=False):
 
 
 def test_connection_limit_evicts_the_oldest_idle_and_never_a_newcomer_for_closing_or_busy_ones():
-    from ganvas.core.server.protocol import protocol_for
+    from ganvas.core.hosts.server.protocol import protocol_for
     protocol = protocol_for(ServerConfig(max_connections=3))
     connections: set = set()
     old_idle, busy = _connection(protocol, connections, 1.0), _connection(protocol, connections, 0.5, busy=True)

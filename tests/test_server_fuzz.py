@@ -24,8 +24,8 @@ from schemathesis.specs.openapi.checks import (  # noqa: E402
     status_code_conformance,
 )
 
-from ganvas.core.server.background import BackgroundServer  # noqa: E402
-from ganvas.core.server.config import ServerConfig  # noqa: E402
+from ganvas.core.hosts.server.background import BackgroundServer  # noqa: E402
+from ganvas.core.hosts.server.config import ServerConfig  # noqa: E402
 
 from test_server import KEY, make_plugins  # noqa: E402
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ganvas.core.shapes import (
+from ganvas.core.tasks.shapes import (
     COLOURS,
     HELD_OUT_PAIRS,
     POSITIONS,
@@ -20,7 +20,7 @@ from ganvas.core.shapes import (
     sample_objects,
     single_object_combinations,
 )
-from ganvas.core.shapes_eval import (
+from ganvas.core.evaluation.shapes import (
     ATTRIBUTES,
     VOCAB,
     evaluate,

@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import SHIPPED_MODELS
-from ganvas.core.cli import main
-from ganvas.core.evaluator import load_evaluator
+from ganvas.core.hosts.cli.main import main
+from ganvas.core.evaluation.evaluator import load_evaluator
 from ganvas.core.pipeline import Pipeline
 from ganvas.core.requests import DEFAULT_MODEL
 from ganvas.plugins.default_backend import MODELS_DIR

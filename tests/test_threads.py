@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 
 from conftest import REPO, pixels, save_tiny_checkpoint
-from ganvas.core import pipeline as pipeline_module
+from ganvas.core import threads as threads_module
 from ganvas.core.pipeline import Pipeline, configure_threads, render_threads
 from ganvas.core.requests import DEFAULT_MODEL, GanvasError
 
@@ -57,7 +57,7 @@ def forward_threads(pipe: Pipeline):
 @pytest.fixture
 def pipeline_default(monkeypatch):
     """No configure_threads value from an earlier in-process command: GANVAS_THREADS, else 1."""
-    monkeypatch.setattr(pipeline_module, "_configured_threads", None)
+    monkeypatch.setattr(threads_module, "_configured_threads", None)
     monkeypatch.delenv("GANVAS_THREADS", raising=False)
 
 

@@ -13,12 +13,13 @@ from click.testing import CliRunner
 from PIL import Image, ImageDraw
 
 from conftest import REPO, pixels
-from ganvas.core import upsampler as ups
-from ganvas.core.checkpoint import CheckpointError
+import ganvas.core.upscaling as ups
+from ganvas.core.io.checkpoint import CheckpointError
 from ganvas.core.hookspecs import hookimpl
 from ganvas.core.pipeline import Pipeline
 from ganvas.core.requests import GanvasError, InvalidRequest
-from ganvas.core.upsampler import Upsampler, UpsamplerConfig, load_upsampler, save_upsampler
+from ganvas.core.io.checkpoint import load_upsampler, save_upsampler
+from ganvas.core.model.upsampler import ARCHITECTURE, Upsampler, UpsamplerConfig
 
 PROMPT = "a large blue square"
 SHARED = REPO.parent / "shared" / "data"
@@ -68,7 +69,7 @@ class TinyUpsamplers:
 
 def test_checkpoint_round_trip_and_refusals(tmp_path, tiny_upsampler_folder):
     module, config = load_upsampler(tiny_upsampler_folder)
-    assert config["architecture"] == ups.ARCHITECTURE and (config["in_resolution"], config["out_resolution"]) == (32, 128)
+    assert config["architecture"] == ARCHITECTURE and (config["in_resolution"], config["out_resolution"]) == (32, 128)
     x = torch.rand(1, 4, 32, 32) * 2 - 1
     with torch.inference_mode():
         assert torch.equal(module(x), tiny_upsampler()(x))
@@ -174,7 +175,7 @@ def test_size_above_native_uses_the_upsampler_and_never_stretches(upipe):
 
 
 def test_no_upsampler_refuses_instead_of_stretching(tiny_checkpoint, monkeypatch):
-    from ganvas.core.plugins import GanvasPlugins
+    from ganvas.core.plugin_manager import GanvasPlugins
 
     manager = GanvasPlugins(entry_points=False, env={"GANVAS_DISABLE_PLUGINS": "default_backend"})
     pipe = Pipeline.load(str(tiny_checkpoint), plugins=manager)
@@ -197,8 +198,8 @@ def test_pipeline_upscale_any_image(upipe):
 
 
 def test_cli_upscale_and_upsamplers(tmp_path, tiny_upsampler_folder, monkeypatch):
-    from ganvas.core.cli import main
-    from ganvas.core.png import read_png_text
+    from ganvas.core.hosts.cli.main import main
+    from ganvas.core.io.png import read_png_text
 
     monkeypatch.setenv("GANVAS_MODELS_PATH", str(tmp_path))
     src = tmp_path / "sprite.png"
@@ -223,8 +224,8 @@ def test_cli_upscale_and_upsamplers(tmp_path, tiny_upsampler_folder, monkeypatch
 
 
 def test_server_and_hot_folder_sizes_reach_the_pipeline():
-    from ganvas.core.server.validation import parse_size
-    from ganvas.core.watch.jobs import parse_job
+    from ganvas.core.hosts.server.validation import parse_size
+    from ganvas.core.hosts.watch.jobs import parse_job
 
     assert parse_size("256x256") == 256 and parse_size("auto") is None
     job = parse_job("job.json", b'[{"prompt": "fox", "size": 256}, {"prompt": "cat", "size": "128x128"}]')
@@ -253,7 +254,7 @@ def make_dataset(root: Path, side=32, per_split=(12, 4)) -> Path:
 
 
 def test_train_resume_and_evaluate_on_a_tiny_set(tmp_path):
-    from ganvas.core.upsampler_train import UpsamplerTrainOptions, evaluate_upsampler, info_for, train_upsampler
+    from ganvas.core.training.upsampler import UpsamplerTrainOptions, evaluate_upsampler, info_for, train_upsampler
 
     data = make_dataset(tmp_path / "data")
     opts = UpsamplerTrainOptions(data=str(data), out=str(tmp_path / "run"), hr_side=32, width=4, blocks=1, steps=4,
@@ -273,7 +274,7 @@ def test_train_resume_and_evaluate_on_a_tiny_set(tmp_path):
 
 
 def test_measures_are_exact_on_known_images():
-    from ganvas.core.upsampler_train import psnr, ssim
+    from ganvas.core.training.upsampler import psnr, ssim
 
     a = torch.zeros(3, 16, 16)
     assert psnr(a, a + 0.1) == pytest.approx(20.0) and ssim(a, a) == pytest.approx(1.0)
@@ -284,7 +285,7 @@ def test_measures_are_exact_on_known_images():
 
 @pytest.mark.slow
 def test_shipped_upsampler_beats_lanczos_on_the_mini_set(plugins):
-    from ganvas.core.upsampler_train import evaluate_upsampler
+    from ganvas.core.training.upsampler import evaluate_upsampler
 
     data = SHARED / "emoji256a-mini"
     if not (data / "test" / "metadata.jsonl").exists():

@@ -18,19 +18,19 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from ganvas.core.png import read_png_text
+from ganvas.core.io.png import read_png_text
 from ganvas.core.requests import GanvasError
-from ganvas.core.watch.cli import watch_command
-from ganvas.core.watch.jobs import JobError, Limits, is_job_name, parse_job, read_limited
-from ganvas.core.watch.journal import JobHistory, Journal
-from ganvas.core.watch.layout import AlreadyWatching, Inbox, WatchLock, free_name
-from ganvas.core.watch.loop import WatchConfig, Watcher, check_folders
-from ganvas.core.watch.observer import EventSink, start_observer, stop_observer
-from ganvas.core.watch.outputs import PNG_END, clean_temps, png_complete, write_json
-from ganvas.core.watch.processor import JobProcessor
-from ganvas.core.watch.runner import Pipelines, derive_seed
-from ganvas.core.watch.stability import StabilityTracker
-from ganvas.core.watch.status import watch_status
+from ganvas.core.hosts.watch.cli import watch_command
+from ganvas.core.hosts.watch.jobs import JobError, Limits, is_job_name, parse_job, read_limited
+from ganvas.core.hosts.watch.journal import JobHistory, Journal
+from ganvas.core.hosts.watch.layout import AlreadyWatching, Inbox, WatchLock, free_name
+from ganvas.core.hosts.watch.loop import WatchConfig, Watcher, check_folders
+from ganvas.core.hosts.watch.observer import EventSink, start_observer, stop_observer
+from ganvas.core.hosts.watch.outputs import PNG_END, clean_temps, png_complete, write_json
+from ganvas.core.hosts.watch.processor import JobProcessor
+from ganvas.core.hosts.watch.runner import Pipelines, derive_seed
+from ganvas.core.hosts.watch.stability import StabilityTracker
+from ganvas.core.hosts.watch.status import watch_status
 
 # --- job files -------------------------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""`ganvas watch` as a real process on real files (started as `python -m ganvas.core.watch`, the same
+"""`ganvas watch` as a real process on real files (started as `python -m ganvas.core.hosts.watch`, the same
 click command that `ganvas watch` runs).
 
 Default suite: one watcher process meets a slowly written file, a renamed-in file, malformed JSON,
@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ganvas.core.watch.outputs import png_complete
+from ganvas.core.hosts.watch.outputs import png_complete
 
 def watch_env() -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GANVAS_")}
@@ -33,12 +33,12 @@ def watch_env() -> dict:
 
 
 class WatchProcess:
-    """`python -m ganvas.core.watch INBOX --out OUTBOX ...` with its log in a file."""
+    """`python -m ganvas.core.hosts.watch INBOX --out OUTBOX ...` with its log in a file."""
 
     def __init__(self, inbox: Path, outbox: Path, model: Path, *args: str, log: Path, env: dict | None = None):
         self.log = log
         self.log_fh = open(log, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "ganvas.core.watch", str(inbox), "--out", str(outbox),
+        self.proc = subprocess.Popen([sys.executable, "-m", "ganvas.core.hosts.watch", str(inbox), "--out", str(outbox),
                                       "--model", str(model), *args], stdout=self.log_fh, stderr=subprocess.STDOUT,
                                      env={**watch_env(), **(env or {})})
 
@@ -154,7 +154,7 @@ def test_watch_process_handles_real_world_files(tmp_path, tiny_checkpoint):
     for name in names:
         assert f" {name}: " in log, name
     assert "stopping (signal 15)" in log and "Traceback" not in log
-    status = subprocess.run([sys.executable, "-m", "ganvas.core.watch", str(inbox), "--status"],
+    status = subprocess.run([sys.executable, "-m", "ganvas.core.hosts.watch", str(inbox), "--status"],
                             capture_output=True, text=True, env=watch_env(), timeout=60)
     assert status.returncode == 0
     assert "done        4" in status.stdout and "failed      4" in status.stdout and "queued      0" in status.stdout
@@ -335,7 +335,7 @@ def test_once_exits_non_zero_when_a_job_cannot_finish(tmp_path, tiny_checkpoint)
     inbox, outbox = tmp_path / "in", tmp_path / "out"
     inbox.mkdir()
     (inbox / "full.txt").write_text("a red circle\n")
-    command = [sys.executable, "-m", "ganvas.core.watch", str(inbox), "--out", str(outbox), "--model",
+    command = [sys.executable, "-m", "ganvas.core.hosts.watch", str(inbox), "--out", str(outbox), "--model",
                str(tiny_checkpoint), "--once", "--quiet-period", "0.1"]
 
     def small_files():  # EFBIG past 1500 bytes; Python ignores SIGXFSZ, so writes fail instead of killing

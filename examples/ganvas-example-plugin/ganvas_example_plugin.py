@@ -21,8 +21,8 @@ def build_tiny_model():
     """A 32 px generator with fixed random weights: enough to demonstrate a model that has no files."""
     import torch
 
-    from ganvas.core.config import ModelConfig
-    from ganvas.core.model import Generator
+    from ganvas.core.model.config import ModelConfig
+    from ganvas.core.model.networks import Generator
 
     with torch.random.fork_rng(devices=[]):  # do not disturb the host's random state
         torch.manual_seed(1234)

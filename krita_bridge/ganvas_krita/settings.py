@@ -14,7 +14,9 @@ GROUP = "ganvas"
 # Python it was run from (Krita's PATH rarely has that environment's `ganvas`).
 INSTALLED_FILE = Path(__file__).resolve().with_name("installed.json")
 FALLBACK_SERVER_COMMAND = "ganvas serve --port {port}"
-INSTALLER_TAIL = " -m ganvas.core.cli serve --port {port}"   # install.local_server_command()
+INSTALLER_TAIL = " -m ganvas serve --port {port}"   # install.local_server_command()
+# What installers before 0.2 recorded (the CLI module has moved since): such a stored command gives way too.
+LEGACY_INSTALLER_TAILS = (" -m ganvas.core.cli serve --port {port}",)
 
 DEFAULTS = {
     "server_url": "http://127.0.0.1:8000",
@@ -95,10 +97,10 @@ class Settings:
     def server_command(self) -> str:
         """What Start local server runs: the user's own command, else the recorded one, else the fallback.
         What older versions stored without the user choosing it (the fallback, saved on every start, and
-        the installer's `<python> -m ganvas.core.cli serve ...`) gives way to the newest recorded command."""
+        the installer's `<python> -m ganvas serve ...`) gives way to the newest recorded command."""
         stored = self.text("server_command").strip()
         recorded = recorded_server_command()
-        if stored and stored != FALLBACK_SERVER_COMMAND and not (recorded and stored.endswith(INSTALLER_TAIL)):
+        if stored and stored != FALLBACK_SERVER_COMMAND and not (recorded and stored.endswith((INSTALLER_TAIL, *LEGACY_INSTALLER_TAILS))):
             return stored
         return recorded or stored or FALLBACK_SERVER_COMMAND
 

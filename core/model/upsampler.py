@@ -1,0 +1,99 @@
+"""The upsampler network: a small ESPCN-style super-resolution net (pure torch).
+
+All convolutions run at the input resolution (what one CPU thread can afford): a 3x3 head conv, residual
+blocks of two 3x3 convs, a 3x3 tail conv to channels * scale^2 and a pixel shuffle, added to a bilinear
+upsample of the input (the network predicts the residual). It works in the generator's space: floats in
+[-1, 1], RGBA with premultiplied colour. Fully convolutional, so it upscales any size by `scale`;
+`in_resolution` is the size it was trained for. Loading and saving: core/io/checkpoint.py; applying it to
+images: core/upscaling.py.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch.nn.functional as F
+from torch import nn
+
+ARCHITECTURE = "ganvas-upsampler-v1"
+MAX_INPUT_SIDE = 512   # 512 -> 2048 at x4: the largest output a request may ask for (requests.MAX_SIZE)
+
+
+@dataclass
+class UpsamplerConfig:
+    in_resolution: int = 64   # the input side it was trained for (any size works: fully convolutional)
+    scale: int = 4            # output side = input side * scale
+    channels: int = 4         # 4 = RGBA (premultiplied inside), 3 = RGB
+    width: int = 32           # feature channels at the input resolution
+    blocks: int = 3           # residual blocks (two 3x3 convs each)
+
+    def __post_init__(self):
+        from ganvas.core.model.config import _check_type
+        import typing
+
+        hints = typing.get_type_hints(type(self))
+        for f in fields(self):
+            _check_type(f.name, getattr(self, f.name), hints[f.name])
+        if self.scale not in (2, 3, 4, 8):
+            raise ValueError(f"scale must be 2, 3, 4 or 8, got {self.scale}")
+        if self.channels not in (3, 4):
+            raise ValueError(f"channels must be 3 (RGB) or 4 (RGBA), got {self.channels}")
+        if not 1 <= self.width <= 256 or not 0 <= self.blocks <= 32 or not 8 <= self.in_resolution <= 1024:
+            raise ValueError(f"width 1..256, blocks 0..32 and in_resolution 8..1024 expected, got {self}")
+
+    @property
+    def out_resolution(self) -> int:
+        return self.in_resolution * self.scale
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "UpsamplerConfig":
+        if not isinstance(data, dict):
+            raise ValueError(f"expected an object of upsampler config keys, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown upsampler config keys {unknown}; this ganvas knows {sorted(known)}")
+        return cls(**data)
+
+
+class ResBlock(nn.Module):
+    def __init__(self, width: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(width, width, 3, padding=1)
+        self.conv2 = nn.Conv2d(width, width, 3, padding=1)
+
+    def forward(self, x):
+        return x + self.conv2(F.relu(self.conv1(x)))
+
+
+class Upsampler(nn.Module):
+    """(N, C, H, W) in [-1, 1] -> (N, C, H*s, W*s): bilinear upsample + a learned residual."""
+
+    def __init__(self, config: UpsamplerConfig):
+        super().__init__()
+        self.config = c = config
+        self.head = nn.Conv2d(c.channels, c.width, 3, padding=1)
+        self.body = nn.Sequential(*(ResBlock(c.width) for _ in range(c.blocks)))
+        self.tail = nn.Conv2d(c.width, c.channels * c.scale ** 2, 3, padding=1)
+        nn.init.zeros_(self.tail.weight)  # starts as plain bilinear: training only ever adds detail
+        nn.init.zeros_(self.tail.bias)
+
+    def forward(self, x):
+        s = self.config.scale
+        base = F.interpolate(x, scale_factor=s, mode="bilinear", align_corners=False)
+        h = F.relu(self.head(x))
+        h = F.relu(self.body(h) + h) if len(self.body) else h
+        return base + F.pixel_shuffle(self.tail(h), s)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def is_upsampler_config(data: Any) -> bool:
+    """True for the config.json of an upsampler folder (it has an "upsampler" section), torch-free callers
+    use the same rule (plugins/default_backend.py)."""
+    return isinstance(data, dict) and isinstance(data.get("upsampler"), dict)

@@ -8,14 +8,17 @@ install their plugins into a private folder and opt in. GANVAS_THREADS and GANVA
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 torch.set_num_threads(1)  # see FINDINGS.md: one thread is faster on these shared 2-core machines
 # pytest parses source files with `ast` to format a failure's long traceback. From a deep stack (an
@@ -123,3 +126,28 @@ def run_ganvas(args: list[str], env_extra: dict | None = None, cwd: Path | None 
     env.update(env_extra or {})
     return subprocess.run([sys.executable, "-m", "ganvas.core.hosts.cli.main", *args], capture_output=True, text=True,
                           env=env, cwd=cwd, timeout=timeout)
+
+
+@pytest.fixture
+def messy_imagefolder(tmp_path):
+    """An imagefolder with RGBA, non-square, corrupt, missing and zero-byte entries."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    rows = []
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        arr = rng.integers(0, 255, (40, 56, 3), dtype=np.uint8)  # non-square: centre-cropped
+        Image.fromarray(arr).save(folder / f"img{i}.png")
+        rows.append({"file_name": f"img{i}.png", "text": f"caption number {i % 4}",
+                     "style": ["noto", "twemoji", "noto"][i % 3]})
+    rgba = Image.new("RGBA", (32, 32), (255, 0, 0, 0))  # fully transparent red -> white
+    rgba.save(folder / "alpha.png")
+    rows.append({"file_name": "alpha.png", "text": "a transparent image"})
+    (folder / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really a png")
+    rows.append({"file_name": "corrupt.png", "text": "broken"})
+    (folder / "empty.png").write_bytes(b"")
+    rows.append({"file_name": "empty.png", "text": "empty"})
+    rows.append({"file_name": "missing.png", "text": "not there"})
+    lines = [json.dumps(r) for r in rows] + ["{not json"]
+    (folder / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    return folder

@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 import json
+import resource
+import subprocess
 import sys
+import textwrap
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -204,3 +208,31 @@ def test_loader_models_and_lazy_package_exports(plugins):
 
     loaded = load_model("built-in-code", lambda: make_tiny_generator(seed=3))
     assert loaded.info.path is None and len(loaded.info.hash) == 10
+
+
+def test_pipeline_interpolate_checks_the_frame_count_before_building_frames(tmp_path):
+    """Pipeline.interpolate(steps=10^9) is refused by the request policy before the frame list exists.
+    Run in a process with a capped address space: the old order raised MemoryError there."""
+    script = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from conftest import save_tiny_checkpoint
+        from ganvas.core.pipeline import Pipeline
+        from ganvas.core.plugin_manager import GanvasPlugins
+        from ganvas.core.requests import RequestRefused
+        from pathlib import Path
+
+        pipe = Pipeline.load(str(save_tiny_checkpoint(Path({str(tmp_path)!r}) / "tiny")),
+                             plugins=GanvasPlugins(entry_points=False, env={{}}))
+        for frames in (None, [3]):
+            try:
+                pipe.interpolate(["a red apple", "a green apple"], steps=10 ** 9, seed=1, frames=frames)
+            except RequestRefused as exc:
+                print(exc)
+    """)
+    cap = 3 << 30  # the process needs ~1.3 GB; the old frame list alone needed 8 GB
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (cap, cap)))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines() == ["request refused by request_policy: n=1000000001 images requested; "
+                                        "the limit is 100"] * 2

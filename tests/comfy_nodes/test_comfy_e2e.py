@@ -3,7 +3,7 @@
 Needs a ComfyUI checkout (ComfyUI is not on PyPI), so it is skipped unless configured:
 
     GANVAS_COMFYUI_DIR=~/ComfyUI GANVAS_COMFYUI_PYTHON=~/ComfyUI/.venv/bin/python \\
-        python -m pytest -m slow tests/test_comfy_e2e.py
+        python -m pytest -m slow tests/comfy_nodes/test_comfy_e2e.py
 
 GANVAS_COMFYUI_PYTHON (default: this Python) must have ComfyUI's requirements and ganvas installed.
 ComfyUI runs with --cpu on 127.0.0.1 and a free port, its base directory in a temporary folder

@@ -1,6 +1,6 @@
 """The Krita plugin outside Krita: its HTTP client against a real `ganvas serve`, its pure logic, the
 installer and `ganvas krita install`, and (with a Python that has PyQt5) the docker's panel driven
-offscreen against the same server. The real Krita run is tests/test_krita_e2e.py (slow)."""
+offscreen against the same server. The real Krita run is tests/krita_bridge/test_krita_e2e.py (slow)."""
 from __future__ import annotations
 
 import ast
@@ -29,7 +29,7 @@ from ganvas.krita_bridge.ganvas_krita import client as kc
 from ganvas.krita_bridge.ganvas_krita import local_server, session
 from ganvas.krita_bridge.ganvas_krita.settings import DEFAULTS, Settings
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 KEY = "krita-test-key"
 
 
@@ -558,7 +558,7 @@ def test_panel_offscreen_against_the_real_server(server):
     python = python_with_pyqt5()
     if python is None:
         pytest.skip("no Python with PyQt5 (apt-get install python3-pyqt5, which Krita uses too)")
-    out = subprocess.run([python, str(REPO / "tests" / "krita_panel_driver.py"), str(plugin_dir().parent),
+    out = subprocess.run([python, str(REPO / "tests" / "krita_bridge" / "krita_panel_driver.py"), str(plugin_dir().parent),
                           server.url, KEY, RGBA_MODEL], capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads(out.stdout.strip().splitlines()[-1])

@@ -3,7 +3,7 @@
 The second half runs when comfy_api can be imported (GANVAS_COMFYUI_DIR pointing at a ComfyUI checkout,
 run with a Python that has ComfyUI's requirements), and is skipped with the reason otherwise:
 
-    GANVAS_COMFYUI_DIR=~/ComfyUI ~/ComfyUI/.venv/bin/python -m pytest tests/test_comfy_nodes.py
+    GANVAS_COMFYUI_DIR=~/ComfyUI ~/ComfyUI/.venv/bin/python -m pytest tests/comfy_nodes/test_comfy_nodes.py
 """
 from __future__ import annotations
 

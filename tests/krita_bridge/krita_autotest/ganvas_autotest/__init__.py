@@ -1,6 +1,6 @@
 """Test-only pykrita plugin: drives the ganvas docker through its widgets, then quits Krita.
 
-tests/test_krita_e2e.py installs it beside the real plugin in a throwaway Krita profile and passes a
+tests/krita_bridge/test_krita_e2e.py installs it beside the real plugin in a throwaway Krita profile and passes a
 JSON config in GANVAS_AUTOTEST_CONFIG. It runs a list of steps on a timer (never blocking Krita's
 event loop, which the docker's network answers and image work need), writes a JSON report after
 every step, and quits. Any Python exception inside Krita (an unhandled one via sys.excepthook, or one

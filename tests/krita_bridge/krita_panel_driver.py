@@ -1,6 +1,6 @@
 """Drives the docker's panel outside Krita (offscreen Qt) against a real server; prints a JSON report.
 
-Run by tests/test_krita_client.py with a Python that has PyQt5 (Debian's python3-pyqt5, the Python
+Run by tests/krita_bridge/test_krita_client.py with a Python that has PyQt5 (Debian's python3-pyqt5, the Python
 Krita itself uses): `python3 krita_panel_driver.py PLUGIN_PARENT SERVER_URL API_KEY RGBA_MODEL`. The
 host is a recorder (Krita's document API exists only inside Krita; the e2e test covers the real one);
 insertion still renders on the panel's image thread, as in Krita.

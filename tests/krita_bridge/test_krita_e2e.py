@@ -2,7 +2,7 @@
 
 The test makes a throwaway HOME/XDG profile, installs the plugin with the real installer (which records
 the command for "Start local server"), enables it through kritarc as Krita's Python Plugin Manager
-does (and the test-only driver plugin, tests/krita_autotest/), and starts Krita on a private
+does (and the test-only driver plugin, tests/krita_bridge/krita_autotest/), and starts Krita on a private
 1920x1080 Xvfb display. Inside Krita the driver maximises the window and leaves the docker where
 Krita puts it on a fresh profile; it records what is visible there, what the docker says while no
 server runs, presses "Start local server" once with a command Krita cannot find and once with the
@@ -14,7 +14,7 @@ ASSERT, and compares the layers' pixels (alpha included) with a second, independ
 
 A Python exception inside Krita fails the test as soon as the driver writes it to its report.
 Regenerate docs/krita-docker.png with:
-    GANVAS_UPDATE_SCREENSHOT=1 python -m pytest -m slow tests/test_krita_e2e.py
+    GANVAS_UPDATE_SCREENSHOT=1 python -m pytest -m slow tests/krita_bridge/test_krita_e2e.py
 (GANVAS_KRITA_E2E_MODEL=<checkpoint folder> uses a trained model instead of the random tiny one).
 """
 from __future__ import annotations
@@ -37,8 +37,8 @@ from PIL import Image, ImageChops, ImageStat
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parent.parent
-AUTOTEST = REPO / "tests" / "krita_autotest"
+REPO = Path(__file__).resolve().parents[2]
+AUTOTEST = REPO / "tests" / "krita_bridge" / "krita_autotest"
 SCREENSHOT = REPO / "docs" / "krita-docker.png"
 KRITA = shutil.which("krita")
 XVFB = shutil.which("Xvfb")

@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 PACK = REPO / "comfy_nodes"
 WORKFLOWS = PACK / "workflows"
 

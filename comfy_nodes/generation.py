@@ -117,7 +117,7 @@ def _policy():
 
     if "request_policy" not in get_plugin_manager().builtin_names:
         return None
-    from ganvas.plugins.request_policy import current_policy
+    from ganvas.core.policy import current_policy
 
     return current_policy()  # ValueError when misconfigured
 

@@ -73,7 +73,7 @@ def isolated_env(monkeypatch):
     for name in PLUGIN_ENV:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("GANVAS_PLUGINS", "")
-    from ganvas.plugins import request_policy
+    from ganvas.core import policy as request_policy
 
     request_policy.configure()
     reset_plugin_manager()

@@ -18,8 +18,8 @@ from ganvas.core.pipeline import Pipeline
 from ganvas.core.plugin_manager import GanvasPlugins
 from ganvas.core.io.png import XMP_KEY, read_png_text, save_png
 from ganvas.core.requests import GenerationRequest, RequestRefused
-from ganvas.plugins import request_policy
-from ganvas.plugins.png_metadata import read_reproduction_record
+from ganvas.core import policy as request_policy
+from ganvas.core.io.record import read_reproduction_record
 
 PROMPT = "a large blue square"
 

@@ -30,7 +30,8 @@ from ganvas.comfy_nodes import NODE_IDS, comfy_entrypoint, conditioning, generat
 from ganvas.comfy_nodes.conditioning import PromptConditioning, mix, mix_weight
 from ganvas.core import pipeline as pipeline_module
 from ganvas.core.requests import DEFAULT_MODEL, MAX_SEED, GanvasError
-from ganvas.plugins import comfy_command, request_policy
+from ganvas.core import policy as request_policy
+from ganvas.plugins import comfy_command
 
 PROMPT = "a small red circle on the left"
 OTHER = "a large blue square in the centre"

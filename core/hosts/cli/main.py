@@ -145,7 +145,7 @@ def read_prompts_file(path: str) -> list[str]:
 
 
 def _prompt_lines(fh, path: str) -> list[str]:
-    from ganvas.core.hosts.watch.jobs import Limits  # one prompts file is one hot-folder job: the same limits
+    from ganvas.core.io.prompt_files import Limits  # one prompts file is one hot-folder job: the same limits
 
     limits, prompts, size, bad_text = Limits(), [], 0, None
     for number, raw in enumerate(_lines(fh, MAX_PROMPT_LINE_BYTES), 1):
@@ -284,7 +284,7 @@ def generate(ctx, prompt, n, seed, model, truncation, style, size, out, prompts_
 
 
 def _read_record(path: str) -> dict:
-    from ganvas.plugins.png_metadata import read_reproduction_record
+    from ganvas.core.io.record import read_reproduction_record
     from ganvas.core.io.png import read_png_text
 
     try:
@@ -364,7 +364,7 @@ def _check_frame_count(total: int, error) -> None:
 
     if "request_policy" not in get_plugin_manager().builtin_names:
         return  # switched off (GANVAS_DISABLE_PLUGINS): no limit to apply
-    from ganvas.plugins.request_policy import current_policy
+    from ganvas.core.policy import current_policy
 
     try:
         limit = current_policy().max_n
@@ -491,7 +491,7 @@ def upscale(images, out, size, upsampler, threads):
       ganvas upscale icons/*.png --size 128
     """
     from ganvas.core.pipeline import configure_threads
-    from ganvas.core.upscaling import upscale_files
+    from ganvas.core.hosts.cli.upscale import upscale_files
 
     configure_threads(threads)
     for path in upscale_files(images, out, size, upsampler):

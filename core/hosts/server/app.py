@@ -61,7 +61,7 @@ def create_app(config: ServerConfig, plugins: Optional[GanvasPlugins] = None, *,
     get 503 + Retry-After until it is ready, then `on_ready(state)` runs; a failure calls `on_fatal`."""
     config.check()
     plugins = plugins or get_plugin_manager()
-    from ganvas.plugins.request_policy import current_policy
+    from ganvas.core.policy import current_policy
 
     try:
         max_prompt = config.max_prompt_chars or current_policy().max_prompt_chars

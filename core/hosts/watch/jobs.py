@@ -22,15 +22,13 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+from ganvas.core.io.prompt_files import DEFAULT_MAX_BYTES, DEFAULT_MAX_PROMPTS, Limits  # noqa: F401 (re-exported)
 from ganvas.core.requests import DEFAULT_TRUNCATION, GenerationRequest, InvalidRequest
 
 JOB_SUFFIXES = (".txt", ".json")
 # Names that writers use while a file is still being produced, and OS/desktop litter.
 TEMP_SUFFIXES = (".part", ".partial", ".tmp", ".temp", ".crdownload", ".download", ".swp", ".swx", ".filepart")
 JUNK_NAMES = {"thumbs.db", "desktop.ini", "icon\r"}
-
-DEFAULT_MAX_BYTES = 4 * 1024 * 1024
-DEFAULT_MAX_PROMPTS = 10_000
 
 JSON_FIELDS = ("prompt", "n", "seed", "model", "truncation", "style", "size", "name")
 JSON_DEPTH = 500  # a JSON job nested deeper than json can decode is reported as nested "more than" this
@@ -48,12 +46,6 @@ def is_job_name(name: str) -> bool:
     if lower.endswith(TEMP_SUFFIXES) or lower.endswith("~"):
         return False
     return lower.endswith(JOB_SUFFIXES)
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_bytes: int = DEFAULT_MAX_BYTES
-    max_prompts: int = DEFAULT_MAX_PROMPTS
 
 
 class JobError(Exception):

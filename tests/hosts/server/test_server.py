@@ -310,7 +310,7 @@ def test_bad_input_is_400_naming_the_field(srv, kwargs, param):
 
 
 def test_policy_limits_apply(srv):
-    from ganvas.plugins import request_policy
+    from ganvas.core import policy as request_policy
 
     request_policy.configure(max_prompt_chars=1000, max_n=2, blocklist=["purple"])
     with pytest.raises(openai.BadRequestError) as err:

@@ -383,7 +383,7 @@ def test_watcher_turns_files_into_images_with_metadata(tmp_path, tiny_checkpoint
 
 
 def test_bad_lines_fail_the_job_but_good_ones_are_made(tmp_path, tiny_checkpoint, plugins):
-    from ganvas.plugins import request_policy
+    from ganvas.core import policy as request_policy
 
     request_policy.configure(max_n=3)
     inbox, outbox = dirs(tmp_path)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from ganvas.core.model.augment import translate
@@ -138,8 +138,11 @@ def train_evaluator(images_uint8: torch.Tensor, text_vectors: torch.Tensor, capt
 def save_evaluator(model: ContrastiveEvaluator, folder: str | Path, info: dict | None = None) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / WEIGHTS))
-    (folder / CONFIG).write_text(json.dumps({"config": asdict(model.config), "info": info or {}}, indent=2))
+    from ganvas.core.io.atomic import write_json
+    from ganvas.core.io.checkpoint import save_safetensors
+
+    save_safetensors(folder / WEIGHTS, model.state_dict())
+    write_json(folder / CONFIG, {"config": asdict(model.config), "info": info or {}})
     return folder / WEIGHTS
 
 

@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from ganvas.core.tasks.shapes import (
@@ -183,10 +183,12 @@ def train_classifier(
 def save_classifier(model: AttributeClassifier, folder: str | Path) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(folder / _WEIGHTS))
+    from ganvas.core.io.atomic import write_json
+    from ganvas.core.io.checkpoint import save_safetensors
+
+    save_safetensors(folder / _WEIGHTS, model.state_dict())
     config = {"kind": "ganvas.shapes.attribute_classifier", "input_size": INPUT_SIZE, **model.config, "vocab": VOCAB}
-    (folder / _CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+    write_json(folder / _CONFIG, config)
     return folder
 
 

@@ -13,6 +13,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ganvas.core.io import atomic
 from ganvas.core.model.config import ModelConfig
 from ganvas.core.model.networks import Generator
 from ganvas.core.model.upsampler import ARCHITECTURE as UPSAMPLER_ARCHITECTURE
@@ -27,16 +28,11 @@ class CheckpointError(ValueError):
     """A checkpoint folder or file that cannot be used; the message names the file and the problem."""
 
 
-def _atomic_json(path: Path, data: dict):
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _atomic_safetensors(path: Path, tensors: dict, metadata: dict | None = None):
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+def save_safetensors(path: str | os.PathLike, tensors: dict, metadata: dict | None = None) -> Path:
+    """save_file through the one atomic writer (core/io/atomic.py): a crash leaves the old file or the new."""
+    with atomic.atomic_path(path) as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    return Path(path)
 
 
 def save_model(folder: str | os.PathLike, generator: Generator, trained: dict | None = None,
@@ -45,8 +41,8 @@ def save_model(folder: str | os.PathLike, generator: Generator, trained: dict | 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     cfg = generator.config
-    _atomic_safetensors(folder / "model.safetensors", generator.state_dict(), {"format": "pt"})
-    _atomic_json(folder / "config.json", {
+    save_safetensors(folder / "model.safetensors", generator.state_dict(), {"format": "pt"})
+    atomic.write_json(folder / "config.json", {
         "format": FORMAT,
         "version": FORMAT_VERSION,
         "architecture": ARCHITECTURE,
@@ -56,7 +52,7 @@ def save_model(folder: str | os.PathLike, generator: Generator, trained: dict | 
         "trained": trained or {},
     })
     if card is not None:
-        (folder / "README.md").write_text(card, encoding="utf-8")
+        atomic.write_text(folder / "README.md", card)
     return folder
 
 
@@ -192,8 +188,8 @@ def save_training_state(run_dir: Path, modules: dict, optimizers: dict, rng: dic
         meta["optimizers"][name] = _flatten_optimizer(f"opt:{name}", opt, tensors)
     for name, state in rng.items():
         tensors[f"rng:{name}"] = state
-    _atomic_safetensors(run_dir / "training_state.safetensors", tensors)
-    _atomic_json(run_dir / "training_state.json", meta)  # written last: its presence marks a complete save
+    save_safetensors(run_dir / "training_state.safetensors", tensors)
+    atomic.write_json(run_dir / "training_state.json", meta)  # written last: its presence marks a complete save
 
 
 def load_training_state(run_dir: Path, modules: dict, optimizers: dict) -> tuple[dict, dict]:
@@ -219,8 +215,8 @@ def save_upsampler(folder: str | os.PathLike, module: Upsampler, trained: dict |
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     cfg = module.config
-    _atomic_safetensors(folder / "model.safetensors", module.state_dict(), {"format": "pt"})
-    _atomic_json(folder / "config.json", {
+    save_safetensors(folder / "model.safetensors", module.state_dict(), {"format": "pt"})
+    atomic.write_json(folder / "config.json", {
         "format": FORMAT,
         "version": FORMAT_VERSION,
         "architecture": UPSAMPLER_ARCHITECTURE,
@@ -230,7 +226,7 @@ def save_upsampler(folder: str | os.PathLike, module: Upsampler, trained: dict |
         "trained": trained or {},
     })
     if card is not None:
-        (folder / "README.md").write_text(card, encoding="utf-8")
+        atomic.write_text(folder / "README.md", card)
     return folder
 
 

@@ -144,10 +144,11 @@ class EmbeddingCache:
     def _save(self):
         from safetensors.torch import save_file
 
+        from ganvas.core.io.atomic import atomic_path
+
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        save_file(self._table(), str(tmp))
-        os.replace(tmp, self.path)  # atomic: a crash never leaves a half-written cache
+        with atomic_path(self.path) as tmp:  # a crash never leaves a half-written cache
+            save_file(self._table(), str(tmp))
 
 
 def default_cache_dir() -> Path:

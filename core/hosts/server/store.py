@@ -17,6 +17,8 @@ import threading
 import time
 from pathlib import Path
 
+from ganvas.core.io.atomic import atomic_open
+
 log = logging.getLogger("ganvas.server")
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{22}$")
@@ -62,14 +64,9 @@ class ImageStore:
         image_id = secrets.token_urlsafe(16)
         final = self.path(image_id)
         if not (self._use_tmpfile and self._put_tmpfile(data, final)):
-            partial = self.folder / f"{PARTIAL_PREFIX}{image_id}"
-            try:
-                with open(partial, "xb") as fh:
-                    fh.write(data)
-                os.replace(partial, final)
-            except BaseException:
-                self._unlink(partial)
-                raise
+            # The one atomic writer, under the `.partial-<id>` name that _recover() knows to remove.
+            with atomic_open(final, fsync=False, temp=self.folder / f"{PARTIAL_PREFIX}{image_id}") as fh:
+                fh.write(data)
         # No fsync: the files outlive a killed process through the page cache; a power cut may lose
         # an hour of temporary URLs, which is acceptable, while fsync per image would cost throughput.
         with self._lock:
@@ -79,6 +76,7 @@ class ImageStore:
         return image_id
 
     def _put_tmpfile(self, data: bytes, final: Path) -> bool:
+        # Not core/io/atomic.py: an unnamed O_TMPFILE linked when complete leaves no name at all behind.
         try:
             fd = os.open(self.folder, os.O_TMPFILE | os.O_WRONLY, 0o644)
         except OSError as exc:

@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from ganvas.core.io.atomic import atomic_open
+
 log = logging.getLogger("ganvas.watch")
 
 TERMINAL = ("done", "duplicate", "failed")
@@ -80,19 +82,14 @@ class Journal:
 
     def compact(self, history: "JobHistory") -> int:
         """Replace the journal by what `history` still needs (temp file, fsync, rename); the new size."""
-        tmp = self.path.with_name(self.path.name + ".compact")
-        with open(tmp, "wb") as fh:
+        with atomic_open(self.path) as fh:  # fsynced, renamed over the journal, folder fsynced
             for record in history.needed():
                 fh.write((json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8"))
             summary = {"t": _now(), "event": "compacted", "job": "", "bytes": fh.tell(),
                        "duplicates": history.duplicates - history.kept_duplicates()}
             fh.write((json.dumps(summary, sort_keys=True) + "\n").encode("utf-8"))
-            fh.flush()
-            os.fsync(fh.fileno())
             size = fh.tell()
-        self.close()
-        os.replace(tmp, self.path)
-        _fsync_folder(self.path.parent)
+            self.close()  # before the rename: no record may be appended to the journal being replaced
         history.compacted_bytes = size
         return size
 
@@ -180,17 +177,3 @@ class JobHistory:
     def attempts(self, job_id: str) -> int:
         events = self.jobs.get(job_id, {}).get("events", [])
         return sum(1 for e in events if e in ("claimed", "resumed"))
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make a rename in `folder` durable (best effort: not every platform can open a folder)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -1,9 +1,10 @@
 """Writing outputs so that a reader (or a crash) never sees half a file.
 
-Everything is written to a hidden temporary name in the target folder and renamed into place
-(`os.replace`, atomic on one filesystem; Maildir's tmp -> new). Hidden temporaries left by a crash are
-removed when the job is resumed. A finished PNG ends with an IEND chunk, which is how a resumed job
-tells a complete image from one cut short by a power loss.
+Everything is written through the one atomic writer (core/io/atomic.py): a hidden temporary name in the
+target folder renamed into place (`os.replace`, atomic on one filesystem; Maildir's tmp -> new). Hidden
+temporaries left by a crash are removed when the job is resumed. Outputs are not fsynced (the journal
+is, with `fsync`): a finished PNG ends with an IEND chunk, which is how a resumed job tells a complete
+image from one cut short by a power loss.
 """
 from __future__ import annotations
 
@@ -13,25 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from ganvas.core.hosts.watch.layout import free_name
+from ganvas.core.io.atomic import TMP_SUFFIX, atomic_open
 
-TMP_SUFFIX = ".tmp"
 PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
-
-
-def temp_path(path: Path) -> Path:
-    return path.parent / f".{path.name}.{os.getpid()}{TMP_SUFFIX}"
 
 
 def atomic_write(path: Path, write) -> Path:
     """Call write(fh) on a temporary file, then rename it to `path`."""
-    tmp = temp_path(path)
-    try:
-        with open(tmp, "wb") as fh:
-            write(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_open(path, fsync=False) as fh:  # no fsync per image: see the module docstring
+        write(fh)
     return path
 
 

@@ -49,11 +49,7 @@ def rss_mb(pid: int) -> float:
 
 
 def serve_argv() -> list[str]:
-    from ganvas.core.plugin_manager import BUILTIN_PLUGINS
-
-    if "serve_command" in BUILTIN_PLUGINS:
-        return [sys.executable, "-m", "ganvas.core.hosts.cli.main", "serve"]
-    return [sys.executable, "-m", "ganvas.plugins.serve_command"]
+    return [sys.executable, "-m", "ganvas.core.hosts.cli.main", "serve"]  # the real command line
 
 
 def pick_model(requested: str | None, scratch: Path) -> tuple[str, dict]:

@@ -26,7 +26,7 @@ HOST = "comfyui"
 NO_STYLE = "none"   # the style combo's "no style" entry ("" from older workflows means the same)
 OnImage = Callable[[int, int], None]  # (images done, images in total)
 PACK_DIR = Path(__file__).resolve().parent
-PACK_MARKER = ".ganvas-pack.json"     # written by `ganvas comfy install --copy` (plugins/comfy_command.py)
+PACK_MARKER = ".ganvas-pack.json"     # written by `ganvas comfy install --copy` (comfy_nodes/installer.py)
 
 
 # --- is ganvas there? -------------------------------------------------------------------------------------

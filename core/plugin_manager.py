@@ -31,8 +31,7 @@ logger = logging.getLogger("ganvas.plugins")
 
 ENTRY_POINT_GROUP = "ganvas"
 # Built-in plugins, by module name under ganvas.plugins; registered like third-party ones.
-BUILTIN_PLUGINS = ("default_backend", "minilm_encoder", "png_metadata", "provenance", "request_policy",
-                   "serve_command", "comfy_command", "krita_command", "watch_command")
+BUILTIN_PLUGINS = ("default_backend", "minilm_encoder", "png_metadata", "provenance", "request_policy", "commands")
 BUILTIN_PREFIX = "ganvas.plugins."
 
 

@@ -2,7 +2,7 @@
 
 The plugin runs inside Krita's own Python (standard library + PyQt, no numpy or torch) and talks to
 `ganvas serve` over HTTP. This package only locates its files; importing it needs neither Krita nor
-torch. `ganvas krita install` (plugins/krita_command.py) copies them into Krita's resources folder.
+torch. `ganvas krita install` (command.py, the installer in install.py) copies them into Krita's resources folder.
 """
 from pathlib import Path
 

@@ -37,7 +37,7 @@ from PIL import Image
 from comfy_helpers import (COMFYUI_DIR, COMFYUI_PYTHON, NO_CHECKOUT, load_workflow, record_evidence,
                            save_rgba_checkpoint)
 from conftest import REPO, save_tiny_checkpoint
-from ganvas.plugins.comfy_command import install
+from ganvas.comfy_nodes.installer import install
 
 pytestmark = [
     pytest.mark.slow,

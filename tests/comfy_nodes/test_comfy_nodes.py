@@ -31,7 +31,7 @@ from ganvas.comfy_nodes.conditioning import PromptConditioning, mix, mix_weight
 from ganvas.core import pipeline as pipeline_module
 from ganvas.core.requests import DEFAULT_MODEL, MAX_SEED, GanvasError
 from ganvas.core import policy as request_policy
-from ganvas.plugins import comfy_command
+from ganvas.comfy_nodes import installer
 
 PROMPT = "a small red circle on the left"
 OTHER = "a large blue square in the centre"
@@ -618,7 +618,7 @@ def comfy_dir(tmp_path) -> Path:
 
 def _cli():
     group = click.Group("ganvas")
-    comfy_command.ganvas_register_commands(group)
+    group.add_command(installer.make_comfy_group())
     return group
 
 
@@ -647,7 +647,7 @@ def test_install_copy_replaces_only_what_it_made(comfy_dir):
     assert recopied.exit_code == 0 and "replaced the earlier copy" in recopied.output
 
     foreign = comfy_dir / "custom_nodes" / "ganvas"
-    comfy_command._remove(foreign)
+    installer._remove(foreign)
     foreign.mkdir()
     (foreign / "theirs.py").write_text("keep me")
     refused = runner.invoke(_cli(), ["comfy", "install", str(comfy_dir)])
@@ -666,20 +666,19 @@ def test_install_finds_comfyuis_venv_python(comfy_dir):
     venv_python.parent.mkdir(parents=True)
     venv_python.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
     venv_python.chmod(0o755)
-    assert comfy_command.find_comfy_python(comfy_dir) == venv_python
-    assert comfy_command.has_ganvas(venv_python) is True
-    assert comfy_command.has_ganvas(comfy_dir / "nope") is None
+    assert installer.find_comfy_python(comfy_dir) == venv_python
+    assert installer.has_ganvas(venv_python) is True
+    assert installer.has_ganvas(comfy_dir / "nope") is None
     bare = comfy_dir / "bare-python"
     bare.write_text(f'#!/bin/sh\nexec "{sys.executable}" -S "$@"\n')  # -S: no site-packages, so no ganvas
     bare.chmod(0o755)
-    assert comfy_command.has_ganvas(bare) is False
+    assert installer.has_ganvas(bare) is False
     result = CliRunner().invoke(_cli(), ["comfy", "install", str(comfy_dir), "--python", str(bare)])
     assert result.exit_code == 0 and f"ganvas is not installed in {bare}; run: {bare} -m pip install" in result.output
 
 
 def test_the_plugin_adds_the_command_through_the_plugin_manager(plugins):
-    if not plugins.pm.has_plugin("comfy_command"):  # until it is listed among the built-ins
-        plugins.register(comfy_command, "comfy_command")
+    assert plugins.pm.has_plugin("commands")  # the built-in that adds the hosts' commands
     group = click.Group("ganvas")
     warnings = []
     plugins.register_commands(group, warnings)

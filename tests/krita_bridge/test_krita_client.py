@@ -466,14 +466,14 @@ def test_default_locations_follow_the_platform(tmp_path):
 
 
 def krita_cli() -> click.Group:
-    from ganvas.plugins import krita_command
+    from ganvas.plugins import commands
 
     @click.group()
     def cli():
         pass
 
     manager = GanvasPlugins(builtins=False, entry_points=False, env={})
-    manager.register(krita_command, "krita_command")
+    manager.register(commands, "commands")  # the built-in that adds `ganvas krita` (krita_bridge/command.py)
     manager.register_commands(cli)
     return cli
 

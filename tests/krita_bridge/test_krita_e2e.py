@@ -79,11 +79,7 @@ if KRITA is None or XVFB is None:
 
 
 def serve_argv() -> list[str]:
-    from ganvas.core.plugin_manager import BUILTIN_PLUGINS
-
-    if "serve_command" in BUILTIN_PLUGINS:
-        return [sys.executable, "-m", "ganvas.core.hosts.cli.main", "serve"]
-    return [sys.executable, "-m", "ganvas.plugins.serve_command"]  # same command, before it is registered
+    return [sys.executable, "-m", "ganvas.core.hosts.cli.main", "serve"]  # the real command line
 
 
 def free_port() -> int:

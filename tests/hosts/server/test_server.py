@@ -618,14 +618,14 @@ def test_store_is_atomic_and_recovers(tmp_path):
 def test_serve_command_registers_through_the_hook():
     import click
 
-    from ganvas.plugins import serve_command
+    from ganvas.plugins import commands
 
     @click.group()
     def cli():
         pass
 
     manager = GanvasPlugins(builtins=False, entry_points=False, env={})
-    manager.register(serve_command, "serve_command")
+    manager.register(commands, "commands")  # the built-in that adds `ganvas serve` (core/hosts/server/command.py)
     manager.register_commands(cli)
     assert "serve" in cli.commands
     params = {p.name for p in cli.commands["serve"].params}
@@ -635,11 +635,7 @@ def test_serve_command_registers_through_the_hook():
 # --- the real command in a subprocess ----------------------------------------------------------------------------
 
 def serve_argv() -> list[str]:
-    from ganvas.core.plugin_manager import BUILTIN_PLUGINS
-
-    if "serve_command" in BUILTIN_PLUGINS:
-        return [sys.executable, "-m", "ganvas.core.hosts.cli.main", "serve"]
-    return [sys.executable, "-m", "ganvas.plugins.serve_command"]  # same click command, before registration
+    return [sys.executable, "-m", "ganvas.core.hosts.cli.main", "serve"]  # the real command line
 
 
 class ServeProcess:

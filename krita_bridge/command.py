@@ -1,14 +1,17 @@
-"""Built-in plugin: `ganvas krita install`, which puts the Krita docker plugin where Krita finds it."""
+"""`ganvas krita install`, which puts the Krita docker plugin where Krita finds it (the installer is install.py).
+
+Added to the CLI by the built-in plugin plugins/commands.py; also `python -m ganvas.krita_bridge.command install`.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
 import click
 
-from ganvas.core.hookspecs import hookimpl
 
+def krita_group() -> click.Group:
+    """The `ganvas krita` click group."""
 
-def _krita_group() -> click.Group:
     @click.group("krita")
     def krita():
         """The Krita docker plugin (krita_bridge/): install it, or pack it for Krita's importer."""
@@ -36,7 +39,8 @@ def _krita_group() -> click.Group:
           ganvas krita install --enable             # enabled too (Krita closed)
           ganvas krita install --zip ganvas_krita.zip
         """
-        from ganvas.krita_bridge import ENABLE_KEY, install as kinstall
+        from ganvas.krita_bridge import ENABLE_KEY
+        from ganvas.krita_bridge import install as kinstall
 
         command = kinstall.local_server_command()
         try:
@@ -78,11 +82,5 @@ def _krita_group() -> click.Group:
     return krita
 
 
-@hookimpl(trylast=True)
-def ganvas_register_commands(cli):
-    if "krita" not in getattr(cli, "commands", {}):
-        cli.add_command(_krita_group())
-
-
-if __name__ == "__main__":  # `python -m ganvas.plugins.krita_command install` before it is registered
-    _krita_group()(prog_name="ganvas krita")
+if __name__ == "__main__":  # `python -m ganvas.krita_bridge.command install`, without the plugin list
+    krita_group()(prog_name="ganvas krita")

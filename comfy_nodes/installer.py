@@ -1,5 +1,9 @@
 """`ganvas comfy install COMFYUI_DIR [--copy]`: put the ComfyUI node pack into COMFYUI_DIR/custom_nodes/ganvas.
 
+The installer and its click command (added to the CLI by the built-in plugin plugins/commands.py). It sits
+beside the pack it installs, but the pack's __init__.py (what ComfyUI imports) never imports it. Not named
+install.py: ComfyUI-Manager runs a node pack's install.py when it installs or updates the pack.
+
 The pack (comfy_nodes/ of this package) is linked by default, so it follows this ganvas install; --copy
 copies it (Windows without symlink rights, or a ComfyUI on another machine). The nodes import
 `ganvas.core` when they run, so ganvas must also be installed in the Python that runs ComfyUI; the
@@ -18,9 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ganvas import __version__
-from ganvas.core.hookspecs import hookimpl
 
-PACK_DIR = Path(__file__).resolve().parent.parent / "comfy_nodes"
+PACK_DIR = Path(__file__).resolve().parent   # comfy_nodes/, the pack itself
 PACK_NAME = "ganvas"           # the folder name under custom_nodes
 MARKER = ".ganvas-pack.json"   # written into a copy, so a later install knows the copy is ours
 MODEL_FOLDER = "ganvas"        # ComfyUI/models/ganvas: the pack registers it with folder_paths
@@ -192,7 +195,8 @@ def report_lines(result: InstallResult, comfyui_dir, python=None) -> list[tuple[
     if result.replaced == "the same link":
         lines = [(f"{result.target} already links to {PACK_DIR}", False)]
     else:
-        what = f"linked {result.target} -> {PACK_DIR}" if result.mode == "link" else f"copied the pack to {result.target}"
+        what = (f"linked {result.target} -> {PACK_DIR}" if result.mode == "link"
+                else f"copied the pack to {result.target}")
         lines = [(what + (f" (replaced the {result.replaced})" if result.replaced else ""), False)]
     if result.models_dir is not None:
         lines.append((f"model folder: {result.models_dir} (put checkpoint folders here)", False))
@@ -209,8 +213,3 @@ def report_lines(result: InstallResult, comfyui_dir, python=None) -> list[tuple[
     else:
         lines.append((f"could not run {python} to check for ganvas", True))
     return lines
-
-
-@hookimpl
-def ganvas_register_commands(cli):
-    cli.add_command(make_comfy_group())

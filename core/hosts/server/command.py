@@ -1,4 +1,7 @@
-"""Built-in plugin: `ganvas serve`, the pipeline behind an OpenAI-compatible HTTP API (core/server/)."""
+"""`ganvas serve`: the pipeline behind an OpenAI-compatible HTTP API (this package, core/hosts/server/).
+
+Added to the CLI by the built-in plugin plugins/commands.py; also `python -m ganvas.core.hosts.server.command`.
+"""
 from __future__ import annotations
 
 import importlib.util
@@ -6,12 +9,18 @@ from pathlib import Path
 
 import click
 
-from ganvas.core.hookspecs import hookimpl
 
-
-def _serve_command() -> click.Command:
-    from ganvas.core.hosts.server.config import (BODY_TIMEOUT_S, DEFAULT_PORT, HEADER_TIMEOUT_S, KEEP_ALIVE_S,
-                                           MAX_CONNECTIONS, default_store_dir)
+def serve_command() -> click.Command:
+    """The `ganvas serve` click command (server config imported here, FastAPI/torch only when it runs)."""
+    from ganvas.core.hosts.server.config import (
+        BODY_TIMEOUT_S,
+        DEFAULT_PORT,
+        HEADER_TIMEOUT_S,
+        KEEP_ALIVE_S,
+        MAX_CONNECTIONS,
+        default_store_dir,
+    )
+    from ganvas.core.requests import DEFAULT_MODEL
 
     @click.command("serve")
     @click.option("--host", default="127.0.0.1", show_default=True,
@@ -20,7 +29,8 @@ def _serve_command() -> click.Command:
     @click.option("--api-key", envvar="GANVAS_API_KEY", default=None, show_envvar=True,
                   help="require 'Authorization: Bearer KEY' on /v1 routes")
     @click.option("--model", "-m", default=None,
-                  help="default model: a registered name (or a checkpoint folder); default GANVAS_MODEL or shapes")
+                  help=f"default model: a registered name (or a checkpoint folder); default GANVAS_MODEL, "
+                       f"else {DEFAULT_MODEL}")
     @click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True,
                   help="generation worker threads (the fixed pool)")
     @click.option("--threads", type=click.IntRange(1, 256), default=None,
@@ -59,7 +69,7 @@ def _serve_command() -> click.Command:
         \b
         Client (official SDK):
           OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="local").images.generate(
-              prompt="a red circle", n=4, response_format="b64_json", extra_body={"seed": 7})
+              prompt="fox", n=4, response_format="b64_json", extra_body={"seed": 7, "style": "noto"})
         """
         from ganvas.core.hosts.server.config import ServerConfig, ServerConfigError
 
@@ -85,11 +95,5 @@ def _serve_command() -> click.Command:
     return serve
 
 
-@hookimpl(trylast=True)
-def ganvas_register_commands(cli):
-    if "serve" not in getattr(cli, "commands", {}):  # a plugin that registered its own `serve` wins
-        cli.add_command(_serve_command())
-
-
-if __name__ == "__main__":  # `python -m ganvas.plugins.serve_command` = `ganvas serve`, without the plugin list
-    _serve_command()(prog_name="ganvas serve")
+if __name__ == "__main__":  # `python -m ganvas.core.hosts.server.command` = `ganvas serve`, without the plugin list
+    serve_command()(prog_name="ganvas serve")

@@ -10,8 +10,39 @@ from dataclasses import asdict, dataclass, fields
 SUPPORTED_RESOLUTIONS = (32, 64, 128)
 
 
+class TypedConfig:
+    """to_dict / from_dict for a config dataclass (ModelConfig, UpsamplerConfig): from_dict refuses unknown
+    keys and any value that is not exactly its field's annotated type, with a one-line message naming the
+    field. `_kind` names the config in those messages."""
+
+    _kind = "config"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        if not isinstance(data, dict):
+            raise ValueError(f"expected an object of {cls._kind} keys, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown {cls._kind} keys {unknown}; this ganvas knows {sorted(known)}")
+        check_types(cls, data)
+        return cls(**data)
+
+
+def check_types(cls, values: dict) -> None:
+    """_check_type for each of `values` against the annotations of the dataclass `cls`."""
+    hints = typing.get_type_hints(cls)
+    for name, value in values.items():
+        _check_type(name, value, hints[name])
+
+
 @dataclass
-class ModelConfig:
+class ModelConfig(TypedConfig):
+    _kind = "model config"
+
     resolution: int = 64          # output side in pixels: 32, 64 or 128
     z_dim: int = 64               # noise vector size
     text_dim: int = 384           # sentence-vector size of the text encoder (MiniLM: 384)
@@ -37,27 +68,11 @@ class ModelConfig:
         """Number of 2x up-sampling stages from the 4x4 seed to the output size."""
         return {32: 3, 64: 4, 128: 5}[self.resolution]
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "ModelConfig":
-        if not isinstance(data, dict):
-            raise ValueError(f"expected an object of model config keys, got {type(data).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown model config keys {unknown}; this ganvas knows {sorted(known)}")
-        hints = typing.get_type_hints(cls)
-        for name, value in data.items():
-            _check_type(name, value, hints[name])
-        return cls(**data)
-
 
 def _check_type(name: str, value, hint) -> None:
     """Refuse a value that is not exactly the field's annotated type (JSON true is not 1, 64.5 not 64).
 
-    Generic over the annotations, so fields added to ModelConfig are checked without new code here."""
+    Generic over the annotations, so fields added to a TypedConfig are checked without new code here."""
     options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
     if not any(_is_type(value, t) for t in options):
         wanted = " or ".join(_TYPE_NAMES.get(t, getattr(t, "__name__", str(t))) for t in options)

@@ -9,18 +9,22 @@ images: core/upscaling.py.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch.nn.functional as F
 from torch import nn
+
+from ganvas.core.model.config import TypedConfig, check_types
 
 ARCHITECTURE = "ganvas-upsampler-v1"
 MAX_INPUT_SIDE = 512   # 512 -> 2048 at x4: the largest output a request may ask for (requests.MAX_SIZE)
 
 
 @dataclass
-class UpsamplerConfig:
+class UpsamplerConfig(TypedConfig):
+    _kind = "upsampler config"
+
     in_resolution: int = 64   # the input side it was trained for (any size works: fully convolutional)
     scale: int = 4            # output side = input side * scale
     channels: int = 4         # 4 = RGBA (premultiplied inside), 3 = RGB
@@ -28,12 +32,7 @@ class UpsamplerConfig:
     blocks: int = 3           # residual blocks (two 3x3 convs each)
 
     def __post_init__(self):
-        from ganvas.core.model.config import _check_type
-        import typing
-
-        hints = typing.get_type_hints(type(self))
-        for f in fields(self):
-            _check_type(f.name, getattr(self, f.name), hints[f.name])
+        check_types(type(self), asdict(self))  # also when built in code, not only from_dict
         if self.scale not in (2, 3, 4, 8):
             raise ValueError(f"scale must be 2, 3, 4 or 8, got {self.scale}")
         if self.channels not in (3, 4):
@@ -44,19 +43,6 @@ class UpsamplerConfig:
     @property
     def out_resolution(self) -> int:
         return self.in_resolution * self.scale
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "UpsamplerConfig":
-        if not isinstance(data, dict):
-            raise ValueError(f"expected an object of upsampler config keys, got {type(data).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown upsampler config keys {unknown}; this ganvas knows {sorted(known)}")
-        return cls(**data)
 
 
 class ResBlock(nn.Module):

@@ -8,6 +8,7 @@ import torch
 from ganvas.core.io import checkpoint
 from ganvas.core.model.config import ModelConfig
 from ganvas.core.model.networks import Generator
+from ganvas.core.model.upsampler import UpsamplerConfig
 
 torch.set_num_threads(1)
 
@@ -85,20 +86,27 @@ def test_mistyped_config_values_name_the_file_and_the_field(tmp_path, field, val
     assert "\n" not in message
 
 
-def test_every_config_field_is_type_checked_so_new_fields_are_covered():
-    """Generic over the dataclass: a field added to ModelConfig later is checked without new code."""
+@pytest.mark.parametrize("config, kind", [(ModelConfig, "model config"), (UpsamplerConfig, "upsampler config")])
+def test_every_config_field_is_type_checked_so_new_fields_are_covered(config, kind):
+    """Generic over the dataclass (one TypedConfig.from_dict for both configs): a field added to ModelConfig
+    or UpsamplerConfig later is checked without new code."""
     from dataclasses import fields
 
-    good = ModelConfig().to_dict()
-    for f in fields(ModelConfig):
+    good = config().to_dict()
+    for f in fields(config):
         wrong = "text" if not isinstance(good[f.name], str) else 7
         with pytest.raises(ValueError, match=f"'{f.name}'"):
-            ModelConfig.from_dict({**good, f.name: wrong})
+            config.from_dict({**good, f.name: wrong})
         with pytest.raises(ValueError, match=f"'{f.name}'"):
-            ModelConfig.from_dict({**good, f.name: True})
-    assert ModelConfig.from_dict(good) == ModelConfig()
-    with pytest.raises(ValueError, match="object"):
-        ModelConfig.from_dict(["resolution", 32])
+            config.from_dict({**good, f.name: True})
+        with pytest.raises(ValueError, match=f"'{f.name}'") as caught:
+            config.from_dict({**good, f.name: 64.5})
+        assert "\n" not in str(caught.value)
+    assert config.from_dict(good) == config()
+    with pytest.raises(ValueError, match=f"object of {kind} keys"):
+        config.from_dict(["resolution", 32])
+    with pytest.raises(ValueError, match=f"unknown {kind} keys \\['extra'\\]"):
+        config.from_dict({**good, "extra": 1})
 
 
 def test_weights_that_do_not_fit_the_config_name_the_tensor_and_both_shapes(tmp_path):

@@ -71,21 +71,23 @@ def ganvas_register_upsamplers(register):
 
 @hookimpl(trylast=True)
 def ganvas_register_datasets(register):
-    # Imported lazily: core.data pulls in torch, and listing plugins should stay instant.
-    def shapes(path, resolution, **options):
-        from ganvas.core.datasets.folders import make_shapes
+    # The loaders live in core/datasets/formats.py; imported lazily (they pull in torch, and listing plugins
+    # should stay instant). Explicit signatures: a loader gets only the options it names.
+    def shapes(path, resolution, seed=0, size=20000, workers=1):
+        from ganvas.core.datasets import formats
 
-        return make_shapes(resolution, **options)
+        return formats.shapes(path, resolution, seed=seed, size=size, workers=workers)
 
-    def imagefolder(path, resolution, **options):
-        from ganvas.core.datasets.folders import load_imagefolder
+    def imagefolder(path, resolution, split=None, subset="all", channels=None, caption_field="text"):
+        from ganvas.core.datasets import formats
 
-        return load_imagefolder(Path(path), resolution, **options)
+        return formats.imagefolder(path, resolution, split=split, subset=subset, channels=channels,
+                                   caption_field=caption_field)
 
-    def sidecar(path, resolution, **options):
-        from ganvas.core.datasets.folders import load_sidecar_folder
+    def sidecar(path, resolution):
+        from ganvas.core.datasets import formats
 
-        return load_sidecar_folder(Path(path), resolution)
+        return formats.sidecar(path, resolution)
 
     register("shapes", shapes, description="procedural coloured shapes with exact captions (SHAPES.md)")
     register("imagefolder", imagefolder, description="Hugging Face imagefolder: images + metadata.jsonl (file_name, text)")

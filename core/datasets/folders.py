@@ -267,14 +267,9 @@ def make_shapes(resolution: int, size: int = 20000, seed: int = 0, two_object_pr
 
 def load_dataset(spec: str, resolution: int, shapes_size: int = 20000, seed: int = 0,
                  workers: int = 1, subset: str = "all") -> CaptionedImages:
-    """`shapes`, a folder with metadata.jsonl (imagefolder), or a folder of images with .txt sidecars."""
-    if spec == "shapes":
-        return make_shapes(resolution, size=shapes_size, seed=seed, workers=workers)
-    folder = Path(spec)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"dataset {spec!r} is neither 'shapes' nor an existing folder")
-    if (folder / "metadata.jsonl").exists():
-        return load_imagefolder(folder, resolution, subset=subset)
-    if (folder / "train" / "metadata.jsonl").exists():
-        return load_imagefolder(folder / "train", resolution, subset=subset)
-    return load_sidecar_folder(folder, resolution)
+    """`shapes`, a folder with metadata.jsonl (imagefolder), or a folder of images with .txt sidecars,
+    through the built-in formats only (core/datasets/formats.py). Hosts resolve `--data` through the
+    formats plugins register (`ganvas_register_datasets`) instead."""
+    from ganvas.core.datasets.formats import load_builtin
+
+    return load_builtin(spec, resolution, size=shapes_size, seed=seed, workers=workers, subset=subset)

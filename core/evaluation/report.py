@@ -7,31 +7,56 @@ real-vs-real floor, and a diversity figure, each beside the real-image ceiling a
 """
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ganvas.core.io.checkpoint import load_generator
-from ganvas.core.datasets.folders import load_imagefolder, typed_prompt
+from ganvas.core.datasets.folders import CaptionedImages, typed_prompt
 from ganvas.core.evaluation.evaluator import pairwise_spread
 from ganvas.core.io.images import from_uint8, on_white
 from ganvas.core.model.networks import noise
-from ganvas.core.pipeline import configure_threads
 from ganvas.core.text.encoder import EmbeddingCache, default_cache_dir
+from ganvas.core.threads import configure_threads
+
+# Inputs come from the host (core/hosts/cli/train.py), which resolves them through the plugin manager: the
+# checkpoint folder of a registered model name, the dataset read by the format registered for --data
+# (`ganvas_register_datasets`), and an EmbeddingCache on the text encoder registered under the model's
+# encoder name (`ganvas_register_text_encoders`). Called from Python without them, `model` must be a folder,
+# --data is read by the built-in formats and captions are embedded by the built-in MiniLM.
 
 
-def resolve_model(name_or_path: str) -> Path:
-    """A checkpoint folder path, or the name of a registered model (the pipeline's own lookup)."""
-    from ganvas.core.pipeline import resolve_model as resolve_registered
-    from ganvas.core.plugin_manager import get_plugin_manager
+def _embeddings_for(generator, embeddings: EmbeddingCache | None) -> EmbeddingCache:
+    return embeddings or EmbeddingCache(default_cache_dir(), generator.config.text_encoder)
 
-    _name, source, _origin = resolve_registered(name_or_path, get_plugin_manager())
-    if not isinstance(source, (str, os.PathLike)):
-        raise ValueError(f"model {name_or_path!r} comes from a plugin loader; ganvas eval needs a checkpoint folder")
-    return Path(source)
+
+def load_eval_data(load, split: str, resolution: int, splits: bool = True
+                   ) -> tuple[CaptionedImages, CaptionedImages | None]:
+    """(the split's images, the whole train split or None) for `ganvas eval`, RGB on white at `resolution`.
+
+    `load(resolution, **options)` reads the dataset (a format's loader, see core/datasets/formats.py).
+    "validation" is the hold-out carved from train/; a test concept's other designs are looked up in train/
+    (None when the dataset has none). `splits=False`: the format has no splits; its images are the split."""
+    if not splits:
+        return load(resolution, channels=3), None
+    if split == "validation":
+        return load(resolution, split="train", subset="validation", channels=3), load(resolution, split="train",
+                                                                                         channels=3)
+    data = load(resolution, split=split, channels=3)
+    if split == "train":
+        return data, None
+    try:
+        train = load(resolution, split="train", channels=3)
+    except FileNotFoundError:
+        train = None
+    return data, train
+
+
+def _builtin_eval_data(root, split: str, resolution: int):
+    from ganvas.core.datasets.formats import imagefolder
+
+    return load_eval_data(lambda res, **options: imagefolder(root, res, **options), split, resolution)
 
 
 @torch.no_grad()
@@ -47,13 +72,15 @@ def generate_from_vectors(generator, text_vectors: torch.Tensor, seeds: list[int
 # --- shapes ---------------------------------------------------------------------------------------------------
 
 def evaluate_shapes_model(model: str, seed: int = 0, threads: int | None = None, n_per_caption: int = 4,
-                          log=print) -> tuple[dict, str]:
+                          log=print, folder: Path | None = None, embeddings: EmbeddingCache | None = None
+                          ) -> tuple[dict, str]:
+    """`model`: its name as typed (for the report); `folder`: its checkpoint folder (default: `model`)."""
     from ganvas.core.evaluation.shapes import evaluate, format_report, load_classifier, save_classifier, train_classifier
 
     configure_threads(threads)
-    folder = resolve_model(model)
+    folder = Path(folder or model)
     generator, _ = load_generator(folder)
-    cache = EmbeddingCache(default_cache_dir())
+    cache = _embeddings_for(generator, embeddings)
     if (folder / "attribute_classifier.safetensors").exists():
         classifier = load_classifier(folder)
     else:
@@ -73,36 +100,26 @@ def evaluate_shapes_model(model: str, seed: int = 0, threads: int | None = None,
 # --- captioned datasets ------------------------------------------------------------------------------------------
 
 def train_split_evaluator(root: Path, out: Path, epochs: int = 20, device: str = "auto", threads=None,
-                          batch: int = 256, holdout_validation: bool = False, log=print) -> Path:
+                          batch: int = 256, holdout_validation: bool = False, log=print,
+                          data: CaptionedImages | None = None, embeddings: EmbeddingCache | None = None) -> Path:
+    """`data`: the train split at 64 px, RGB on white (the host loads it through the dataset's format; default:
+    ROOT/train or ROOT as an imagefolder). `embeddings`: the text encoder's cache (default: MiniLM)."""
     from ganvas.core.evaluation.evaluator import save_evaluator, train_evaluator
 
     configure_threads(threads)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    train_dir = root / "train" if (root / "train" / "metadata.jsonl").exists() else root
-    # RGB on white whatever the dataset holds: the evaluator judges transparent models composited on white.
-    data = load_imagefolder(train_dir, 64, channels=3, subset="train" if holdout_validation else "all")
+    if data is None:
+        from ganvas.core.datasets.formats import imagefolder
+
+        # RGB on white whatever the dataset holds: the evaluator judges transparent models composited on white.
+        data = imagefolder(root, 64, split="train", channels=3, subset="train" if holdout_validation else "all")
     full_captions = data.captions[:int(data.caption_index.max()) + 1]  # prompt forms come after: not needed here
-    text = EmbeddingCache(default_cache_dir()).lookup(full_captions, log=log)
+    text = (embeddings or EmbeddingCache(default_cache_dir())).lookup(full_captions, log=log)
     model = train_evaluator(data.images, text, data.caption_index, epochs=epochs, batch=batch, device=device,
                             log=log)
-    return save_evaluator(model, out, {"data": str(train_dir), "images": len(data), "epochs": epochs,
+    return save_evaluator(model, out, {"data": data.source, "images": len(data), "epochs": epochs,
                                        "batch": min(batch, len(data)), "holdout_validation": holdout_validation})
-
-
-def _read_split(root: Path, split: str) -> tuple[list[dict], Path]:
-    """Rows of a split folder; "validation" is the hold-out carved from train/ (data.validation_holdout)."""
-    from ganvas.core.datasets.folders import validation_holdout
-
-    folder = root / ("train" if split == "validation" else split)
-    meta = folder / "metadata.jsonl"
-    if not meta.exists():
-        raise FileNotFoundError(f"{meta}: missing (expected a split folder with metadata.jsonl)")
-    rows = [json.loads(l) for l in meta.read_text(encoding="utf-8").splitlines() if l.strip()]
-    if split == "validation":
-        held = validation_holdout(rows)
-        rows = [r for r in rows if r["file_name"] in held]
-    return rows, folder
 
 
 def r_precision(img_emb, txt_emb, concept_of_row, pool_concepts, pool_emb, draws: int = 5, distractors: int = 99,
@@ -155,31 +172,41 @@ def kernel_inception_distance(a: torch.Tensor, b: torch.Tensor, subsets: int = 2
     return float(np.mean(values))
 
 
+def _concepts(data: CaptionedImages) -> list[str]:
+    """Each image's concept: its metadata `label` when the dataset has them, else its caption."""
+    full = [data.captions[i] for i in data.caption_index.tolist()]
+    return list(data.labels) if data.labels is not None else full
+
+
 @torch.no_grad()
 def evaluate_dataset_model(model: str, root: Path, split: str, evaluator: str | None = None, seed: int = 0,
                            threads: int | None = None, diversity_seeds: int = 8, diversity_concepts: int = 100,
-                           log=print) -> tuple[dict, str]:
+                           log=print, folder: Path | None = None, data: CaptionedImages | None = None,
+                           train: CaptionedImages | None = None, embeddings: EmbeddingCache | None = None
+                           ) -> tuple[dict, str]:
     """Both prompt forms are scored against the *full* caption: `generated` for images drawn from the full
     caption, `generated_typed` for images drawn from what users type (`name; style style`, the default
-    backend's --style rule). Transparent models are judged composited on white, like the real images."""
+    backend's --style rule). Transparent models are judged composited on white, like the real images.
+
+    `model`/`root`: as typed (for the report); `folder`: the checkpoint folder (default: `model`); `data`, `train`:
+    see load_eval_data (default: `root` read as an imagefolder root); `embeddings`: the model's text encoder."""
     from ganvas.core.evaluation.evaluator import load_evaluator
 
     configure_threads(threads)
-    folder = resolve_model(model)
+    folder = Path(folder or model)
     generator, config = load_generator(folder)
     ev = load_evaluator(Path(evaluator) if evaluator else folder)
     resolution = generator.config.resolution
-    rows, split_dir = _read_split(root, split)
-    real_set = load_imagefolder(split_dir, resolution, channels=3, subset="validation" if split == "validation"
-                                else "all")
+    if data is None:
+        data, train = _builtin_eval_data(root, split, resolution)
+    real_set = data
     if real_set.skipped:
-        log(f"skipped {len(real_set.skipped)} unreadable images in {split_dir}")
+        log(f"skipped {len(real_set.skipped)} unreadable images in {real_set.source}")
     captions = [real_set.captions[i] for i in real_set.caption_index.tolist()]
-    row_of = {r["text"]: r for r in rows}
-    concepts = [row_of.get(c, {}).get("label", c) for c in captions]
-    typed = [typed_prompt(row_of[c]["label"], row_of[c].get("style")) if "label" in row_of.get(c, {}) else c
-             for c in captions]
-    cache = EmbeddingCache(default_cache_dir())
+    concepts = _concepts(real_set)
+    typed = ([typed_prompt(label, style) for label, style in zip(real_set.labels, real_set.image_styles)]
+             if real_set.labels is not None else list(captions))
+    cache = _embeddings_for(generator, embeddings)
     text_vectors = cache.lookup(captions, log=log)
     typed_vectors = cache.lookup(typed, log=log)
 
@@ -211,31 +238,29 @@ def evaluate_dataset_model(model: str, root: Path, split: str, evaluator: str | 
     report["kid"] = {"generated_vs_real": kernel_inception_distance(fake_feat[a], real_feat[b]),
                      "real_vs_real": kernel_inception_distance(real_feat[a], real_feat[b])}
     # A test concept's other designs live in train/: both the style and the diversity figures look there.
-    train = (root / "train", _read_split(root, "train")[0]) if split not in ("train", "validation") and \
-        (root / "train").is_dir() else None
-    others = [(split_dir, rows)] + ([train] if train else [])
-    if split == "validation":  # the hold-out's other designs are the rest of train/
-        others = [(split_dir, _read_split(root, "train")[0])]
+    # The validation hold-out's other designs are the rest of train/ (which holds the hold-out itself).
+    others = [train] if split == "validation" and train is not None else [real_set] + ([train] if train else [])
     report["style"] = _style_accuracy(others, captions, concepts, cache, ev, real_emb, log,
                                       generated=fake_emb, generated_typed=typed_emb)
-    styles = _concept_styles(others, rows, resolution, diversity_concepts, embed)
+    styles = _concept_styles(others, concepts, diversity_concepts, embed)
     typed_of = dict(zip(concepts, typed_vectors))
     report["diversity"] = _diversity(generator, ev, concepts, typed_of, cache, styles, diversity_seeds, seed)
     return report, format_dataset_report(report, model, root, split, seed)
 
 
-def _style_accuracy(sources: list[tuple[Path, list[dict]]], captions, concepts, cache, ev, real_emb, log,
+def _style_accuracy(sources: list[CaptionedImages], captions, concepts, cache, ev, real_emb, log,
                     **generated) -> dict:
     """Style control: rank each image's caption among the captions of the *same* concept in its other designs
     (taken from `sources`: the split and train/); a hit when its own design's caption wins. Images of concepts
     drawn in one design only are left out. Chance is the mean of 1 / number of designs. `generated` maps a
     report key to the embeddings of one set of generated images (one per caption), all scored in one pass."""
     by_concept: dict[str, list[str]] = {}
-    for _folder, source_rows in sources:
-        for r in source_rows:
-            texts = by_concept.setdefault(r.get("label", r["text"]), [])
-            if r["text"] not in texts:
-                texts.append(r["text"])
+    for source in sources:
+        full = [source.captions[i] for i in source.caption_index.tolist()]
+        for concept, text in zip(_concepts(source), full):
+            texts = by_concept.setdefault(concept, [])
+            if text not in texts:
+                texts.append(text)
     usable = [i for i, c in enumerate(concepts) if len(by_concept.get(c, [])) >= 2]
     if not usable:
         return {"images": 0, **{k: float("nan") for k in generated}, "real": float("nan"), "chance": float("nan")}
@@ -254,23 +279,16 @@ def _style_accuracy(sources: list[tuple[Path, list[dict]]], captions, concepts, 
     return {"images": n, **{k: v / n for k, v in hits.items()}, "chance": chance / n}
 
 
-def _concept_styles(sources: list[tuple[Path, list[dict]]], rows: list[dict], resolution: int, limit: int,
-                    embed) -> dict:
-    """Evaluator features of every real image of up to `limit` concepts of the split (`rows`) that exist in 2+
-    styles, looking through every (folder, rows) of `sources`: a test concept has its other styles in train/."""
-    from ganvas.core.datasets.folders import load_image
-
-    images: dict[str, list[Path]] = {}
-    for folder, source_rows in sources:
-        for r in source_rows:
-            images.setdefault(r.get("label", r["text"]), []).append(folder / r["file_name"])
-    wanted = list(dict.fromkeys(r.get("label", r["text"]) for r in rows))
+def _concept_styles(sources: list[CaptionedImages], split_concepts: list[str], limit: int, embed) -> dict:
+    """Evaluator features of every real image of up to `limit` concepts of the split that exist in 2+ styles,
+    looking through every dataset of `sources`: a test concept has its other styles in train/."""
+    images: dict[str, list[torch.Tensor]] = {}
+    for source in sources:
+        for concept, image in zip(_concepts(source), source.images):
+            images.setdefault(concept, []).append(image)
+    wanted = list(dict.fromkeys(split_concepts))
     chosen = [c for c in wanted if len(images.get(c, [])) >= 2][:limit]
-    out = {}
-    for concept in chosen:
-        arrays = [torch.from_numpy(load_image(p, resolution).copy()).permute(2, 0, 1) for p in images[concept]]
-        out[concept] = embed(from_uint8(torch.stack(arrays)))[0]
-    return out
+    return {concept: embed(from_uint8(torch.stack(images[concept])))[0] for concept in chosen}
 
 
 def _diversity(generator, ev, concepts, typed_of: dict, cache, styles: dict, n_seeds, seed) -> dict:

@@ -107,11 +107,20 @@ class EmbeddingCache:
     captions are encoded once per machine instead of once per run (~40 captions/s on two CPU cores).
     """
 
-    def __init__(self, folder: str | os.PathLike, encoder_name: str = MINILM_NAME, encoder=None):
+    def __init__(self, folder: str | os.PathLike, encoder_name: str = MINILM_NAME, encoder=None, factory=None):
+        """`encoder`: an object with `encode(list_of_str)` -> (N, D) tensor or an object with `.sentence`;
+        or `factory`, a zero-argument callable returning one, called only when a caption is missing (a
+        registered text encoder's factory, `ganvas_register_text_encoders`). Neither: the built-in MiniLM."""
         self.encoder_name = encoder_name
         self.path = Path(folder) / f"{encoder_name}.safetensors"
         self._encoder = encoder
+        self._factory = factory
         self._vectors: dict[str, torch.Tensor] | None = None
+
+    def encoder(self):
+        if self._encoder is None:
+            self._encoder = self._factory() if self._factory is not None else get_text_encoder(self.encoder_name)
+        return self._encoder
 
     def _table(self) -> dict[str, torch.Tensor]:
         if self._vectors is None:
@@ -130,10 +139,14 @@ class EmbeddingCache:
         keys = [caption_key(self.encoder_name, c) for c in captions]
         missing = sorted({c for c, k in zip(captions, keys) if k not in table})
         if missing:
-            encoder = self._encoder or get_text_encoder(self.encoder_name)
+            encoder = self.encoder()
             if log:
                 log(f"encoding {len(missing)} new captions with {self.encoder_name} (cached in {self.path})")
-            vectors = encoder.encode(missing).sentence
+            encoded = encoder.encode(missing)
+            vectors = getattr(encoded, "sentence", encoded).detach().float().cpu()
+            if vectors.ndim != 2 or vectors.shape[0] != len(missing):
+                raise ValueError(f"text encoder {self.encoder_name!r} returned {tuple(vectors.shape)} "
+                                 f"for {len(missing)} captions")
             for caption, vector in zip(missing, vectors):
                 table[caption_key(self.encoder_name, caption)] = vector.clone().contiguous()
             self._save()

@@ -21,10 +21,9 @@ import torch.nn.functional as F
 import ganvas.core.io.checkpoint as checkpoint
 from ganvas.core.model.augment import diff_augment
 from ganvas.core.model.config import PRESETS, ModelConfig
-from ganvas.core.datasets.folders import CAPTION_FORMS, CaptionedImages, load_dataset
+from ganvas.core.datasets.folders import CAPTION_FORMS, CaptionedImages
 from ganvas.core.io.images import caption_grid, from_uint8, loss_plot, to_pil
-from ganvas.core.model.networks import Discriminator, Generator, count_parameters
-from ganvas.core.pipeline import noise
+from ganvas.core.model.networks import Discriminator, Generator, count_parameters, noise
 from ganvas.core.training.sampling import CaptionSampler, parse_mix
 from ganvas.core.text.encoder import EmbeddingCache, default_cache_dir
 
@@ -77,7 +76,14 @@ def _pick_device(name: str) -> torch.device:
 
 
 class Trainer:
-    def __init__(self, opts: TrainOptions, dataset: CaptionedImages | None = None, log=print):
+    """Inputs come from the host (core/hosts/cli/train.py): `dataset`, loaded by the format registered for
+    --data (`ganvas_register_datasets`); `embeddings`, an EmbeddingCache on the text encoder registered under
+    the model's encoder name (`ganvas_register_text_encoders`), whose name the model records; `validation`,
+    a zero-argument callable returning (hold-out, whole train split) for the --evaluator probe. Without
+    them (Python, tests) the built-in formats read `opts.data` and the built-in MiniLM embeds captions."""
+
+    def __init__(self, opts: TrainOptions, dataset: CaptionedImages | None = None, log=print,
+                 embeddings: EmbeddingCache | None = None, validation=None):
         self.opts = opts
         self.out = Path(opts.out)
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -103,19 +109,25 @@ class Trainer:
 
         if opts.preset not in PRESETS:
             raise ValueError(f"unknown preset {opts.preset!r}; choose from {sorted(PRESETS)}")
-        self.data = dataset or load_dataset(opts.data, opts.resolution, shapes_size=opts.shapes_size,
-                                            seed=opts.seed, workers=opts.workers,
-                                            subset="train" if opts.holdout_validation else "all")
+        if dataset is None:
+            from ganvas.core.datasets.formats import load_builtin
+
+            dataset = load_builtin(opts.data, opts.resolution, size=opts.shapes_size, seed=opts.seed,
+                                   workers=opts.workers, subset="train" if opts.holdout_validation else "all")
+        self.data = dataset
         if self.data.resolution != opts.resolution:
             raise ValueError(f"dataset resolution {self.data.resolution} != --resolution {opts.resolution}")
         self._write_skipped()
-        self.cache = EmbeddingCache(opts.cache_dir or default_cache_dir())
+        self.cache = embeddings or EmbeddingCache(opts.cache_dir or default_cache_dir())
+        self._validation_data = validation
         if not (opts.caption_forms or opts.negatives):  # prompt forms unused: don't spend time encoding them
             self.data.caption_forms = None
             self.data.captions = self.data.captions[:int(self.data.caption_index.max()) + 1]
         text = self.cache.lookup(self.data.captions, log=self.log)
 
+        # The model records the encoder its text vectors came from (hosts refuse a model whose encoder is missing).
         self.config = ModelConfig(resolution=opts.resolution, channels=self.data.images.shape[1],
+                                  text_dim=int(text.shape[1]), text_encoder=self.cache.encoder_name,
                                   **PRESETS[opts.preset])
         torch.manual_seed(opts.seed)
         self.G = Generator(self.config)
@@ -159,8 +171,14 @@ class Trainer:
             return None
         from ganvas.core.training.validation import ValidationProbe
 
-        return ValidationProbe.from_dataset(self.opts.data, self.opts.evaluator, self.cache, self.opts.resolution,
-                                            self.device, log=self.log)
+        if self._validation_data is not None:
+            held, train = self._validation_data()
+        else:
+            from ganvas.core.datasets.formats import load_builtin
+
+            held, train = (load_builtin(self.opts.data, self.opts.resolution, subset=subset, channels=3)
+                           for subset in ("validation", "all"))
+        return ValidationProbe.from_data(held, train, self.opts.evaluator, self.cache, self.device, log=self.log)
 
     def _write_skipped(self):
         if self.is_main and self.data.skipped:
@@ -450,8 +468,9 @@ class Trainer:
             (self.out / "FAILED.txt").write_text(f"non-finite losses at step {self.step}\n", encoding="utf-8")
 
 
-def train(opts: TrainOptions, log=print) -> dict:
-    trainer = Trainer(opts, log=log)
+def train(opts: TrainOptions, log=print, dataset: CaptionedImages | None = None,
+          embeddings: EmbeddingCache | None = None, validation=None) -> dict:
+    trainer = Trainer(opts, dataset, log=log, embeddings=embeddings, validation=validation)
     try:
         return trainer.run()
     finally:

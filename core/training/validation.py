@@ -7,75 +7,71 @@ design) next to the spread across seeds of a typed prompt (one design should sta
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
-from ganvas.core.datasets.folders import load_image, load_imagefolder, read_metadata, typed_prompt, validation_holdout
+from ganvas.core.datasets.folders import CaptionedImages, typed_prompt
 from ganvas.core.evaluation.evaluator import pairwise_spread
 from ganvas.core.io.images import from_uint8
 from ganvas.core.model.networks import noise
 
 
-def _train_dir(spec: str) -> Path:
-    root = Path(spec)
-    return root / "train" if (root / "train" / "metadata.jsonl").exists() else root
+def _full_captions(data: CaptionedImages) -> list[str]:
+    return [data.captions[i] for i in data.caption_index.tolist()]
 
 
 class ValidationProbe:
-    def __init__(self, rows: list[dict], all_rows: list[dict], folder: Path, evaluator, cache, resolution: int,
-                 device, diversity_concepts: int = 40, seeds: int = 8):
+    """`held`: the validation hold-out, `train`: the whole train split (both RGB on white, at the training
+    resolution, with per-image label/style metadata), as the dataset's format loads them."""
+
+    def __init__(self, held: CaptionedImages, train: CaptionedImages, evaluator, cache, device,
+                 diversity_concepts: int = 40, seeds: int = 8):
         self.device = device
         self.ev = evaluator.to(device).eval()
         self.seeds = seeds
-        labels = [r["label"] for r in rows]
-        full = [r["text"] for r in rows]
-        typed = [typed_prompt(r["label"], r["style"]) for r in rows]
+        labels = list(held.labels)
+        full = _full_captions(held)
+        typed = [typed_prompt(label, style) for label, style in zip(held.labels, held.image_styles)]
         self.full_vec = cache.lookup(full).to(device)
         self.typed_vec = cache.lookup(typed).to(device)
-        self.z = noise(64, range(len(rows)))  # z_dim is checked against the generator on each call
+        self.z = noise(64, range(len(labels)))  # z_dim is checked against the generator on each call
         with torch.no_grad():
             self.txt = self.ev.embed_texts(self.full_vec)
-            real = load_imagefolder(folder, resolution, channels=3, subset="validation")
-            self.real_emb = self._embed(from_uint8(real.images).to(device))[1]
+            self.real_emb = self._embed(from_uint8(held.images).to(device))[1]
         self.labels = labels
         # Style control: each image's caption against the same concept's captions in its other designs.
+        train_labels, train_full = list(train.labels), _full_captions(train)
         by_concept: dict[str, list[str]] = {}
-        for r in all_rows:
-            by_concept.setdefault(r["label"], [])
-            if r["text"] not in by_concept[r["label"]]:
-                by_concept[r["label"]].append(r["text"])
-        self.style_rows = [i for i, c in enumerate(labels) if len(by_concept[c]) >= 2]
+        for label, text in zip(train_labels, train_full):
+            by_concept.setdefault(label, [])
+            if text not in by_concept[label]:
+                by_concept[label].append(text)
+        self.style_rows = [i for i, c in enumerate(labels) if len(by_concept.get(c, [])) >= 2]
         with torch.no_grad():
             self.style_options = [(self.ev.embed_texts(cache.lookup(by_concept[labels[i]]).to(device)),
                                    by_concept[labels[i]].index(full[i])) for i in self.style_rows]
         # Diversity: bare names of multi-design concepts, beside the real spread across their designs.
-        chosen = [c for c in dict.fromkeys(labels) if sum(r["label"] == c for r in all_rows) >= 2][:diversity_concepts]
+        chosen = [c for c in dict.fromkeys(labels) if train_labels.count(c) >= 2][:diversity_concepts]
         self.names = chosen
         self.name_vec = cache.lookup(chosen).to(device)
         self.real_spread = []
         with torch.no_grad():
             for c in chosen:
-                arrays = [torch.from_numpy(load_image(folder / r["file_name"], resolution).copy()).permute(2, 0, 1)
-                          for r in all_rows if r["label"] == c]
-                self.real_spread.append(pairwise_spread(self._embed(from_uint8(torch.stack(arrays)).to(device))[0]))
+                members = torch.tensor([i for i, label in enumerate(train_labels) if label == c])
+                self.real_spread.append(pairwise_spread(self._embed(from_uint8(train.images[members]).to(device))[0]))
         self.typed_for_spread = self.typed_vec[[labels.index(c) for c in chosen]]
         with torch.no_grad():
             self.real_r1 = self._r1(self.real_emb)
             self.real_style = self._style(self.real_emb)
 
     @classmethod
-    def from_dataset(cls, spec: str, evaluator_folder: str, cache, resolution: int, device, log=print):
+    def from_data(cls, held: CaptionedImages, train: CaptionedImages, evaluator_folder: str, cache, device,
+                  log=print):
         from ganvas.core.evaluation.evaluator import load_evaluator
 
-        folder = _train_dir(spec)
-        all_rows, _ = read_metadata(folder)
-        held = validation_holdout(all_rows)
-        rows = [r for r in all_rows if r["file_name"] in held]
-        if not rows or not all("label" in r and "style" in r for r in all_rows):
-            raise ValueError(f"{folder}: validation needs label/style metadata and a non-empty hold-out")
-        log(f"validation: {len(rows)} held-out images of {folder}, evaluator {evaluator_folder}")
-        return cls(rows, all_rows, folder, load_evaluator(evaluator_folder), cache, resolution, device)
+        if not len(held) or held.labels is None or train.labels is None:
+            raise ValueError(f"{train.source}: validation needs label/style metadata and a non-empty hold-out")
+        log(f"validation: {len(held)} held-out images of {train.source}, evaluator {evaluator_folder}")
+        return cls(held, train, load_evaluator(evaluator_folder), cache, device)
 
     def _embed(self, images):
         return self.ev.features_and_embeddings(images)

@@ -9,7 +9,8 @@ import click
 
 
 @click.command("train")
-@click.option("--data", required=True, help="'shapes', an imagefolder (metadata.jsonl) or a folder with .txt sidecars")
+@click.option("--data", required=True, help="'shapes', an imagefolder (metadata.jsonl) or a folder with .txt sidecars; "
+              "or FORMAT[:PATH] of any registered dataset format (`ganvas_register_datasets`)")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="run directory")
 @click.option("--resolution", default=64, show_default=True, type=click.Choice(["32", "64", "128"]))
 @click.option("--steps", default=10000, show_default=True, help="total optimiser steps (a resumed run continues to this)")
@@ -49,11 +50,14 @@ import click
 @click.option("--max-minutes", default=None, type=float, help="stop (and save) after this much wall time")
 @click.option("--resume", is_flag=True, help="continue the run in --out exactly where it stopped")
 @click.option("--no-progress", is_flag=True, help="no progress bar (logs still go to stats.jsonl)")
+@click.option("--text-encoder", default=None, help="registered text encoder the model is trained with "
+              "(`ganvas_register_text_encoders`)  [default: minilm; with --resume, the run's own]")
 def train_command(data, out, resolution, steps, batch, preset, lr_g, lr_d, gp_every, augment, hard_negatives,
                   mode_seeking, caption_forms, negatives, gp_augment, ema_images, holdout_validation, evaluator,
                   val_every, seed, threads, device, bf16, shapes_size, workers, log_every, sample_every,
-                  checkpoint_every, max_minutes, resume, no_progress):
+                  checkpoint_every, max_minutes, resume, no_progress, text_encoder):
     """Train a text-conditional GAN; the model folder appears in OUT/model."""
+    from ganvas.core.hosts.cli import training_inputs as inputs
     from ganvas.core.training.trainer import TrainOptions, train
 
     opts = TrainOptions(data=data, out=out, resolution=int(resolution), steps=steps, batch=batch, preset=preset,
@@ -68,26 +72,45 @@ def train_command(data, out, resolution, steps, batch, preset, lr_g, lr_d, gp_ev
     if data == "shapes":
         from ganvas.core.datasets.folders import SHAPES_SAMPLE_CAPTIONS
         opts.extra["sample_captions"] = SHAPES_SAMPLE_CAPTIONS
-    result = train(opts, log=lambda m: click.echo(m, err=True))
+    # The dataset through its registered format, the captions through the registered text encoder.
+    choice = inputs.resolve_data(data)
+    dataset = choice.load(opts.resolution, seed=seed, size=shapes_size, workers=workers,
+                          subset="train" if holdout_validation else "all")
+    encoder = text_encoder or (inputs.run_text_encoder(out) if resume else None) or "minilm"
+
+    def validation():  # the --evaluator probe: the hold-out and the whole train split, RGB on white
+        return tuple(choice.load(opts.resolution, subset=subset, channels=3) for subset in ("validation", "all"))
+
+    result = train(opts, log=lambda m: click.echo(m, err=True), dataset=dataset,
+                   embeddings=inputs.embeddings(encoder, opts.cache_dir), validation=validation)
     click.echo(json.dumps({"model": str(Path(out) / "model"), **result}))
 
 
 @click.command("train-evaluator")
-@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False),
-              help="dataset root with train/ (imagefolder); only train/ is used")
+@click.option("--data", required=True, help="dataset root with train/ (imagefolder); only train/ is used; "
+              "or FORMAT[:PATH] of any registered dataset format")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="folder to save the evaluator in")
 @click.option("--epochs", default=20, show_default=True)
 @click.option("--batch", default=256, show_default=True, help="contrastive batch (more negatives per step)")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--threads", default=None, type=int)
 @click.option("--holdout-validation", is_flag=True, help="leave the validation hold-out of train/ out too")
-def train_evaluator_command(data, out, epochs, batch, device, threads, holdout_validation):
+@click.option("--text-encoder", default="minilm", show_default=True,
+              help="registered text encoder: the one the models it will judge were trained with")
+def train_evaluator_command(data, out, epochs, batch, device, threads, holdout_validation, text_encoder):
     """Train the contrastive image-text evaluator used by `ganvas eval` (train split only)."""
+    from ganvas.core.datasets.formats import loader_takes
     from ganvas.core.evaluation.report import train_split_evaluator
+    from ganvas.core.hosts.cli import training_inputs as inputs
 
+    choice = inputs.resolve_data(data)
+    # RGB on white whatever the dataset holds: the evaluator judges transparent models composited on white.
+    split = {"split": "train"} if loader_takes(choice.loader, "split") else {}
+    dataset = choice.load(64, channels=3, subset="train" if holdout_validation else "all", **split)
     path = train_split_evaluator(Path(data), Path(out), epochs=epochs, device=device, threads=threads,
                                  batch=batch, holdout_validation=holdout_validation,
-                                 log=lambda m: click.echo(m, err=True))
+                                 log=lambda m: click.echo(m, err=True), data=dataset,
+                                 embeddings=inputs.embeddings(text_encoder))
     click.echo(str(path))
 
 
@@ -101,14 +124,23 @@ def train_evaluator_command(data, out, epochs, batch, device, threads, holdout_v
 @click.option("--json-out", default=None, type=click.Path(dir_okay=False), help="also write the report as JSON")
 def eval_command(model, data, split, evaluator, seed, threads, json_out):
     """Measure a model: attribute accuracy on shapes, R-precision/FID/KID/diversity on a captioned dataset."""
-    from ganvas.core.evaluation.report import evaluate_dataset_model, evaluate_shapes_model
+    from ganvas.core.datasets.formats import loader_takes
+    from ganvas.core.evaluation.report import evaluate_dataset_model, evaluate_shapes_model, load_eval_data
+    from ganvas.core.hosts.cli import training_inputs as inputs
 
     log = lambda m: click.echo(m, err=True)  # noqa: E731
+    folder = inputs.model_folder(model)
+    resolution, encoder = inputs.model_resolution_and_encoder(folder)
+    embeddings = inputs.embeddings(encoder)  # the model's own text encoder, as its plugin registered it
     if data == "shapes":
-        report, text = evaluate_shapes_model(model, seed=seed, threads=threads, log=log)
+        report, text = evaluate_shapes_model(model, seed=seed, threads=threads, log=log, folder=folder,
+                                             embeddings=embeddings)
     else:
+        choice = inputs.resolve_data(data)
+        dataset, train = load_eval_data(choice.load, split, resolution, splits=loader_takes(choice.loader, "split"))
         report, text = evaluate_dataset_model(model, Path(data), split, evaluator=evaluator, seed=seed,
-                                              threads=threads, log=log)
+                                              threads=threads, log=log, folder=folder, data=dataset, train=train,
+                                              embeddings=embeddings)
     click.echo(text)
     if json_out:
         Path(json_out).write_text(json.dumps(report, indent=2))

@@ -273,12 +273,125 @@ def test_train_resume_and_evaluate_on_a_tiny_set(tmp_path):
         assert 5 < scores["psnr_rgb"] < 100 and 0 < scores["ssim_rgb"] <= 1
 
 
+# The reconstruction-only recipe before the adversarial options existed (commit 1058c50): per-tensor sums of the
+# upsampler after 6 steps on make_dataset, and the logged MSE of each validation window.
+RECONSTRUCTION_ONLY_SUMS = {
+    "body.0.conv1.bias": -0.08896438521333039, "body.0.conv1.weight": -1.6302206459222361,
+    "body.0.conv2.bias": -0.2373255006968975, "body.0.conv2.weight": 1.7553258144762367,
+    "head.bias": -0.1100936399307102, "head.weight": -0.5905086257262155,
+    "tail.bias": -0.0069333674109657295, "tail.weight": 0.1905345437780852}
+RECONSTRUCTION_ONLY_MSE = [0.115781769156456, 0.10913572832942009, 0.12416296824812889]
+
+
+def tiny_options(tmp_path, data, out="run", **kw):
+    from ganvas.core.training.upsampler import UpsamplerTrainOptions
+
+    base = dict(data=str(data), out=str(tmp_path / out), hr_side=32, width=4, blocks=1, steps=6, batch=2, crop=4,
+                val_every=2, checkpoint_every=2, val_images=4)
+    return UpsamplerTrainOptions(**{**base, **kw})
+
+
+def test_adv_weight_zero_is_the_reconstruction_only_recipe(tmp_path):
+    from safetensors.torch import load_file
+    from ganvas.core.training.upsampler import train_upsampler
+
+    data = make_dataset(tmp_path / "data")
+    train_upsampler(tiny_options(tmp_path, data, adv_weight=0.0), log=lambda m: None)
+    state = load_file(str(tmp_path / "run" / "training_state.safetensors"))
+    sums = {k[len("model/"):]: float(v.double().sum()) for k, v in state.items() if k.startswith("model/")}
+    assert sums == pytest.approx(RECONSTRUCTION_ONLY_SUMS, rel=1e-5, abs=1e-7)
+    stats = [json.loads(line) for line in (tmp_path / "run" / "stats.jsonl").read_text().splitlines()]
+    assert [s["mse"] for s in stats] == pytest.approx(RECONSTRUCTION_ONLY_MSE, rel=1e-5)
+    assert not any(k.startswith("disc/") for k in state) and "d_loss" not in stats[0]
+    assert "adversarial" not in json.loads((tmp_path / "run" / "model" / "config.json").read_text())["trained"]
+
+
+def test_adversarial_fine_tune_resumes_exactly_and_keeps_its_critic_in_the_run(tmp_path):
+    from safetensors.torch import load_file
+    from ganvas.core.training.upsampler import train_upsampler
+
+    data = make_dataset(tmp_path / "data")
+    init = save_upsampler(tmp_path / "init", tiny_upsampler(in_resolution=8), {"note": "phase 1"})
+    adv = dict(init=str(init), adv_weight=0.05, adv_start_step=1, steps=4, val_every=2, checkpoint_every=1)
+    straight = train_upsampler(tiny_options(tmp_path, data, "straight", **adv), log=lambda m: None)
+
+    class Crash(Exception):
+        pass
+
+    def crash_at_step_2(message):  # after step 2's updates, before its state is saved: resume from step 1
+        if message.startswith('{"step": 2,'):
+            raise Crash
+
+    with pytest.raises(Crash):
+        train_upsampler(tiny_options(tmp_path, data, "resumed", **adv), log=crash_at_step_2)
+    resumed = train_upsampler(tiny_options(tmp_path, data, "resumed", resume=True, **adv), log=lambda m: None)
+    assert straight["step"] == resumed["step"] == 4
+    a = load_file(str(tmp_path / "straight" / "training_state.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "training_state.safetensors"))
+    assert a.keys() == b.keys() and any(k.startswith("disc/") for k in a) and any(k.startswith("opt:adam_d") for k in a)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    model = tmp_path / "resumed" / "model"
+    with torch.device("meta"):
+        expected = set(Upsampler(UpsamplerConfig(in_resolution=8, width=4, blocks=1)).state_dict())
+    assert set(load_file(str(model / "model.safetensors"))) == expected
+    assert sorted(p.name for p in model.iterdir()) == ["config.json", "model.safetensors"]
+    trained = json.loads((model / "config.json").read_text())["trained"]
+    assert trained["adversarial"]["weight"] == 0.05 and trained["adversarial"]["kept"] == "last"
+    assert trained["init"]["trained"] == {"note": "phase 1"} and trained["steps"] == 4
+    stats = [json.loads(line) for line in (tmp_path / "resumed" / "stats.jsonl").read_text().splitlines()]
+    assert [s["step"] for s in stats][-2:] == [2, 4] and "g_adv" in stats[-1] and "val_gmsd_rgb" in stats[-1]
+    shipped = REPO / "models" / "upsamplers" / "upsampler-x4"
+    assert not any(k.startswith("disc") or "parametrizations" in k for k in load_file(str(shipped / "model.safetensors")))
+    assert not list(shipped.glob("training_state*"))
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("adv_weight", -0.1, "--adv-weight must be a finite number >= 0"),
+    ("adv_weight", float("nan"), "--adv-weight must be a finite number >= 0"),
+    ("adv_start_step", -1, "--adv-start-step must be an integer >= 0"),
+    ("d_lr", 0.0, "--d-lr must be a finite number > 0"),
+    ("adv_loss", "wgan", "--adv-loss must be hinge or nonsaturating"),
+    ("keep", "worst", "--keep must be best or last"),
+    ("d_width", 0, "--d-width must be an integer in 1..256"),
+])
+def test_bad_adversarial_options_are_refused_by_name(tmp_path, option, value, message):
+    from ganvas.core.training.upsampler import train_upsampler
+
+    with pytest.raises(ValueError, match=message):
+        train_upsampler(tiny_options(tmp_path, tmp_path / "nowhere", **{option: value}), log=lambda m: None)
+    assert not (tmp_path / "run").exists()
+
+
+def test_init_must_fit_and_the_cli_names_bad_values(tmp_path):
+    from ganvas.core.hosts.cli.main import main
+    from ganvas.core.training.upsampler import train_upsampler
+
+    data = make_dataset(tmp_path / "data")
+    wide = save_upsampler(tmp_path / "wide", Upsampler(UpsamplerConfig(in_resolution=8, width=8, blocks=1)))
+    with pytest.raises(ValueError, match="--init .*width 8.*width 4"):
+        train_upsampler(tiny_options(tmp_path, data, init=str(wide)), log=lambda m: None)
+    with pytest.raises(ValueError, match="--init .*not a ganvas upsampler|--init .*config.json"):
+        train_upsampler(tiny_options(tmp_path, data, init=str(data)), log=lambda m: None)
+    out = CliRunner().invoke(main, ["train-upsampler", "--data", str(data), "--out", str(tmp_path / "cli"),
+                                    "--adv-weight", "-1"])
+    assert out.exit_code == 2 and "--adv-weight must be a finite number >= 0" in out.output, out.output
+
+
 def test_measures_are_exact_on_known_images():
     from ganvas.core.training.upsampler import psnr, ssim
 
     a = torch.zeros(3, 16, 16)
     assert psnr(a, a + 0.1) == pytest.approx(20.0) and ssim(a, a) == pytest.approx(1.0)
     assert ssim(a, torch.rand(3, 16, 16)) < 0.5
+    from ganvas.core.training.upsampler import gmsd, gradient_ratio
+
+    edge = torch.zeros(3, 16, 16)
+    edge[:, :, 8:] = 1
+    blurred = torch.nn.functional.avg_pool2d(edge[None], 3, 1, 1, count_include_pad=False)[0]
+    assert gmsd(edge, edge) == 0 and gmsd(blurred, edge) > 0 and gradient_ratio(edge, edge) == 1
+    assert gradient_ratio(blurred, edge) == pytest.approx(1.0)  # the same step, spread: same total variation
+    assert gradient_ratio(edge + 0.1 * (torch.arange(16) % 2), edge) > 1  # false edges (a comb) add energy
 
 
 # --- the shipped upsampler (slow) ----------------------------------------------------------------------------

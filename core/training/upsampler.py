@@ -11,6 +11,14 @@ schedule, validation PSNR on the deterministic hold-out of train/ (core.data.val
 `val_every` steps; the best validation checkpoint is the model folder. `--resume` continues exactly
 (weights, Adam moments, step, RNG; safetensors + JSON).
 
+Adversarial fine-tune (`--adv-weight W > 0`, usually with `--init` a trained upsampler folder): a small
+conditional patch discriminator (core.model.upsampler.PatchDiscriminator) judges the high-resolution crops
+beside the bilinear upsample of their input; hinge loss (or non-saturating), the reconstruction loss kept.
+The discriminator trains from step 0, the generator sees W x its adversarial loss from `--adv-start-step`.
+The discriminator and its Adam are training state only (OUT/training_state.*), never in OUT/model. With
+W = 0 nothing of it exists and training is exactly the reconstruction-only recipe. An adversarial run keeps
+the last validation step as the model (`keep="last"`): validation PSNR is not what the term is for.
+
 Evaluation: PSNR and SSIM on RGB composited on white and on alpha, for the upsampler, Lanczos and
 bicubic, each image upscaled from uint8 PNG pixels the same way a user's file would be.
 """
@@ -34,7 +42,7 @@ from PIL import Image
 
 from ganvas.core.datasets.folders import read_metadata, validation_holdout
 from ganvas.core.io.checkpoint import save_upsampler
-from ganvas.core.model.upsampler import Upsampler, UpsamplerConfig, count_parameters
+from ganvas.core.model.upsampler import PatchDiscriminator, Upsampler, UpsamplerConfig, count_parameters
 from ganvas.core.upscaling import LoadedUpsampler, UpsamplerInfo, upscale_image
 
 
@@ -194,7 +202,42 @@ class UpsamplerTrainOptions:
     cache: str | None = None       # folder for the decoded pairs (.npy)
     workers: int = 1
     resume: bool = False
+    init: str | None = None        # start from this upsampler folder's weights (a fine-tune); same width/blocks/scale
+    adv_weight: float = 0.0        # weight of the adversarial term for the upsampler; 0 = reconstruction only
+    adv_start_step: int = 0        # the upsampler gets the adversarial term from this step (the critic trains from 0)
+    adv_loss: str = "hinge"        # "hinge" or "nonsaturating"
+    d_lr: float = 2e-4             # discriminator Adam lr (constant), betas (0.5, 0.99)
+    d_width: int = 16              # discriminator channels of its first convolution
+    keep: str | None = None        # "best" (validation PSNR RGB) or "last"; default best, last when adv_weight > 0
     extra: dict = field(default_factory=dict)
+
+    def check(self) -> None:
+        """ValueError naming the option for values that cannot train."""
+        def bad(name, value, expected):
+            raise ValueError(f"--{name.replace('_', '-')} must be {expected}, got {value!r}")
+
+        if self.loss not in ("mse", "l1"):
+            bad("loss", self.loss, "mse or l1")
+        if not (isinstance(self.adv_weight, (int, float)) and math.isfinite(self.adv_weight) and self.adv_weight >= 0):
+            bad("adv_weight", self.adv_weight, "a finite number >= 0")
+        if not isinstance(self.adv_start_step, int) or self.adv_start_step < 0:
+            bad("adv_start_step", self.adv_start_step, "an integer >= 0")
+        if self.adv_loss not in ("hinge", "nonsaturating"):
+            bad("adv_loss", self.adv_loss, "hinge or nonsaturating")
+        if not (isinstance(self.d_lr, (int, float)) and math.isfinite(self.d_lr) and self.d_lr > 0):
+            bad("d_lr", self.d_lr, "a finite number > 0")
+        if not isinstance(self.d_width, int) or not 1 <= self.d_width <= 256:
+            bad("d_width", self.d_width, "an integer in 1..256")
+        if self.keep not in (None, "best", "last"):
+            bad("keep", self.keep, "best or last")
+        for name in ("steps", "batch", "crop", "val_every", "checkpoint_every"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                bad(name, getattr(self, name), "an integer >= 1")
+        if not (self.lr > 0 and self.lr_min >= 0):
+            bad("lr", self.lr, "> 0 (and lr_min >= 0)")
+        if self.adv_weight > 0 and self.crop * self.scale < 16:
+            bad("crop", self.crop, f"at least {-(-16 // self.scale)} low-res px with --adv-weight > 0 (the critic "
+                                   "downsamples the high-res crop 8 times)")
 
 
 def _augment(hr: torch.Tensor, lr: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -240,10 +283,50 @@ def _loss(pred: torch.Tensor, target: torch.Tensor, edge_weight: float, kind: st
     return total, parts
 
 
+def _adv_losses(kind: str):
+    """(critic loss on real/fake logits, generator loss on fake logits): hinge or non-saturating."""
+    if kind == "hinge":
+        return (lambda real, fake: F.relu(1 - real).mean() + F.relu(1 + fake).mean(),
+                lambda fake: -fake.mean())
+    return (lambda real, fake: F.softplus(-real).mean() + F.softplus(fake).mean(),
+            lambda fake: F.softplus(-fake).mean())
+
+
+def gradient_ratio(pred: torch.Tensor, target: torch.Tensor) -> float:
+    """Sharpness: total absolute horizontal+vertical differences of `pred` over those of `target` ((C, H, W)
+    or batches); 1 = as much edge energy as the real image, bilinear/Lanczos come out below 1."""
+    def energy(t):
+        return float((t[..., :, 1:] - t[..., :, :-1]).abs().sum() + (t[..., 1:, :] - t[..., :-1, :]).abs().sum())
+
+    ref = energy(target)
+    return 1.0 if ref == 0 else energy(pred) / ref
+
+
+def gmsd(pred: torch.Tensor, target: torch.Tensor) -> float:
+    """Gradient magnitude similarity deviation (Xue et al. 2014), a perceptual full-reference measure that
+    penalises both blur and false edges (ringing, noise): luma of (3, H, W) RGB in [0, 1], 2x2 average and
+    downsample, Prewitt gradient magnitudes, similarity (2 m_p m_t + c) / (m_p^2 + m_t^2 + c) with c = 170/255^2,
+    and its standard deviation over pixels. 0 = same edges; lower is better."""
+    weights = torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)
+
+    def magnitude(t):
+        y = F.avg_pool2d((t.float() * weights).sum(0, keepdim=True)[None], 2)
+        px = torch.tensor([[1.0, 0, -1], [1, 0, -1], [1, 0, -1]]) / 3
+        gx = F.conv2d(y, px.view(1, 1, 3, 3))
+        gy = F.conv2d(y, px.T.contiguous().view(1, 1, 3, 3))
+        return (gx ** 2 + gy ** 2).sqrt()
+
+    mp, mt = magnitude(pred), magnitude(target)
+    c = 170 / 255 ** 2
+    return float(((2 * mp * mt + c) / (mp ** 2 + mt ** 2 + c)).double().std(unbiased=False))
+
+
 def _validate(model: Upsampler, hr: torch.Tensor, lr: torch.Tensor) -> dict:
-    """PSNR (RGB on white, alpha) of the model and of bilinear on validation pairs, in network space."""
+    """PSNR (RGB on white, alpha) of the model and of bilinear on validation pairs, in network space, and
+    the model's gradient ratio (sharpness of RGB on white against the real image, `gradient_ratio`)."""
     model.eval()
     out = {"rgb": [], "alpha": [], "bilinear_rgb": []}
+    sharp, dev = [], []
     with torch.inference_mode():
         for i in range(0, hr.shape[0], 16):
             x = lr[i:i + 16].float() / 127.5 - 1
@@ -258,8 +341,11 @@ def _validate(model: Upsampler, hr: torch.Tensor, lr: torch.Tensor) -> dict:
                 out["rgb"].append(psnr(p[:3], t[:3]))
                 out["alpha"].append(psnr(p[3:], t[3:]))
                 out["bilinear_rgb"].append(psnr(b[:3], t[:3]))
+                sharp.append(gradient_ratio(p[:3], t[:3]))
+                dev.append(gmsd(p[:3], t[:3]))
     model.train()
-    return {f"val_psnr_{k}": float(np.mean(v)) for k, v in out.items()}
+    return {**{f"val_psnr_{k}": float(np.mean(v)) for k, v in out.items()}, "val_grad_ratio_rgb": float(np.mean(sharp)),
+            "val_gmsd_rgb": float(np.mean(dev))}
 
 
 MODEL_CARD = """---
@@ -303,9 +389,29 @@ Trained on flat emoji artwork only: photos and textures come out close to biline
 """
 
 
+def _load_init(opts: UpsamplerTrainOptions, config: UpsamplerConfig) -> tuple[dict, dict]:
+    """(state dict, its provenance) of the --init upsampler folder; ValueError when it does not fit."""
+    from ganvas.core.io.checkpoint import CheckpointError, file_hash, load_upsampler
+
+    folder = Path(opts.init)
+    try:
+        module, data = load_upsampler(folder)
+    except CheckpointError as exc:
+        raise ValueError(f"--init {folder}: {exc}") from None
+    theirs, ours = module.config, config
+    if (theirs.scale, theirs.channels, theirs.width, theirs.blocks) != (ours.scale, ours.channels, ours.width, ours.blocks):
+        raise ValueError(f"--init {folder}: x{theirs.scale}, {theirs.channels} channels, width {theirs.width}, "
+                         f"{theirs.blocks} blocks; this run asks for x{ours.scale}, {ours.channels} channels, "
+                         f"width {ours.width}, {ours.blocks} blocks")
+    return ({k: v.clone() for k, v in module.state_dict().items()},
+            {"folder": str(folder), "sha256_prefix": file_hash(folder / "model.safetensors", 10),
+             "trained": data.get("trained", {})})
+
+
 def train_upsampler(opts: UpsamplerTrainOptions, log: Callable[[str], None] = print) -> dict:
     from ganvas.core.io.checkpoint import load_training_state, save_training_state
 
+    opts.check()
     torch.set_num_threads(opts.threads)
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -320,11 +426,31 @@ def train_upsampler(opts: UpsamplerTrainOptions, log: Callable[[str], None] = pr
     config = UpsamplerConfig(in_resolution=opts.hr_side // opts.scale, scale=opts.scale, channels=4,
                              width=opts.width, blocks=opts.blocks)
     model = Upsampler(config)
+    init = _load_init(opts, config) if opts.init else None
+    if init is not None:
+        model.load_state_dict(init[0])
     optim = torch.optim.Adam(model.parameters(), lr=opts.lr, betas=(0.9, 0.99))
+    adversarial = opts.adv_weight > 0
+    modules, optimizers = {"model": model}, {"adam": optim}
+    if adversarial:  # created after the upsampler and its optimizer: W = 0 draws nothing more from the RNG
+        disc = PatchDiscriminator(config.channels, opts.d_width, conditional=True)
+        optim_d = torch.optim.Adam(disc.parameters(), lr=opts.d_lr, betas=(0.5, 0.99))
+        modules["disc"], optimizers["adam_d"] = disc, optim_d
+        d_loss_fn, g_loss_fn = _adv_losses(opts.adv_loss)
+    keep = opts.keep or ("last" if adversarial else "best")
     gen = torch.Generator().manual_seed(opts.seed)
     info = {"step": 0, "best": None, "seconds": 0.0}
     if opts.resume and (out / "training_state.json").exists():
-        info, rng = load_training_state(out, {"model": model}, {"adam": optim})
+        saved = json.loads((out / "training_state.json").read_text(encoding="utf-8"))
+        if adversarial and "adam_d" not in saved.get("optimizers", {}):
+            log("the saved state has no discriminator (a reconstruction-only run): it starts fresh here")
+            modules, optimizers = {"model": model}, {"adam": optim}
+        elif not adversarial and "adam_d" in saved.get("optimizers", {}):
+            log("--adv-weight 0 on an adversarial run: its discriminator state is dropped")
+        info, rng = load_training_state(out, modules, optimizers)
+        modules, optimizers = {"model": model}, {"adam": optim}
+        if adversarial:
+            modules["disc"], optimizers["adam_d"] = disc, optim_d
         gen.set_state(rng["batches"])
         torch.set_rng_state(rng["torch"])
         log(f"resumed at step {info['step']}")
@@ -339,7 +465,7 @@ def train_upsampler(opts: UpsamplerTrainOptions, log: Callable[[str], None] = pr
 
     def save_state():
         info["seconds"] = seconds0 + time.perf_counter() - start
-        save_training_state(out, {"model": model}, {"adam": optim},
+        save_training_state(out, modules, optimizers,
                             {"batches": gen.get_state(), "torch": torch.get_rng_state()}, info)
 
     def save_best(val: dict):
@@ -348,6 +474,13 @@ def train_upsampler(opts: UpsamplerTrainOptions, log: Callable[[str], None] = pr
         trained = {"data": str(opts.data), "train_images": len(names), "steps": step, "hours": round(hours, 4),
                    "threads": opts.threads, "params": count_parameters(model), "validation": val,
                    "options": {k: v for k, v in asdict(opts).items() if k not in ("out", "resume", "cache", "extra")}}
+        if adversarial:
+            trained["adversarial"] = {"weight": opts.adv_weight, "loss": opts.adv_loss, "start_step": opts.adv_start_step,
+                                      "discriminator": f"conditional patch critic, width {opts.d_width}, "
+                                                       f"{count_parameters(disc)} params (training state only)",
+                                      "d_lr": opts.d_lr, "kept": keep}
+        if init is not None:  # the phase before this one: the recipe of the weights it started from
+            trained["init"] = init[1]
         save_upsampler(out / "model", model, trained)
 
     model.train()
@@ -360,7 +493,21 @@ def train_upsampler(opts: UpsamplerTrainOptions, log: Callable[[str], None] = pr
         for group in optim.param_groups:
             group["lr"] = opts.lr_min + 0.5 * (opts.lr - opts.lr_min) * (1 + math.cos(math.pi * t))
         target, x = _batch(hr, lr, opts, gen)
-        loss, parts = _loss(model(x), target, opts.edge_weight, opts.loss)
+        pred = model(x)
+        loss, parts = _loss(pred, target, opts.edge_weight, opts.loss)
+        if adversarial:
+            cond = F.interpolate(x, scale_factor=opts.scale, mode="bilinear", align_corners=False)
+            disc.requires_grad_(True)
+            d_loss = d_loss_fn(disc(target, cond), disc(pred.detach(), cond))
+            optim_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            optim_d.step()
+            parts["d_loss"] = float(d_loss.detach())
+            if step >= opts.adv_start_step:
+                disc.requires_grad_(False)
+                g_adv = g_loss_fn(disc(pred, cond))
+                loss = loss + opts.adv_weight * g_adv
+                parts["g_adv"] = float(g_adv.detach())
         optim.zero_grad(set_to_none=True)
         loss.backward()
         optim.step()
@@ -376,7 +523,7 @@ def train_upsampler(opts: UpsamplerTrainOptions, log: Callable[[str], None] = pr
             stats.write(json.dumps(record) + "\n")
             stats.flush()
             log(json.dumps(record))
-            if info["best"] is None or val["val_psnr_rgb"] > info["best"]["val_psnr_rgb"]:
+            if keep == "last" or info["best"] is None or val["val_psnr_rgb"] > info["best"]["val_psnr_rgb"]:
                 save_best(val)
         if step % opts.checkpoint_every == 0:
             save_state()
@@ -400,7 +547,8 @@ def evaluate_upsampler(loaded: LoadedUpsampler | None, data: Path, split: str = 
     lr_folder = None if lr_data is None else lr_data / ("train" if split in ("train", "validation") else split)
     scale = loaded.info.scale if loaded is not None else 4
     methods = {"lanczos": Image.LANCZOS, "bicubic": Image.BICUBIC}
-    scores: dict[str, dict[str, list[float]]] = {m: {"psnr_rgb": [], "ssim_rgb": [], "psnr_alpha": [], "ssim_alpha": []}
+    scores: dict[str, dict[str, list[float]]] = {m: {"psnr_rgb": [], "ssim_rgb": [], "psnr_alpha": [], "ssim_alpha": [],
+                                                    "grad_ratio_rgb": [], "gmsd_rgb": []}
                                                 for m in (["upsampler"] if loaded is not None else []) + list(methods)}
     seconds = 0.0
     for k, name in enumerate(names):
@@ -426,11 +574,15 @@ def evaluate_upsampler(loaded: LoadedUpsampler | None, data: Path, split: str = 
             scores[m]["ssim_rgb"].append(ssim(pred[:3], target[:3]))
             scores[m]["psnr_alpha"].append(psnr(pred[3:], target[3:]))
             scores[m]["ssim_alpha"].append(ssim(pred[3:], target[3:]))
+            scores[m]["grad_ratio_rgb"].append(gradient_ratio(pred[:3], target[:3]))
+            scores[m]["gmsd_rgb"].append(gmsd(pred[:3], target[:3]))
         if (k + 1) % 200 == 0:
             log(f"{k + 1}/{len(names)} images")
     report = {"data": str(data), "split": split, "images": len(names),
               "low_res_inputs": str(lr_data) if lr_data is not None else "Lanczos downsamples of the high-res files",
-              "scale": scale, "measure": "mean over images of PSNR (dB) and SSIM, RGB composited on white and alpha",
+              "scale": scale, "measure": "mean over images of PSNR (dB) and SSIM, RGB composited on white and alpha; grad_ratio_rgb: "
+                         "edge energy (absolute pixel differences) of RGB on white over the real image's (1 = as much; above 1 = "
+                         "false edges such as ringing); gmsd_rgb: gradient magnitude similarity deviation (lower = closer edges)",
               "methods": {m: {k: float(np.mean(v)) for k, v in s.items()} for m, s in scores.items()}}
     if loaded is not None:
         report["upsampler"] = {"name": loaded.info.name, "hash": loaded.info.hash,
@@ -443,9 +595,10 @@ def evaluate_upsampler(loaded: LoadedUpsampler | None, data: Path, split: str = 
 
 def report_text(report: dict) -> str:
     lines = [f"{report['split']}: {report['images']} images, x{report['scale']}, inputs: {report['low_res_inputs']}",
-             f"{'method':<10} {'PSNR rgb':>9} {'SSIM rgb':>9} {'PSNR a':>8} {'SSIM a':>8}"]
+             f"{'method':<10} {'PSNR rgb':>9} {'SSIM rgb':>9} {'PSNR a':>8} {'SSIM a':>8} {'grad ratio':>10} {'GMSD':>7}"]
     for m, s in report["methods"].items():
-        lines.append(f"{m:<10} {s['psnr_rgb']:9.2f} {s['ssim_rgb']:9.4f} {s['psnr_alpha']:8.2f} {s['ssim_alpha']:8.4f}")
+        lines.append(f"{m:<10} {s['psnr_rgb']:9.2f} {s['ssim_rgb']:9.4f} {s['psnr_alpha']:8.2f} {s['ssim_alpha']:8.4f} "
+                     f"{s.get('grad_ratio_rgb', float('nan')):10.3f} {s.get('gmsd_rgb', float('nan')):7.4f}")
     if "gain_over_lanczos_db" in report:
         g = report["gain_over_lanczos_db"]
         lines.append(f"upsampler over Lanczos: {g['rgb']:+.2f} dB (RGB on white), {g['alpha']:+.2f} dB (alpha)")

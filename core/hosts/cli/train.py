@@ -170,8 +170,20 @@ def eval_command(model, data, split, evaluator, seed, threads, json_out):
 @click.option("--limit", default=None, type=int, help="first N train images only (smoke runs)")
 @click.option("--cache", default=None, type=click.Path(file_okay=False), help="folder for decoded pairs (.npy)")
 @click.option("--resume", is_flag=True, help="continue the run in --out exactly where it stopped")
+@click.option("--init", default=None, type=click.Path(exists=True, file_okay=False),
+              help="start from this upsampler folder's weights (fine-tune; same --width/--blocks/--scale)")
+@click.option("--adv-weight", default=0.0, show_default=True,
+              help="weight of the adversarial term (patch discriminator); 0 = reconstruction only")
+@click.option("--adv-start-step", default=0, show_default=True,
+              help="the upsampler gets the adversarial term from this step (the discriminator trains from 0)")
+@click.option("--adv-loss", default="hinge", show_default=True, type=click.Choice(["hinge", "nonsaturating"]))
+@click.option("--d-lr", default=2e-4, show_default=True, help="discriminator learning rate (Adam 0.5, 0.99)")
+@click.option("--d-width", default=16, show_default=True, help="discriminator channels of its first convolution")
+@click.option("--keep", default=None, type=click.Choice(["best", "last"]),
+              help="model folder: best validation PSNR or last validation step  [default: best; last with --adv-weight]")
 def train_upsampler_command(data, out, scale, hr_side, width, blocks, steps, batch, crop, lr, loss, edge_weight, val_every,
-                            val_images, checkpoint_every, max_minutes, threads, seed, limit, cache, resume):
+                            val_images, checkpoint_every, max_minutes, threads, seed, limit, cache, resume, init,
+                            adv_weight, adv_start_step, adv_loss, d_lr, d_width, keep):
     """Train an upsampler (low-res -> high-res, RGBA) on a dataset's train split; best validation step kept."""
     from ganvas.core.training.upsampler import UpsamplerTrainOptions, train_upsampler
 
@@ -179,7 +191,12 @@ def train_upsampler_command(data, out, scale, hr_side, width, blocks, steps, bat
                                  steps=steps, batch=batch, crop=crop, lr=lr, loss=loss, edge_weight=edge_weight,
                                  val_every=val_every, val_images=val_images, checkpoint_every=checkpoint_every,
                                  max_minutes=max_minutes, threads=threads, seed=seed, limit=limit, cache=cache,
-                                 resume=resume)
+                                 resume=resume, init=init, adv_weight=adv_weight, adv_start_step=adv_start_step,
+                                 adv_loss=adv_loss, d_lr=d_lr, d_width=d_width, keep=keep)
+    try:
+        opts.check()
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
     click.echo(json.dumps(train_upsampler(opts, log=lambda m: click.echo(m, err=True))))
 
 

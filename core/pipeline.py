@@ -19,7 +19,6 @@ configure_threads / Pipeline.threads), whatever the host set, which gets its set
 from __future__ import annotations
 
 import copy
-import hashlib
 import math
 import os
 import secrets
@@ -37,6 +36,8 @@ from ganvas.core.io.checkpoint import CheckpointError, file_hash, load_generator
 from ganvas.core.io.images import to_pil
 from ganvas.core.model.networks import noise  # re-exported: hosts and plugins import it from here
 from ganvas.core.plugin_manager import GanvasPlugins, get_plugin_manager
+from ganvas.core.registry import cache_key, produce, resolve_model  # noqa: F401 (resolve_model: hosts' API)
+from ganvas.core.registry import state_hash as _state_hash
 from ganvas.core.threads import configure_threads, default_threads, render_threads  # noqa: F401 (hosts' API)
 from ganvas.core.requests import (  # DEFAULT_MODEL (the shipped default model) lives in requests.py, torch-free
     DEFAULT_MODEL,
@@ -47,7 +48,6 @@ from ganvas.core.requests import (  # DEFAULT_MODEL (the shipped default model) 
     GenerationResult,
     InvalidRequest,
     ModelInfo,
-    ModelNotFound,
     default_model_name,
     trained_styles,
 )
@@ -138,23 +138,6 @@ _models: dict[tuple, LoadedModel] = {}
 _models_lock = threading.Lock()
 
 
-def _state_hash(module: torch.nn.Module) -> str:
-    digest = hashlib.sha256()
-    for key, tensor in sorted(module.state_dict().items()):
-        digest.update(key.encode())
-        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:10]
-
-
-def _folder_key(folder: Path) -> tuple:
-    weights = folder / "model.safetensors"
-    try:
-        stat = weights.stat()
-        return ("folder", str(folder.resolve()), stat.st_mtime_ns, stat.st_size)  # a retrained file reloads
-    except OSError:
-        return ("folder", str(folder.resolve()), None, None)
-
-
 def _load_folder(name: str, folder: Path) -> tuple[torch.nn.Module, ModelInfo]:
     generator, config = load_generator(folder)
     cfg = generator.config
@@ -176,24 +159,15 @@ def _from_module(name: str, module: Any, origin: str) -> tuple[torch.nn.Module, 
 
 def load_model(name: str, source: Any, device: str = "cpu", origin: str = "a path") -> LoadedModel:
     """Load (or reuse) a model; cached per checkpoint file (path, mtime, size) or per loader."""
-    if callable(source) and not isinstance(source, (str, os.PathLike)):
-        key = ("loader", name, origin, device)
-    else:
-        key = (*_folder_key(Path(source)), name, device)
+    key = cache_key(name, source, origin, device)
     with _models_lock:
         if key in _models:
             return _models[key]
-        if key[0] == "loader":
-            try:
-                produced = source()
-            except Exception as exc:
-                raise GanvasError(f"model {name!r}: the loader from {origin} failed: {type(exc).__name__}: {exc}") from exc
-            if isinstance(produced, (str, os.PathLike)):
-                generator, info = _load_folder(name, Path(produced))
-            else:
-                generator, info = _from_module(name, produced, origin)
+        produced = produce("model", name, source, origin)
+        if isinstance(produced, Path):
+            generator, info = _load_folder(name, produced)
         else:
-            generator, info = _load_folder(name, Path(source))
+            generator, info = _from_module(name, produced, origin)
         loaded = LoadedModel(info, generator.to(device), torch.device(device), threading.Lock())
         _models[key] = loaded
         return loaded
@@ -202,26 +176,6 @@ def load_model(name: str, source: Any, device: str = "cpu", origin: str = "a pat
 def clear_model_cache() -> None:
     with _models_lock:
         _models.clear()
-
-
-def _looks_like_path(name: str) -> bool:
-    return os.sep in name or (os.altsep or os.sep) in name or name.startswith(".") or Path(name).is_absolute()
-
-
-def resolve_model(name_or_path: str | os.PathLike | None, plugins: GanvasPlugins,
-                  warnings: list[str] | None = None) -> tuple[str, Any, str]:
-    """-> (model name, source, origin). Registered names first, then folders; ModelNotFound otherwise."""
-    wanted = os.fspath(name_or_path) if name_or_path is not None else default_model_name()
-    registered = plugins.models(warnings)
-    if not _looks_like_path(wanted) and wanted in registered:
-        entry = registered[wanted]
-        return wanted, entry.value, f"plugin {entry.plugin}"
-    folder = Path(wanted).expanduser()
-    if folder.is_dir():
-        return folder.resolve().name, folder, str(folder)
-    names = ", ".join(sorted(registered)) or "none"
-    raise ModelNotFound(f"unknown model {wanted!r}: not a registered name (registered: {names}) "
-                        f"and not a checkpoint folder")
 
 
 # --- the pipeline -----------------------------------------------------------------------------------------

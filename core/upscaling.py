@@ -23,7 +23,6 @@ when C == 4) and returning (N, C, H * scale, W * scale).
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from torch import nn
 
 from ganvas.core.io.checkpoint import load_upsampler
 from ganvas.core.model.upsampler import MAX_INPUT_SIDE
+from ganvas.core.registry import cache_key, produce, resolve_upsampler, state_hash
 
 @dataclass(frozen=True)
 class UpsamplerInfo:
@@ -66,14 +66,6 @@ _loaded: dict[tuple, LoadedUpsampler] = {}
 _loaded_lock = threading.Lock()
 
 
-def _state_hash(module: nn.Module) -> str:
-    digest = hashlib.sha256()
-    for key, tensor in sorted(module.state_dict().items()):
-        digest.update(key.encode())
-        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:10]
-
-
 def _from_folder(name: str, folder: Path) -> tuple[nn.Module, UpsamplerInfo]:
     from ganvas.core.io.checkpoint import file_hash
 
@@ -94,7 +86,7 @@ def _from_module(name: str, module: Any, origin: str) -> tuple[nn.Module, Upsamp
     if cfg.channels not in (3, 4) or not isinstance(cfg.scale, int) or cfg.scale < 2:
         raise GanvasError(f"upsampler {name!r} from {origin}: channels must be 3 or 4 and scale an integer >= 2")
     module.eval().requires_grad_(False)
-    return module, UpsamplerInfo(name, _state_hash(module), cfg.in_resolution, cfg.scale, cfg.channels)
+    return module, UpsamplerInfo(name, state_hash(module), cfg.in_resolution, cfg.scale, cfg.channels)
 
 
 def load(name: str, source: Any, device: str = "cpu", origin: str = "a path") -> LoadedUpsampler:
@@ -102,29 +94,14 @@ def load(name: str, source: Any, device: str = "cpu", origin: str = "a path") ->
     from ganvas.core.io.checkpoint import CheckpointError
     from ganvas.core.requests import GanvasError
 
-    if callable(source) and not isinstance(source, (str, os.PathLike)):
-        key: tuple = ("loader", name, origin, device)
-    else:
-        weights = Path(source) / "model.safetensors"
-        try:
-            st = weights.stat()
-            key = ("folder", str(Path(source).resolve()), st.st_mtime_ns, st.st_size, name, device)
-        except OSError:
-            key = ("folder", str(Path(source).resolve()), None, None, name, device)
+    key = cache_key(name, source, origin, device)
     with _loaded_lock:
         if key in _loaded:
             return _loaded[key]
         try:
-            if key[0] == "loader":
-                try:
-                    produced = source()
-                except Exception as exc:
-                    raise GanvasError(f"upsampler {name!r}: the loader from {origin} failed: "
-                                      f"{type(exc).__name__}: {exc}") from exc
-                module, info = (_from_folder(name, Path(produced)) if isinstance(produced, (str, os.PathLike))
-                                else _from_module(name, produced, origin))
-            else:
-                module, info = _from_folder(name, Path(source))
+            produced = produce("upsampler", name, source, origin)
+            module, info = (_from_folder(name, produced) if isinstance(produced, Path)
+                            else _from_module(name, produced, origin))
         except CheckpointError as exc:
             raise GanvasError(f"upsampler {name!r}: {exc}") from None
         module = module.to(device)
@@ -148,20 +125,10 @@ def choose(plugins, resolution: int | None, wanted: str | None = None,
     first registered upsampler trained for `resolution` (a folder's config.json says; a loader counts as
     fitting), third-party plugins first, so they can replace the shipped one; else the first registered
     one (every upsampler is fully convolutional)."""
-    from ganvas.core.requests import GanvasError
-
     wanted = wanted or os.environ.get("GANVAS_UPSAMPLER") or None
-    registered = plugins.upsamplers(warnings)
     if wanted:
-        if wanted in registered:
-            entry = registered[wanted]
-            return wanted, entry.value, f"plugin {entry.plugin}"
-        folder = Path(wanted).expanduser()
-        if folder.is_dir():
-            return folder.resolve().name, folder, str(folder)
-        names = ", ".join(sorted(registered)) or "none"
-        raise GanvasError(f"unknown upsampler {wanted!r}: not a registered name (registered: {names}) "
-                          f"and not a checkpoint folder")
+        return resolve_upsampler(wanted, plugins, warnings)  # the rule models follow too (core/registry.py)
+    registered = plugins.upsamplers(warnings)
     if not registered:
         return None
     for name, entry in registered.items():  # a loader's resolution is unknown until it runs: it may fit

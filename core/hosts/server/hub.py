@@ -27,14 +27,14 @@ def _path_like(name: str) -> bool:
 
 class ModelHub:
     def __init__(self, plugins: GanvasPlugins, default: str | None = None):
-        from ganvas.core.pipeline import _looks_like_path
+        from ganvas.core.registry import looks_like_path
 
         self.plugins = plugins
         self.started = int(time.time())
         warnings: list[str] = []
         registered = plugins.models(warnings)
         self.registered = {name: entry for name, entry in registered.items()
-                           if not _path_like(name) and not _looks_like_path(name)}
+                           if not _path_like(name) and not looks_like_path(name)}
         for skipped in sorted(set(registered) - set(self.registered)):
             log.warning("model name %r looks like a path; the server does not offer it", skipped)
         self.default_spec = default or default_model_name()

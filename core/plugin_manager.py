@@ -25,7 +25,7 @@ import pluggy
 
 from ganvas.core import hookspecs
 from ganvas.core.hookspecs import HOOK_NAMES, PROJECT
-from ganvas.core.requests import GenerationRequest, RequestRefused
+from ganvas.core.requests import GenerationRequest, RequestRefused, one_line
 
 logger = logging.getLogger("ganvas.plugins")
 
@@ -42,11 +42,6 @@ def _truthy(value: str | None) -> bool:
 def _names(value: str | None) -> list[str]:
     names = [v.strip() for v in (value or "").split(",") if v.strip()]
     return [n[len(BUILTIN_PREFIX):] if n.startswith(BUILTIN_PREFIX) else n for n in names]
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or "(no message)"
-    return f"{type(exc).__name__}: {text}"
 
 
 @dataclass
@@ -131,7 +126,7 @@ class GanvasPlugins:
             except BaseException as exc:  # SystemExit/KeyboardInterrupt in a module body included
                 if isinstance(exc, KeyboardInterrupt) or self.strict:
                     raise
-                self._load_failed(PluginFailure(ep.name, _one_line(exc), "import", package, version))
+                self._load_failed(PluginFailure(ep.name, one_line(exc, with_type=True), "import", package, version))
                 continue
             self.register(plugin, ep.name, package=package, version=version)
 
@@ -142,7 +137,7 @@ class GanvasPlugins:
         except (ValueError, pluggy.PluginValidationError) as exc:
             if self.strict:
                 raise
-            self._load_failed(PluginFailure(name, _one_line(exc), "register", package, version))
+            self._load_failed(PluginFailure(name, one_line(exc, with_type=True), "register", package, version))
             return False
         if package:
             self.distributions[name] = (package, version or "")
@@ -200,7 +195,7 @@ class GanvasPlugins:
         return impl.function(*[kwargs[name] for name in impl.argnames])
 
     def _report(self, plugin_name: str, hook_name: str, exc: BaseException, warnings: list[str] | None) -> None:
-        message = PluginFailure(plugin_name, _one_line(exc), hook_name).message
+        message = PluginFailure(plugin_name, one_line(exc, with_type=True), hook_name).message
         # Log a repeated failure once (a broken metadata hook fails for every image), keep details at debug.
         level = logging.DEBUG if message in self._reported else logging.WARNING
         self._reported.add(message)
@@ -266,7 +261,8 @@ class GanvasPlugins:
             except Exception as exc:
                 self._report(impl.plugin_name, "ganvas_check_request", exc, warnings)
                 if getattr(self, "checks_fail_closed", False):
-                    refusal = RequestRefused(f"its check crashed ({_one_line(exc)}), so the request is refused",
+                    crash = one_line(exc, with_type=True)
+                    refusal = RequestRefused(f"its check crashed ({crash}), so the request is refused",
                                              plugin=impl.plugin_name)
                     refusal.crashed = True
                     raise refusal from exc

@@ -32,6 +32,20 @@ class GanvasError(Exception):
     """Base of the errors a host should show as one line (no traceback)."""
 
 
+def one_line(exc: BaseException, *, with_type: bool = False) -> str:
+    """An exception as one line (whitespace collapsed), as hosts and plugin reports show it.
+
+    with_type=True always starts with the exception's type ("ImportError: ...": a plugin's failure, where the
+    type is the clue); otherwise the message stands alone, and the type is added only where the message says
+    too little: an empty one, or a KeyError or an OSError that names no file ("KeyError: 'x'")."""
+    text = " ".join(str(exc).split())
+    if with_type:
+        return f"{type(exc).__name__}: {text or '(no message)'}"
+    if not text or isinstance(exc, (KeyError, OSError)) and not getattr(exc, "filename", None):
+        return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return text
+
+
 class InvalidRequest(GanvasError, ValueError):
     """A malformed request field (wrong type or range). `param` names the field."""
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from ganvas import __version__
-from ganvas.core.requests import DEFAULT_TRUNCATION, MAX_SEED, default_model_name, trained_styles
+from ganvas.core.requests import DEFAULT_TRUNCATION, MAX_SEED, default_model_name, one_line, trained_styles
 
 log = logging.getLogger("ganvas")
 
@@ -33,13 +33,6 @@ def _setup_logging(verbosity: int | None = None) -> None:
     level = logging.DEBUG if verbosity >= 2 else logging.INFO if verbosity == 1 else logging.WARNING
     if log.level == logging.NOTSET or log.level > level:
         log.setLevel(level)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    if not text or isinstance(exc, (KeyError, OSError)) and not getattr(exc, "filename", None):
-        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-    return text
 
 
 class GanvasGroup(click.Group):
@@ -74,7 +67,7 @@ class GanvasGroup(click.Group):
         except Exception as exc:
             if ctx.params.get("debug") or ctx.meta.get("ganvas.debug") or os.environ.get("GANVAS_DEBUG") == "1":
                 raise
-            raise click.ClickException(_one_line(exc)) from None
+            raise click.ClickException(one_line(exc)) from None
 
 
 @click.group(cls=GanvasGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -228,7 +221,8 @@ REPLAY_CONFLICTS = ("prompt", "n", "seed", "truncation", "style", "size", "promp
 @click.option("--model", help="registered model name or checkpoint folder  [default: $GANVAS_MODEL or the shipped default]")
 @click.option("--truncation", type=click.FloatRange(0, 1, min_open=True), default=DEFAULT_TRUNCATION,
               show_default=True, help="psi: lower = more typical, less varied")
-@click.option("--style", help='style word (`ganvas models` lists each model\'s); appends "; STYLE style" to the prompt')
+@click.option("--style", help="style word (`ganvas models` lists each model's), put into the prompt by the model's "
+              "prompt template (emoji64: 'PROMPT; STYLE style'); a model without one refuses it")
 @click.option("--size", type=click.IntRange(8, 2048),
               help="output side in pixels: above the model's own, its upsampler (e.g. 64 -> 256), then Lanczos to "
                    "the exact side  [default: native]")
@@ -427,7 +421,8 @@ def _parse_seeds(value: str | None) -> list[int] | None:
 @click.option("--steps", type=click.IntRange(min=1), default=8, show_default=True, help="frames between key frames")
 @click.option("--model", help="registered model name or checkpoint folder")
 @click.option("--truncation", type=click.FloatRange(0, 1, min_open=True), default=DEFAULT_TRUNCATION, show_default=True)
-@click.option("--style", help='style word; appends "; STYLE style" to every prompt')
+@click.option("--style", help="style word, put into every prompt by the model's prompt template (emoji64: "
+              "'PROMPT; STYLE style')")
 @click.option("--size", type=click.IntRange(8, 2048), help="output side in pixels (above native: the upsampler)")
 @click.option("--out", type=click.Path(file_okay=False), default="ganvas-out", show_default=True)
 @click.option("--gif", is_flag=True, help="also write an animated GIF of the frames")

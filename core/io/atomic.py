@@ -12,6 +12,7 @@ included), and what the hot folder's `clean_temps` removes after a crash.
 
 Standard library only: importing this never imports torch.
 """
+
 from __future__ import annotations
 
 import json
@@ -63,8 +64,14 @@ def _commit(tmp: Path, path: Path, fsync: bool) -> None:
 
 
 @contextmanager
-def atomic_open(path: str | os.PathLike, mode: str = "wb", *, encoding: str | None = None, fsync: bool = True,
-                temp: str | os.PathLike | None = None) -> Iterator[IO[Any]]:
+def atomic_open(
+    path: str | os.PathLike,
+    mode: str = "wb",
+    *,
+    encoding: str | None = None,
+    fsync: bool = True,
+    temp: str | os.PathLike | None = None,
+) -> Iterator[IO[Any]]:
     """A file object on a temporary file that replaces `path` when the block ends without an error.
 
     mode "wb" or "w" (text, `encoding` defaults to UTF-8). fsync=False skips the fsyncs (the file survives
@@ -76,7 +83,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", *, encoding: str | No
     tmp = Path(temp) if temp is not None else temp_path(path)
     fd = _create(tmp)
     try:
-        with (open(fd, "wb") if mode == "wb" else open(fd, "w", encoding=encoding or "utf-8")) as fh:
+        with open(fd, "wb") if mode == "wb" else open(fd, "w", encoding=encoding or "utf-8") as fh:
             yield fh
             fh.flush()
             if fsync:
@@ -118,11 +125,20 @@ def write_text(path: str | os.PathLike, text: str, *, encoding: str = "utf-8", f
     return write_bytes(path, text.encode(encoding), fsync=fsync)
 
 
-def write_json(path: str | os.PathLike, data: Any, *, indent: int | None = 2, ensure_ascii: bool = False,
-               fsync: bool = True) -> Path:
+def write_json(
+    path: str | os.PathLike, data: Any, *, indent: int | None = 2, ensure_ascii: bool = False, fsync: bool = True
+) -> Path:
     """`data` as JSON (UTF-8, indented, with a final newline)."""
     return write_text(path, json.dumps(data, indent=indent, ensure_ascii=ensure_ascii) + "\n", fsync=fsync)
 
 
-__all__ = ["atomic_open", "atomic_path", "write_bytes", "write_text", "write_json", "temp_path", "fsync_folder",
-           "TMP_SUFFIX"]
+__all__ = [
+    "atomic_open",
+    "atomic_path",
+    "write_bytes",
+    "write_text",
+    "write_json",
+    "temp_path",
+    "fsync_folder",
+    "TMP_SUFFIX",
+]

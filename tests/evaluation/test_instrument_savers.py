@@ -1,12 +1,19 @@
 """The instrument savers (save_evaluator, save_classifier) go through the one atomic writer: a save that fails
 part-way leaves the previous instrument loadable and no temporary file behind."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 
-from ganvas.core.evaluation.evaluator import (CONFIG, WEIGHTS, ContrastiveEvaluator, EvaluatorConfig, load_evaluator,
-                                              save_evaluator)
+from ganvas.core.evaluation.evaluator import (
+    CONFIG,
+    WEIGHTS,
+    ContrastiveEvaluator,
+    EvaluatorConfig,
+    load_evaluator,
+    save_evaluator,
+)
 from ganvas.core.evaluation.shapes import AttributeClassifier, load_classifier, save_classifier
 from ganvas.core.io import atomic, checkpoint
 

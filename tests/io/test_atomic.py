@@ -1,4 +1,5 @@
 """core/io/atomic.py: the one writer. An error mid-write leaves the old file as it was and no temporary."""
+
 from __future__ import annotations
 
 import json

@@ -69,7 +69,8 @@ def ganvas_register_text_encoders(register: RegisterTextEncoder) -> None:
 
     :param register: ``register(name, factory)``; ``factory()`` returns an object with
         ``encode(list_of_str)`` giving a (N, D) float tensor or an object with ``.sentence`` (N, D).
-        Called once per process, lazily; the pipeline caches embeddings per prompt.
+        Called once per process, lazily; the pipeline caches embeddings per prompt. ``ganvas train
+        --text-encoder NAME`` trains with it (the model records NAME) and ``ganvas eval`` embeds with it.
     :return: nothing. First registration of a name wins.
     """
 
@@ -141,8 +142,11 @@ def ganvas_register_commands(cli: click.Group) -> None:
 def ganvas_register_datasets(register: RegisterDataset) -> None:
     """Add dataset formats for training and evaluation.
 
-    :param register: ``register(name, loader, description="")``; ``loader(path, resolution)`` returns a
-        ``ganvas.core.datasets.folders.CaptionedImages``.
+    :param register: ``register(name, loader, description="")``; ``loader(path, resolution, **options)``
+        returns a ``ganvas.core.datasets.folders.CaptionedImages`` of ``resolution`` px images. ``ganvas
+        train``/``train-evaluator``/``eval`` call it for ``--data NAME`` (path None) or ``--data NAME:PATH``;
+        it receives only the options its signature names: ``subset``, ``split``, ``channels``, ``seed``,
+        ``size``, ``workers`` (meanings in core/datasets/formats.py and docs/plugins.md).
     :return: nothing. First registration of a name wins.
     """
 

@@ -122,7 +122,8 @@ def save_images(images, metadata: GanvasMetadata | None, paths: Sequence[Path], 
             text.update(comfy)
             if record is not None:
                 text.update(record.fields)   # ganvas's fields win a clash (e.g. `parameters`)
-        with open(path, "xb") as fh:     # never overwrite: ComfyUI's counter picked a free name
+        # "x" mode, not core/io/atomic.py: never overwrite (ComfyUI's counter picked a free name; a rename would)
+        with open(path, "xb") as fh:
             save_png(out, fh, text)
         saved.append(SavedFile(Path(path), record is not None and with_metadata, out.mode))
     return saved

@@ -76,7 +76,8 @@ def _save_new(image: Image.Image, folder: Path, stem: str) -> Path:
     while True:
         path = unique_path(folder, stem)
         try:
-            # "x" mode: if another process takes the name between the check and the open, pick again
+            # "x" mode: if another process takes the name between the check and the open, pick again.
+            # Not io/atomic.py: its rename would overwrite a file that took this name meanwhile.
             with open(path, "xb") as fh:
                 save_png(image, fh)
             return path

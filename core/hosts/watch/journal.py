@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from ganvas.core.io.atomic import atomic_open
+from ganvas.core.io.atomic import TMP_SUFFIX, atomic_open
 
 log = logging.getLogger("ganvas.watch")
 
@@ -82,6 +82,8 @@ class Journal:
 
     def compact(self, history: "JobHistory") -> int:
         """Replace the journal by what `history` still needs (temp file, fsync, rename); the new size."""
+        for stale in self.path.parent.glob(f".{self.path.name}.*{TMP_SUFFIX}"):  # a compaction a crash cut short
+            stale.unlink(missing_ok=True)  # (only the watcher holding the inbox lock compacts)
         with atomic_open(self.path) as fh:  # fsynced, renamed over the journal, folder fsynced
             for record in history.needed():
                 fh.write((json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8"))

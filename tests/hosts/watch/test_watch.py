@@ -823,8 +823,11 @@ def test_journal_is_compacted_and_history_stays_small(tmp_path, tiny_checkpoint,
     journal.append("resumed", live)
     journal.close()
     before = box.journal_path.stat().st_size
+    stale = box.journal_path.with_name(f".{box.journal_path.name}.123-0badcafe.tmp")  # a compaction cut short
+    stale.write_bytes(b"half")
     processor = JobProcessor(box, outbox, Pipelines(str(tiny_checkpoint)))
     after = box.journal_path.stat().st_size
+    assert not list(box.journal_path.parent.glob("*.tmp"))  # the stale one removed, the new one renamed
     assert after < before / 3, (before, after)
     assert set(processor.history.jobs) == {live} and processor.history.attempts(live) == 2
     assert len(processor.history.done_keys) == 18_000

@@ -122,12 +122,6 @@ def _policy():
     return current_policy()  # ValueError when misconfigured
 
 
-def _style_suffix(style: str) -> str:
-    from ganvas.plugins.default_backend import style_suffix
-
-    return style_suffix(style)
-
-
 def style_value(style: Any) -> str | None:
     """The style word to apply: None for "", "none" or a missing input."""
     if not isinstance(style, str) or not style.strip() or style.strip().lower() == NO_STYLE:
@@ -135,10 +129,12 @@ def style_value(style: Any) -> str | None:
     return style.strip()
 
 
-def prompt_problem(text: Any, field: str = "prompt", style: str | None = None) -> str | None:
+def prompt_problem(text: Any, field: str = "prompt", style: str | None = None,
+                   template: str | None = None) -> str | None:
     """Why the request policy would refuse this prompt text (length, blocked terms), naming `field`; None if
-    it passes. The length counts the text as typed (stripped) and, with a style, the suffix the style adds."""
-    from ganvas.core.requests import GenerationRequest, RequestRefused
+    it passes. The length counts the text as typed (stripped) and, with a style, what the model's prompt
+    template (`template`, the model's `info.prompt_template`) adds."""
+    from ganvas.core.requests import GenerationRequest, RequestRefused, fill_prompt_template
 
     if not isinstance(text, str):
         return None  # a linked input: its value is not known before the graph runs
@@ -150,13 +146,15 @@ def prompt_problem(text: Any, field: str = "prompt", style: str | None = None) -
         return None
     typed = text.strip()
     limit = policy.max_prompt_chars
-    suffix = _style_suffix(style) if style_value(style) else ""
+    styled = fill_prompt_template(template, typed, style_value(style)) if style_value(style) and template else typed
+    added = len(styled) - len(typed)
     if len(typed) > limit:
         return f"{field} is {len(typed):,} characters; the limit is {limit:,} (GANVAS_MAX_PROMPT_CHARS)"
-    if len(typed) + len(suffix) > limit:
-        return (f"{field} is {len(typed):,} characters, {len(typed) + len(suffix):,} with the style suffix "
-                f"{suffix!r}; the limit is {limit:,} (GANVAS_MAX_PROMPT_CHARS): shorten it to "
-                f"{limit - len(suffix):,} or pick style {NO_STYLE}")
+    if len(styled) > limit:
+        words = (f"the style suffix {styled[len(typed):]!r}" if styled.startswith(typed)
+                 else f"style {style_value(style)!r} (the model's prompt template {template!r})")
+        return (f"{field} is {len(typed):,} characters, {len(styled):,} with {words}; the limit is {limit:,} "
+                f"(GANVAS_MAX_PROMPT_CHARS): shorten it to {limit - added:,} or pick style {NO_STYLE}")
     try:
         policy.check(GenerationRequest(typed or "-", 1, style=style_value(style)))
     except RequestRefused as exc:
@@ -181,7 +179,11 @@ def _invalid(message: str, field: str):
 
 
 def check_style(pipe, style: str | None, field: str = "style") -> None:
-    """Refuse a style word the loaded model was not trained with (when its checkpoint lists its styles)."""
+    """Refuse a style for a model without a prompt template (it takes no style word), and a style word the
+    loaded model was not trained with (when its checkpoint lists its styles)."""
+    if style is not None and getattr(pipe.info, "prompt_template", None) is None:
+        raise _invalid(f"{field} {style!r}: model {pipe.name!r} takes no style word (its config.json has no "
+                       f"\"prompt_template\"); pick {NO_STYLE}", field)
     styles = tuple(getattr(pipe.info, "styles", ()) or ())
     if style is None or not styles or style in styles:
         return
@@ -258,7 +260,7 @@ def render(pipe, prompt: str, seed: int, batch_size: int = 1, truncation: float 
             return _render_mix(pipe, conditioning, seed, batch_size, truncation, style, on_image, side)
         prompt = conditioning.prompts[0]
     label = "prompt" if conditioning is None else "the conditioning's prompt"
-    problem = prompt_problem(prompt, label, style)
+    problem = prompt_problem(prompt, label, style, pipe.info.prompt_template)
     if problem:
         raise _invalid(problem, "prompt" if conditioning is None else "conditioning")
     request = GenerationRequest(prompt, batch_size, seed, truncation, _model_ref(pipe), style, side, HOST)
@@ -271,7 +273,7 @@ def _render_mix(pipe, conditioning: PromptConditioning, seed: int, batch_size: i
                 style: str | None, on_image: OnImage | None, size: int | None = None) -> Rendered:
     """Each image is the interpolation frame between the two prompts at the mix weight, for seed + i."""
     for label, text in zip(("conditioning_a", "conditioning_b"), conditioning.prompts):
-        problem = prompt_problem(text, f"the prompt of {label}", style)
+        problem = prompt_problem(text, f"the prompt of {label}", style, pipe.info.prompt_template)
         if problem:
             raise _invalid(problem, "conditioning")
     frame, steps = conditioning.frame
@@ -403,7 +405,7 @@ def render_interpolation(pipe, prompt_from: str, prompt_to: str, seed_from: int,
         raise _invalid(problem, "frames")
     keep = not (isinstance(prompt_to, str) and prompt_to.strip())
     for name, text in (("prompt_from", prompt_from), ("prompt_to", None if keep else prompt_to)):
-        problem = prompt_problem(text, name, style)
+        problem = prompt_problem(text, name, style, pipe.info.prompt_template)
         if problem:
             raise _invalid(problem, name)
     prompts = [prompt_from] + ([] if keep else [prompt_to])

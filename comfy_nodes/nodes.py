@@ -80,10 +80,11 @@ def _truncation_input():
 def _style_input():
     options, default = model_folders.style_options()
     return io.Combo.Input("style", options=options, default=default,
-                          tooltip='style word: appends "; STYLE style" to the prompt, as the model\'s training '
-                                  "captions end (none: no style). The list holds the styles the offered "
-                                  "checkpoints were trained with, the default model's first; the model you "
-                                  "load must know the one you pick")
+                          tooltip="style word, put into the prompt by the model's prompt template (emoji64: "
+                                  "'PROMPT; STYLE style', as its training captions end; none: no style). The list "
+                                  "holds the styles the offered checkpoints were trained with, the default "
+                                  "model's first; the model you load must know the one you pick (a model without "
+                                  "a prompt template, such as shapes, takes none)")
 
 
 def _size_input():

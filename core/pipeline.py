@@ -49,6 +49,7 @@ from ganvas.core.requests import (  # DEFAULT_MODEL (the shipped default model) 
     InvalidRequest,
     ModelInfo,
     default_model_name,
+    prompt_template,
     trained_styles,
 )
 
@@ -141,8 +142,12 @@ _models_lock = threading.Lock()
 def _load_folder(name: str, folder: Path) -> tuple[torch.nn.Module, ModelInfo]:
     generator, config = load_generator(folder)
     cfg = generator.config
+    try:
+        template = prompt_template(config)
+    except ValueError as exc:
+        raise CheckpointError(f"{folder / 'config.json'}: {exc}") from None
     info = ModelInfo(name, file_hash(folder / "model.safetensors", 10), cfg.resolution, cfg.z_dim,
-                     cfg.text_encoder, str(folder.resolve()), trained_styles(config), cfg.channels)
+                     cfg.text_encoder, str(folder.resolve()), trained_styles(config), cfg.channels, template)
     return generator, info
 
 
@@ -152,9 +157,14 @@ def _from_module(name: str, module: Any, origin: str) -> tuple[torch.nn.Module, 
             hasattr(cfg, a) for a in ("z_dim", "resolution", "text_encoder")):
         raise GanvasError(f"model {name!r} from {origin}: the loader returned {type(module).__name__}; expected "
                           f"a checkpoint folder or an nn.Module with .config.z_dim/.resolution/.text_encoder")
+    template = getattr(module, "prompt_template", None)  # a loader's module may say how styles enter its prompt
+    try:
+        template = prompt_template({"prompt_template": template})
+    except ValueError as exc:
+        raise GanvasError(f"model {name!r} from {origin}: {exc}") from None
     module.eval().requires_grad_(False)
     return module, ModelInfo(name, _state_hash(module), cfg.resolution, cfg.z_dim, cfg.text_encoder, None,
-                             channels=getattr(cfg, "channels", 3))
+                             channels=getattr(cfg, "channels", 3), prompt_template=template)
 
 
 def load_model(name: str, source: Any, device: str = "cpu", origin: str = "a path") -> LoadedModel:
@@ -291,11 +301,14 @@ class Pipeline:
             return False
 
     def _prepare(self, request: GenerationRequest, warnings: list[str]) -> GenerationRequest:
+        """The plugins' ganvas_prepare_request, then the model's prompt template puts the style word in (after
+        every plugin, so checks and the metadata see the prompt the model gets)."""
         prepared = self.plugins.prepare_request(copy.deepcopy(request), warnings)
         try:
             prepared.validate()
         except InvalidRequest as exc:
             raise InvalidRequest(f"a ganvas_prepare_request plugin produced an invalid request: {exc}", exc.param) from None
+        prepared.prompt = self.info.styled_prompt(prepared.prompt, prepared.style)
         return prepared
 
     def generate(self, request: GenerationRequest, *, callback=None, progress: bool = False,

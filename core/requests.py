@@ -84,8 +84,9 @@ class GenerationRequest:
     seed        first seed; None lets the pipeline pick one (recorded in the result and metadata).
     truncation  psi in (0, 1]: noise is scaled by psi; lower = more typical, less varied.
     model       registered model name or checkpoint folder; None = the default model.
-    style       style word; the default backend appends "; {style} style" to the prompt (how the emoji
-                model's captions end).
+    style       style word, put into the prompt by the model's prompt template (config.json
+                "prompt_template"; emoji64: "{prompt}; {style} style", how its captions end). A model without
+                a template refuses a style (InvalidRequest, param "style"); blank means no style.
     size        requested output side in pixels; None = the model's native resolution. Anything else
                 is a Lanczos resize (or a plugin's upsampler), never passed off as native.
     host        which adapter made the request ("cli", "http", "watch", "comfyui", "python").
@@ -151,6 +152,63 @@ class ModelInfo:
     path: str | None = None   # checkpoint folder, None for models built by a plugin loader
     styles: tuple[str, ...] = ()  # style words the training captions used (emoji64: "noto", ...); may be empty
     channels: int = 3         # 3: RGB images; 4: RGBA with a transparent background (straight alpha)
+    prompt_template: str | None = None  # how a style word enters the prompt (config.json); None: no styles
+
+    def styled_prompt(self, prompt: str, style: str | None) -> str:
+        """The prompt with `style` put in by this model's prompt template; a blank style leaves it unchanged.
+        InvalidRequest (param "style") when the model has no template."""
+        if style is None or not style.strip():
+            return prompt
+        if self.prompt_template is None:
+            raise InvalidRequest(f"style {style.strip()!r}: model {self.name!r} has no prompt template, so it takes "
+                                 f"no style word (its config.json sets no \"prompt_template\"); leave the style "
+                                 f"empty", "style")
+        return fill_prompt_template(self.prompt_template, prompt, style)
+
+
+def _template_parts(template: str) -> list[tuple[str, str | None]]:
+    """[(literal text, field name or None)] of a prompt template; ValueError unless it is well formed: the
+    fields are {prompt} (exactly once) and {style} (at least once), without format specs or conversions."""
+    import string
+
+    if not isinstance(template, str):
+        raise ValueError(f"prompt_template must be text, got {type(template).__name__}")
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ValueError(f"prompt_template {template!r} is not a valid template ({exc})") from None
+    names = [name for _, name, _, _ in parts if name is not None]
+    if names.count("prompt") != 1 or "style" not in names or set(names) - {"prompt", "style"} \
+            or any(spec or conversion for _, name, spec, conversion in parts if name is not None):
+        raise ValueError(f"prompt_template {template!r} must contain {{prompt}} once and {{style}}, and no other "
+                         f"fields (e.g. \"{{prompt}}; {{style}} style\")")
+    return [(literal, name) for literal, name, _, _ in parts]
+
+
+def prompt_template(config: dict) -> str | None:
+    """A checkpoint config.json's "prompt_template" (how a style word enters the prompt, e.g.
+    "{prompt}; {style} style"); None when absent. ValueError when malformed."""
+    template = config.get("prompt_template") if isinstance(config, dict) else None
+    if template is None:
+        return None
+    _template_parts(template)
+    return template
+
+
+def fill_prompt_template(template: str, prompt: str, style: str) -> str:
+    """template with {prompt} and {style} (stripped) filled in. Idempotent: a prompt that already has the
+    template's text around it (a replayed request, or "fox; noto style" typed with style noto) is kept."""
+    before, after, seen = [], [], False
+    for literal, name in _template_parts(template):
+        (after if seen else before).append(literal)
+        if name == "prompt":
+            seen = True
+        elif name == "style":
+            (after if seen else before).append(style.strip())
+    head, tail = "".join(before), "".join(after)
+    if prompt.startswith(head) and prompt.endswith(tail) and len(prompt) >= len(head) + len(tail):
+        return prompt
+    return head + prompt + tail
 
 
 def trained_styles(config: dict) -> tuple[str, ...]:

@@ -1,4 +1,4 @@
-"""Default GAN backend: the shipped models and upsamplers, the `style` rule, the built-in dataset formats.
+"""Default GAN backend: the shipped models and upsamplers, prompt whitespace, the built-in dataset formats.
 
 Models: every folder with a config.json under the package's models/ (e.g. models/shapes/) is
 registered by folder name, and so is every such folder under the directories listed in
@@ -94,16 +94,9 @@ def ganvas_register_datasets(register):
     register("sidecar", sidecar, description="a folder of images, each with a .txt caption beside it")
 
 
-def style_suffix(style: str) -> str:
-    """The emoji model's captions end in "; <style> style" (e.g. "fox; animal, face; noto style")."""
-    return f"; {style.strip()} style"
-
-
 @hookimpl(trylast=True)
 def ganvas_prepare_request(request):
+    # Only whitespace: the style word is put in by the pipeline, with the model's own prompt template
+    # (config.json "prompt_template"), not by a rule for every model.
     request.prompt = request.prompt.strip()
-    if request.style and request.style.strip():
-        suffix = style_suffix(request.style)
-        if not request.prompt.endswith(suffix):  # idempotent: a replayed request is not suffixed twice
-            request.prompt += suffix
     return request

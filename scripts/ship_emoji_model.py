@@ -19,6 +19,7 @@ from pathlib import Path
 from ganvas.core.datasets.folders import validation_holdout
 
 REPO = Path(__file__).resolve().parent.parent
+PROMPT_TEMPLATE = "{prompt}; {style} style"  # config.json "prompt_template": how --style enters the prompt
 
 # Style word -> (licence, attribution), from the dataset README's "Sources and licences" table.
 SOURCES = {
@@ -71,7 +72,8 @@ ganvas generate "grinning face with big eyes" --style noto -n 4 --seed 0
 
 ## Style words
 The last part of a caption picks the emoji design. `--style WORD` (CLI), the `style` field (HTTP API,
-hot-folder prompt files), the Style box (Krita) and the `style` input (ComfyUI) all append `; WORD style`.
+hot-folder prompt files), the Style box (Krita) and the `style` input (ComfyUI) all append `; WORD style`:
+this model's prompt template, `"prompt_template": "{{prompt}}; {{style}} style"` in `config.json`.
 
 | style word | design | training images |
 |---|---|---|
@@ -172,6 +174,11 @@ def main():
     target.mkdir(parents=True, exist_ok=True)
     for f in ("config.json", "model.safetensors"):
         shutil.copy2(args.run / "model" / f, target / f)
+    # How a style word enters the prompt: the captions end in "; <style> style" (the pipeline applies it).
+    shipped = json.loads((target / "config.json").read_text())
+    if "prompt_template" not in shipped:
+        shipped["prompt_template"] = PROMPT_TEMPLATE
+        (target / "config.json").write_text(json.dumps(shipped, indent=2) + "\n")
     for f in args.evaluator.glob("evaluator.*"):
         shutil.copy2(f, target / f.name)
     shutil.copytree(args.data / "LICENSES", target / "LICENSES", dirs_exist_ok=True, copy_function=shutil.copyfile)

@@ -54,13 +54,31 @@ def make_tiny_generator(seed: int = 0, text_encoder: str = "minilm"):
     return generator.eval()
 
 
+# How a style word enters the prompt of the shipped emoji64 model (its config.json "prompt_template").
+EMOJI_PROMPT_TEMPLATE = "{prompt}; {style} style"
+
+
+def set_prompt_template(folder: Path, template: str | None = EMOJI_PROMPT_TEMPLATE) -> Path:
+    """Give a checkpoint folder's config.json a "prompt_template" (None: remove it, the model takes no style)."""
+    path = folder / "config.json"
+    config = json.loads(path.read_text())
+    config.pop("prompt_template", None)
+    if template is not None:
+        config["prompt_template"] = template
+    path.write_text(json.dumps(config, indent=2) + "\n")
+    return folder
+
+
 def save_tiny_checkpoint(folder: Path, seed: int = 0, text_encoder: str = "minilm",
-                         styles: list[str] | None = None) -> Path:
+                         styles: list[str] | None = None,
+                         prompt_template: str | None = EMOJI_PROMPT_TEMPLATE) -> Path:
+    """A tiny checkpoint; by default it takes style words as emoji64 does (prompt_template=None: no styles)."""
     from ganvas.core.io.checkpoint import save_model
 
     trained = {"note": "random weights for tests", **({"styles": styles} if styles else {})}
-    return save_model(folder, make_tiny_generator(seed, text_encoder), trained=trained,
-                      card="# tiny\n\nRandom weights, for tests only.\n")
+    folder = save_model(folder, make_tiny_generator(seed, text_encoder), trained=trained,
+                        card="# tiny\n\nRandom weights, for tests only.\n")
+    return set_prompt_template(folder, prompt_template)
 
 
 @pytest.fixture(scope="session")

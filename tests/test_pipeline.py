@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import pixels, save_tiny_checkpoint
+from conftest import pixels, save_tiny_checkpoint, set_prompt_template
 from ganvas.core.io.images import to_pil
 from ganvas.core.pipeline import Pipeline, generate, load_model, noise, resolve_model
 from ganvas.core.requests import (
@@ -74,7 +74,7 @@ def test_result_fields(pipe, tiny_checkpoint):
     result = pipe(PROMPT, n=2, seed=9, truncation=0.8, style="noto")
     assert len(result.images) == 2 and result.images[0].size == (32, 32) and result.images[0].mode == "RGB"
     assert result.seeds == [9, 10]
-    assert result.request.prompt == f"{PROMPT}; noto style"  # the default backend's style rule
+    assert result.request.prompt == f"{PROMPT}; noto style"  # the model's prompt template (as emoji64's)
     assert result.input_request.prompt == PROMPT and result.input_request.style == "noto"
     assert {"prepare", "check", "encode", "generate", "postprocess", "metadata", "total"} <= set(result.timings)
     assert result.model.name == "tiny" and result.model.resolution == 32 and len(result.model.hash) == 10
@@ -208,6 +208,73 @@ def test_loader_models_and_lazy_package_exports(plugins):
 
     loaded = load_model("built-in-code", lambda: make_tiny_generator(seed=3))
     assert loaded.info.path is None and len(loaded.info.hash) == 10
+
+
+# --- style words: each model's prompt template (config.json "prompt_template") --------------------------------
+
+def test_the_style_word_goes_in_with_the_models_own_template(plugins, tmp_path):
+    folder = save_tiny_checkpoint(tmp_path / "prefixed", prompt_template="{style} drawing of {prompt}")
+    pipe = Pipeline.load(str(folder), plugins=plugins)
+    assert pipe.info.prompt_template == "{style} drawing of {prompt}"
+    result = pipe(" a fox ", seed=1, style=" pixel ")
+    assert result.request.prompt == "pixel drawing of a fox" and result.input_request.prompt == " a fox "
+    assert result.metadata[0]["Description"] == "pixel drawing of a fox"
+    typed = pipe("pixel drawing of a fox", seed=1, style="pixel")  # already in: not put in twice
+    assert typed.request.prompt == "pixel drawing of a fox"
+    assert np.array_equal(pixels(typed.images[0]), pixels(result.images[0]))
+    frames = pipe.interpolate(["a fox", "a cat"], steps=2, seed=3, style="pixel")  # every key prompt
+    assert frames.frames[1]["prompts"] == ["pixel drawing of a fox", "pixel drawing of a cat"]
+    assert pipe("a fox", seed=1, style="  ").request.prompt == "a fox"  # a blank style is no style
+
+
+def test_a_model_without_a_template_refuses_a_style_naming_the_field(plugins, tmp_path):
+    """No template: the model was not trained to read a style word, so the request is refused (param "style")
+    rather than drawn without the style the user asked for (the HTTP server and Krita show no warnings)."""
+    pipe = Pipeline.load(str(save_tiny_checkpoint(tmp_path / "plain", prompt_template=None)), plugins=plugins)
+    assert pipe.info.prompt_template is None
+    for call in (lambda: pipe(PROMPT, seed=1, style="noto"),
+                 lambda: pipe.interpolate([PROMPT, "a cat"], steps=2, seed=1, style="noto"),
+                 lambda: pipe.generate(GenerationRequest(PROMPT, seed=1, style="noto"))):
+        with pytest.raises(InvalidRequest, match="style 'noto': model 'plain' has no prompt template") as refused:
+            call()
+        assert refused.value.param == "style"
+    plain = pipe(PROMPT, seed=1)
+    assert plain.request.prompt == PROMPT
+    for blank in (None, "", "   "):
+        assert np.array_equal(pixels(pipe(PROMPT, seed=1, style=blank).images[0]), pixels(plain.images[0]))
+
+
+def test_shipped_models_prompt_templates(plugins):
+    """emoji64's captions end in "; <style> style" (its config.json says so); shapes was trained without styles."""
+    from ganvas.core.io.checkpoint import read_config
+    from ganvas.core.requests import prompt_template
+    from ganvas.plugins.default_backend import MODELS_DIR
+
+    assert prompt_template(read_config(MODELS_DIR / "emoji64")) == "{prompt}; {style} style"
+    assert prompt_template(read_config(MODELS_DIR / "shapes")) is None
+
+
+@pytest.mark.parametrize("template", ["{prompt}", "{style}", "{prompt} {prompt} {style}", "{prompt}, {style}, {seed}",
+                                      "{prompt!r} {style}", "{prompt", 7])
+def test_a_malformed_template_is_a_load_error_naming_the_file(plugins, tmp_path, template):
+    folder = set_prompt_template(save_tiny_checkpoint(tmp_path / "bad"), template)
+    with pytest.raises(GanvasError, match=r"config\.json: prompt_template") as failed:
+        Pipeline.load(str(folder), plugins=plugins)
+    assert str(folder) in str(failed.value)
+
+
+def test_a_loader_model_may_bring_its_template(plugins):
+    from conftest import make_tiny_generator
+
+    def loader():
+        generator = make_tiny_generator(seed=4)
+        generator.prompt_template = "{prompt} ({style})"
+        return generator
+
+    loaded = load_model("templated-loader", loader)
+    assert loaded.info.prompt_template == "{prompt} ({style})"
+    assert loaded.info.styled_prompt("fox", "pixel") == "fox (pixel)"
+    assert load_model("plain-loader", lambda: make_tiny_generator(seed=4)).info.prompt_template is None
 
 
 def test_pipeline_interpolate_checks_the_frame_count_before_building_frames(tmp_path):

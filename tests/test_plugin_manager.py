@@ -103,7 +103,7 @@ def test_hook_ganvas_prepare_request(pipe, plugins):
     registered(plugins, Prefix(), "prefix")
     registered(plugins, Upper(), "upper")
     result = pipe("a cat ", seed=1, style="noto")
-    # chained: upper (tryfirst), then prefix, then the built-in style rule (trylast)
+    # chained: upper (tryfirst), then prefix; then the pipeline puts the style in with the model's template
     assert result.request.prompt == "emoji of A CAT; noto style"
     assert result.input_request.prompt == "a cat "
 

@@ -166,7 +166,9 @@ class DockerWidgets(QWidget):
         form.addRow("History", self.history_box)
         self.model = self._named(QComboBox(), "ganvasModel", "models offered by the server (GET /v1/models)")
         form.addRow("Model", self.model)
-        self.style = self._named(QComboBox(), "ganvasStyle", 'appended to the prompt as "; <style> style"')
+        self.style = self._named(QComboBox(), "ganvasStyle",
+                                 "style word, put into the prompt by the model's prompt template "
+                                 '(emoji64: "<prompt>; <style> style"); leave it empty for a model without one')
         self.style.setEditable(True)
         self.style.addItems(STYLE_SUGGESTIONS)
         form.addRow("Style", self.style)

@@ -83,6 +83,7 @@ def ui_to_api(ui: dict) -> dict:
 def save_rgba_checkpoint(folder: Path, seed: int = 0, styles: list[str] | None = None) -> Path:
     """A tiny transparent (RGBA, 4-channel) checkpoint with random weights: enough for the plumbing."""
     import torch
+    from conftest import set_prompt_template
     from ganvas.core.io import checkpoint
     from ganvas.core.model.config import ModelConfig
     from ganvas.core.model.networks import Generator
@@ -94,7 +95,7 @@ def save_rgba_checkpoint(folder: Path, seed: int = 0, styles: list[str] | None =
             if ".proj." in name:  # text modulation starts at zero; switch it on so prompts differ
                 torch.nn.init.normal_(param, std=0.1)
     trained = {"note": "random weights for tests", **({"styles": styles} if styles else {})}
-    return checkpoint.save_model(folder, generator.eval(), trained)
+    return set_prompt_template(checkpoint.save_model(folder, generator.eval(), trained))  # takes styles, as emoji64
 
 
 EVIDENCE = os.environ.get("GANVAS_COMFY_EVIDENCE") or None  # a file: the e2e tests append ComfyUI's answers

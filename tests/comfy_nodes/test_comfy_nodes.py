@@ -255,9 +255,14 @@ def test_prompt_limits_count_what_was_typed_and_name_the_field(pipe):
     assert generation.prompt_problem("  " + "a" * 20 + "  ") is None   # stripped, as the pipeline strips it
     assert generation.prompt_problem("a" * 35) == ("prompt is 35 characters; the limit is 20 "
                                                    "(GANVAS_MAX_PROMPT_CHARS)")
-    with_style = generation.prompt_problem("a" * 15, "prompt", "noto")
+    template = pipe.info.prompt_template  # "{prompt}; {style} style", as emoji64's
+    with_style = generation.prompt_problem("a" * 15, "prompt", "noto", template)
     assert with_style.startswith("prompt is 15 characters, 27 with the style suffix '; noto style'; the limit is 20")
-    assert generation.prompt_problem("a" * 15, "prompt", "none") is None
+    assert generation.prompt_problem("a" * 15, "prompt", "none", template) is None
+    prefixed = generation.prompt_problem("a" * 15, "prompt", "noto", "{style} drawing of {prompt}")
+    assert prefixed.startswith("prompt is 15 characters, 31 with style 'noto' (the model's prompt template "
+                               "'{style} drawing of {prompt}'); the limit is 20 (GANVAS_MAX_PROMPT_CHARS): "
+                               "shorten it to 4 or pick style none")
     assert "forbidden" in generation.prompt_problem("a forbidden fox", "text") and \
         generation.prompt_problem("a forbidden fox", "text").startswith("text: ")
     assert generation.prompt_problem(None) is None                   # a linked input: unknown before the run
@@ -284,6 +289,21 @@ def test_a_style_the_model_was_not_trained_with_is_refused_naming_its_styles(plu
     for none in ("", "none", "None", None):  # "" is what older workflows hold
         plain, _ = generation.generate(styled, PROMPT, seed=1, style=none)
         assert np.array_equal(pixels(plain[0]), pixels(styled(PROMPT, seed=1).images[0]))
+
+
+def test_a_model_without_a_prompt_template_takes_no_style(plugins, tmp_path):
+    from ganvas.core.pipeline import Pipeline
+
+    plain = Pipeline.load(str(save_tiny_checkpoint(tmp_path / "plain", prompt_template=None)), plugins=plugins)
+    for call in (lambda: generation.generate(plain, PROMPT, seed=1, style="noto"),
+                 lambda: generation.interpolate(plain, PROMPT, OTHER, 1, 2, frames=3, style="noto")):
+        with pytest.raises(GanvasError, match=r"style 'noto': model 'plain' takes no style word \(its config.json "
+                                              r"has no \"prompt_template\"\); pick none") as refused:
+            call()
+        assert refused.value.param == "style"
+    for none in ("", "none", None):
+        images, _ = generation.generate(plain, PROMPT, seed=1, style=none)
+        assert np.array_equal(pixels(images[0]), pixels(plain(PROMPT, seed=1).images[0]))
 
 
 def test_the_text_encoder_runs_at_the_pipelines_thread_count_too(pipe, monkeypatch):

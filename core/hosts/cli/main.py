@@ -79,9 +79,9 @@ def main(debug, verbose):
 
     \b
     Examples:
-      ganvas generate "a red circle on the left" -n 4 --seed 7
-      ganvas interpolate "a red apple" "a green apple" --steps 8 --gif
-      ganvas generate --from-png ganvas-out/a-red-circle-seed7.png
+      ganvas generate "fox" --style noto -n 4 --seed 7
+      ganvas interpolate "red apple" "green apple" --style noto --steps 8 --gif
+      ganvas generate --from-png ganvas-out/fox-noto-style-seed7.png
       ganvas plugins --all
     """
     _setup_logging(verbose or None)
@@ -243,9 +243,9 @@ def generate(ctx, prompt, n, seed, model, truncation, style, size, out, prompts_
 
     \b
     Examples:
-      ganvas generate "a small blue star at the top" -n 8 --seed 0
+      ganvas generate "grinning face with big eyes" --style twemoji -n 8 --seed 0
       ganvas generate --prompts prompts.txt -n 4 --out pictures/
-      ganvas generate --from-png pictures/a-small-blue-star-at-the-top-seed3.png
+      ganvas generate --from-png pictures/grinning-face-with-big-eyes-twemoji-style-seed3.png
     """
     from ganvas.core.requests import GenerationRequest
 
@@ -434,8 +434,8 @@ def interpolate(prompts, seed, seeds_text, steps, model, truncation, style, size
 
     \b
     Examples:
-      ganvas interpolate "a red circle" "a blue square" --steps 12 --seed 4 --gif
-      ganvas interpolate "a green star" --seeds 1,2,3 --steps 6
+      ganvas interpolate "red heart" "blue heart" --style noto --steps 12 --seed 4 --gif
+      ganvas interpolate "fox" --style twemoji --seeds 1,2,3 --steps 6
     """
     seeds = _parse_seeds(seeds_text)
     if seeds and seed is not None:

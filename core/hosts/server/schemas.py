@@ -35,7 +35,8 @@ def _common_fields(max_prompt_chars: int) -> dict:
         "user": (Optional[StrictStr], Field(None, max_length=256, description="end-user id, for the access log")),
         "truncation": (Optional[Truncation], None),
         "style": (Optional[StrictStr], Field(None, max_length=100, description=(
-            "ganvas style word, appended to the prompt as '; <style> style'"))),
+            "ganvas style word, put into the prompt by the model's prompt template (emoji64: '<prompt>; <style> "
+            "style'); a model without one refuses a style"))),
     }
 
 

@@ -172,6 +172,17 @@ def test_extensions_truncation_style_and_model_alias(srv):
     assert styled.data[0].seed == 3
 
 
+def test_a_style_for_a_model_without_a_prompt_template_is_400_naming_style(srv):
+    """shapes was trained without style words (no "prompt_template" in its config.json): a style is refused."""
+    with pytest.raises(openai.BadRequestError) as err:
+        client(srv).images.generate(prompt="a red circle", model="shapes", extra_body={"seed": 1, "style": "noto"})
+    assert err.value.status_code == 400 and err.value.param == "style", err.value.message
+    assert "model 'shapes' has no prompt template" in err.value.message
+    plain = client(srv).images.generate(prompt="a red circle", model="shapes", response_format="b64_json",
+                                        extra_body={"seed": 1, "style": ""})
+    assert plain.data[0].revised_prompt is None  # a blank style is no style: the prompt is unchanged
+
+
 def test_models_list_and_retrieve(srv):
     c = client(srv)
     assert [m.id for m in c.models.list()] == sorted({"tiny", *SHIPPED_MODELS})  # the test's model + shipped ones

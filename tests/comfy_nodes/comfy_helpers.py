@@ -84,6 +84,7 @@ def save_rgba_checkpoint(folder: Path, seed: int = 0, styles: list[str] | None =
     """A tiny transparent (RGBA, 4-channel) checkpoint with random weights: enough for the plumbing."""
     import torch
     from conftest import set_prompt_template
+
     from ganvas.core.io import checkpoint
     from ganvas.core.model.config import ModelConfig
     from ganvas.core.model.networks import Generator

@@ -1,4 +1,4 @@
-"""The `ganvas watch` command (added to the CLI by the built-in plugin plugins/commands.py; also `python -m ganvas.core.hosts.watch`)."""
+"""The `ganvas watch` command (added to the CLI by plugins/commands.py; also `python -m ganvas.core.hosts.watch`)."""
 from __future__ import annotations
 
 import logging

@@ -6,8 +6,14 @@ import torch
 from PIL import Image
 
 from ganvas.core.datasets.folders import CaptionedImages
-from ganvas.core.datasets.formats import (BUILTIN_FORMATS, DatasetError, call_loader, load_builtin, loader_takes,
-                                          resolve_dataset)
+from ganvas.core.datasets.formats import (
+    BUILTIN_FORMATS,
+    DatasetError,
+    call_loader,
+    load_builtin,
+    loader_takes,
+    resolve_dataset,
+)
 
 torch.set_num_threads(1)
 

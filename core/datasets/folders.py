@@ -27,9 +27,14 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".ti
 CAPTION_FORMS = ("full", "typed", "name")
 
 
+# How a style word enters a caption of a styled dataset (emoji: "fox; animal, face; noto style"). A model
+# trained on one records it as its config.json "prompt_template", so hosts' `style` builds the same form.
+STYLE_PROMPT_TEMPLATE = "{prompt}; {style} style"
+
+
 def typed_prompt(label: str, style: str | None) -> str:
-    """What every host sends for prompt `label` with style `style` (the default backend's style rule)."""
-    return f"{label}; {style.strip()} style" if style and style.strip() else label
+    """What every host sends for prompt `label` with style `style` (the model's prompt template)."""
+    return STYLE_PROMPT_TEMPLATE.format(prompt=label, style=style.strip()) if style and style.strip() else label
 
 
 @dataclass

@@ -36,8 +36,9 @@ def save_safetensors(path: str | os.PathLike, tensors: dict, metadata: dict | No
 
 
 def save_model(folder: str | os.PathLike, generator: Generator, trained: dict | None = None,
-               card: str | None = None) -> Path:
-    """Write the inference checkpoint folder from a (normally EMA) generator."""
+               card: str | None = None, prompt_template: str | None = None) -> Path:
+    """Write the inference checkpoint folder from a (normally EMA) generator. `prompt_template`: how a style
+    word enters its prompts (a model trained on styled captions), None for a model without styles."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     cfg = generator.config
@@ -50,6 +51,7 @@ def save_model(folder: str | os.PathLike, generator: Generator, trained: dict | 
         "text_encoder": {"name": cfg.text_encoder, "dim": cfg.text_dim},
         "generator": cfg.to_dict(),
         "trained": trained or {},
+        **({"prompt_template": prompt_template} if prompt_template else {}),
     })
     if card is not None:
         atomic.write_text(folder / "README.md", card)

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 import ganvas.core.io.checkpoint as checkpoint
 from ganvas.core.model.augment import diff_augment
 from ganvas.core.model.config import PRESETS, ModelConfig
-from ganvas.core.datasets.folders import CAPTION_FORMS, CaptionedImages
+from ganvas.core.datasets.folders import CAPTION_FORMS, STYLE_PROMPT_TEMPLATE, CaptionedImages
 from ganvas.core.io.images import caption_grid, from_uint8, loss_plot, to_pil
 from ganvas.core.model.networks import Discriminator, Generator, count_parameters, noise
 from ganvas.core.training.sampling import CaptionSampler, parse_mix
@@ -370,7 +370,8 @@ class Trainer:
                                        {"G": self.opt_g, "D": self.opt_d}, rng, info)
         from ganvas.core.io.model_card import basic_card
         checkpoint.save_model(self.out / "model", self.G_ema, self.trained_info(),
-                              card=basic_card(self.out.name, self.trained_info()))
+                              card=basic_card(self.out.name, self.trained_info()),
+                              prompt_template=STYLE_PROMPT_TEMPLATE if self.data.styles else None)
 
     def _resume(self):
         if not (self.out / "training_state.json").exists():

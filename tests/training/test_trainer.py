@@ -32,6 +32,9 @@ def test_training_writes_stats_samples_plot_and_a_loadable_model(tmp_path, messy
     assert data["trained"]["images_seen"] == 16 and (run / "model" / "README.md").exists()
     assert data["trained"]["styles"] == ["noto", "twemoji"]  # what hosts offer in their style box
     assert Pipeline.load(run / "model").info.styles == ("noto", "twemoji")
+    # styled captions -> the model says how a style enters its prompt, so hosts' style box works on it
+    assert data["prompt_template"] == "{prompt}; {style} style"
+    assert Pipeline.load(run / "model")("fox", seed=0, style="noto").request.prompt == "fox; noto style"
 
 
 def test_resume_continues_exactly_the_same_curve(tmp_path, messy_imagefolder):

@@ -29,6 +29,15 @@ def evaluation_text(report: dict, command: str) -> str:
               f"shared machine).\n\n```bash\n{command}\n```\n")
 
 
+def adversarial_text(trained: dict) -> str:
+    adv = trained.get("adversarial")
+    if not adv:
+        return "no adversarial term"
+    start = trained.get("init", {}).get("folder")
+    return (f"plus {adv['weight']} x a {adv['loss']} adversarial term from a {adv['discriminator']} (from step "
+            f"{adv['start_step']}, critic lr {adv['d_lr']})" + (f", fine-tuned from `{start}`" if start else ""))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", required=True)
@@ -40,8 +49,8 @@ def main(argv=None) -> int:
 
     from ganvas.core.io.checkpoint import file_hash
     from ganvas.core.pipeline import configure_threads
-    from ganvas.core.upscaling import clear_cache, load
     from ganvas.core.training.upsampler import MODEL_CARD, evaluate_upsampler, report_text
+    from ganvas.core.upscaling import clear_cache, load
 
     configure_threads(1)
     target = REPO / "models" / "upsamplers" / args.name
@@ -67,7 +76,7 @@ def main(argv=None) -> int:
         loss=options.get("loss", "mse").upper(), edge_weight=options["edge_weight"], steps=trained["steps"],
         batch=options["batch"], crop=options["crop"], hours=trained["hours"], threads=trained["threads"],
         lr=options["lr"], lr_min=options["lr_min"], best_step=trained["steps"],
-        evaluation=evaluation_text(report, command))
+        adversarial=adversarial_text(trained), evaluation=evaluation_text(report, command))
     card += f"\nWeights: `model.safetensors`, sha256 prefix `{file_hash(target / 'model.safetensors', 10)}`.\n"
     (target / "README.md").write_text(card, encoding="utf-8")
     print(target)

@@ -45,7 +45,6 @@ from ganvas.core.io.checkpoint import save_upsampler
 from ganvas.core.model.upsampler import PatchDiscriminator, Upsampler, UpsamplerConfig, count_parameters
 from ganvas.core.upscaling import LoadedUpsampler, UpsamplerInfo, upscale_image
 
-
 # --- data -----------------------------------------------------------------------------------------------------
 
 def premultiply(arr: np.ndarray) -> np.ndarray:
@@ -364,7 +363,7 @@ upsample. `Pipeline(..., size=N)` uses it above the base model's native size.
 
 - Data: `{data}` train split without its validation hold-out ({train_images} images); low-resolution inputs are
   Lanczos downsamples of the 256 px files (as emoji64a was made from the same renders).
-- Loss: {loss} on premultiplied RGBA (+ {edge_weight} x the same on image gradients); no adversarial term.
+- Loss: {loss} on premultiplied RGBA (+ {edge_weight} x the same on image gradients); {adversarial}.
 - Budget: {steps} steps of batch {batch} ({crop} px low-res crops, flips and 90-degree turns), {hours:.2f} h on
   {threads} CPU thread(s); Adam lr {lr} cosine to {lr_min}. Best validation step: {best_step}.
 

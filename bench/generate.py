@@ -46,10 +46,11 @@ def count_parameters(module) -> int:
 def load_gan(model: str | None):
     """The shipped model through the normal plugin path; a random default-config generator if none is
     shipped yet (speed does not depend on the weights)."""
+    from ganvas.core.errors import ModelNotFound
     from ganvas.core.hookspecs import hookimpl
     from ganvas.core.pipeline import Pipeline
     from ganvas.core.plugin_manager import GanvasPlugins
-    from ganvas.core.requests import ModelNotFound, default_model_name
+    from ganvas.core.requests import default_model_name
 
     plugins = GanvasPlugins(entry_points=False)  # built-ins only: measure ganvas, not whatever is installed
     try:

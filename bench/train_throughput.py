@@ -14,7 +14,7 @@ import time
 import torch
 
 from ganvas.core.datasets.folders import CaptionedImages
-from ganvas.core.training.trainer import TrainOptions, Trainer
+from ganvas.core.training.trainer import Trainer, TrainOptions
 
 
 def measure(resolution: int, batch: int, steps: int, bf16: bool, threads: int, preset: str, tmp: str) -> float:

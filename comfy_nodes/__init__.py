@@ -27,9 +27,9 @@ async def comfy_entrypoint():
     """ComfyUI's V3 entry point: register the `ganvas` model folder, hook ganvas's models into ComfyUI's
     unloading (memory.py) and return the extension."""
     try:
+        from .memory import install_unload_hook
         from .model_folders import register_model_folder
         from .nodes import GanvasExtension
-        from .memory import install_unload_hook
 
         register_model_folder()
         install_unload_hook()

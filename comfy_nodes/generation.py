@@ -134,7 +134,8 @@ def prompt_problem(text: Any, field: str = "prompt", style: str | None = None,
     """Why the request policy would refuse this prompt text (length, blocked terms), naming `field`; None if
     it passes. The length counts the text as typed (stripped) and, with a style, what the model's prompt
     template (`template`, the model's `info.prompt_template`) adds."""
-    from ganvas.core.requests import GenerationRequest, RequestRefused, fill_prompt_template
+    from ganvas.core.errors import RequestRefused
+    from ganvas.core.requests import GenerationRequest, fill_prompt_template
 
     if not isinstance(text, str):
         return None  # a linked input: its value is not known before the graph runs
@@ -173,7 +174,7 @@ def batch_problem(n: Any, field: str = "batch_size") -> str | None:
 
 
 def _invalid(message: str, field: str):
-    from ganvas.core.requests import InvalidRequest
+    from ganvas.core.errors import InvalidRequest
 
     return InvalidRequest(message, field)
 

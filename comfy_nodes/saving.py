@@ -56,6 +56,7 @@ def rgb_digest(rgb) -> str:
 def metadata_of(images: Sequence[Any]) -> GanvasMetadata:
     """GANVAS_METADATA for the pipeline's PIL images (text fields in their .info)."""
     import numpy as np
+
     from ganvas.core.io.png import text_fields
 
     records = []

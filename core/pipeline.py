@@ -32,26 +32,25 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from ganvas.core.errors import GanvasError, InvalidRequest
 from ganvas.core.io.checkpoint import CheckpointError, file_hash, load_generator
 from ganvas.core.io.images import to_pil
 from ganvas.core.model.networks import noise  # re-exported: hosts and plugins import it from here
 from ganvas.core.plugin_manager import GanvasPlugins, get_plugin_manager
 from ganvas.core.registry import cache_key, produce, resolve_model  # noqa: F401 (resolve_model: hosts' API)
 from ganvas.core.registry import state_hash as _state_hash
-from ganvas.core.threads import configure_threads, default_threads, render_threads  # noqa: F401 (hosts' API)
-from ganvas.core.requests import (  # DEFAULT_MODEL (the shipped default model) lives in requests.py, torch-free
+from ganvas.core.requests import (
     DEFAULT_MODEL,
     DEFAULT_TRUNCATION,
     MAX_SEED,
-    GanvasError,
     GenerationRequest,
     GenerationResult,
-    InvalidRequest,
     ModelInfo,
     default_model_name,
     prompt_template,
     trained_styles,
 )
+from ganvas.core.threads import configure_threads, default_threads, render_threads  # noqa: F401 (hosts' API)
 
 BATCH_SIZE = 64  # forward-pass chunk when exact_seeds=False
 PROMPT_CACHE_SIZE = 4096

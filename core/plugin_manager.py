@@ -24,8 +24,9 @@ from typing import Any, Mapping
 import pluggy
 
 from ganvas.core import hookspecs
+from ganvas.core.errors import RequestRefused, one_line
 from ganvas.core.hookspecs import HOOK_NAMES, PROJECT
-from ganvas.core.requests import GenerationRequest, RequestRefused, one_line
+from ganvas.core.requests import GenerationRequest
 
 logger = logging.getLogger("ganvas.plugins")
 

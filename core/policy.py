@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ganvas.core.requests import RequestRefused
+from ganvas.core.errors import RequestRefused
 
 DEFAULT_MAX_PROMPT_CHARS = 1000
 DEFAULT_MAX_N = 100

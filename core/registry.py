@@ -18,7 +18,8 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from ganvas.core.requests import GanvasError, ModelNotFound, default_model_name
+from ganvas.core.errors import GanvasError, ModelNotFound
+from ganvas.core.requests import default_model_name
 
 
 def looks_like_path(name: str) -> bool:

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 import torch
 
-from ganvas.core.requests import GanvasError
+from ganvas.core.errors import GanvasError
 
 
 def _env_threads() -> int:

@@ -37,6 +37,7 @@ from ganvas.core.io.checkpoint import load_upsampler
 from ganvas.core.model.upsampler import MAX_INPUT_SIDE
 from ganvas.core.registry import cache_key, produce, resolve_upsampler, state_hash
 
+
 @dataclass(frozen=True)
 class UpsamplerInfo:
     name: str
@@ -76,7 +77,7 @@ def _from_folder(name: str, folder: Path) -> tuple[nn.Module, UpsamplerInfo]:
 
 
 def _from_module(name: str, module: Any, origin: str) -> tuple[nn.Module, UpsamplerInfo]:
-    from ganvas.core.requests import GanvasError
+    from ganvas.core.errors import GanvasError
 
     cfg = getattr(module, "config", None)
     if not isinstance(module, nn.Module) or cfg is None or not all(
@@ -91,8 +92,8 @@ def _from_module(name: str, module: Any, origin: str) -> tuple[nn.Module, Upsamp
 
 def load(name: str, source: Any, device: str = "cpu", origin: str = "a path") -> LoadedUpsampler:
     """Load (or reuse) an upsampler; cached per checkpoint file (path, mtime, size) or per loader."""
+    from ganvas.core.errors import GanvasError
     from ganvas.core.io.checkpoint import CheckpointError
-    from ganvas.core.requests import GanvasError
 
     key = cache_key(name, source, origin, device)
     with _loaded_lock:
@@ -172,9 +173,9 @@ def upscale_image(loaded: LoadedUpsampler, image, threads: int | None = None):
     """One PIL image -> the upsampler's output (side * scale), in the input's colour mode (RGBA stays RGBA
     with straight alpha; anything else comes back RGB). Computed alone (a batch of one), so an image's
     pixels never depend on what else is upscaled with it."""
+    from ganvas.core.errors import InvalidRequest
     from ganvas.core.io.images import to_pil
     from ganvas.core.threads import render_threads
-    from ganvas.core.requests import InvalidRequest
 
     if max(image.size) > MAX_INPUT_SIDE:
         raise InvalidRequest(f"image of {image.size[0]}x{image.size[1]} px: upsampler inputs are at most "
@@ -209,7 +210,7 @@ def upscale_to(loaded: LoadedUpsampler | None, image, size: int | None, threads:
     its pixels. Below the image's side: Lanczos down. Above it: one upsampler pass, then Lanczos to the
     exact side (down, e.g. 256 -> 100; or up when the request is beyond one pass, e.g. 256 -> 512, which
     is a documented resize of the upsampled image). Returns (image, upsampled: bool)."""
-    from ganvas.core.requests import GanvasError
+    from ganvas.core.errors import GanvasError
 
     side = max(image.size)
     if size is not None and size <= side:

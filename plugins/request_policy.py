@@ -1,9 +1,9 @@
 """Built-in plugin: refuse requests outside the request policy (limits and blocklist: core/policy.py)."""
 from __future__ import annotations
 
+from ganvas.core.errors import RequestRefused
 from ganvas.core.hookspecs import hookimpl
 from ganvas.core.policy import current_policy
-from ganvas.core.requests import RequestRefused
 
 
 @hookimpl(trylast=True)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import click
 from click.testing import CliRunner
+from conftest import save_tiny_checkpoint
 from PIL import Image
 
-from conftest import save_tiny_checkpoint
 from ganvas.core import hookspecs
 from ganvas.core.hookspecs import HOOK_NAMES
 from ganvas.core.pipeline import Pipeline
@@ -93,7 +93,7 @@ def test_documented_examples_run(tmp_path, monkeypatch):
     assert result.request.prompt == "a smiling face"
     assert result.images[0].size == (66, 66)
     assert result.metadata[1]["Author"] == "Docs Test" and result.metadata[1]["ganvas_seed_of_batch"] == "3"
-    from ganvas.core.requests import RequestRefused
+    from ganvas.core.errors import RequestRefused
 
     try:
         pipe(" ".join(["word"] * 41), seed=1)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ganvas.core.requests import GanvasError, one_line
+from ganvas.core.errors import GanvasError, one_line
 
 
 def test_a_message_for_users_stands_alone_on_one_line():

@@ -12,16 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import pixels, save_tiny_checkpoint, set_prompt_template
+
+from ganvas.core.errors import GanvasError, InvalidRequest, ModelNotFound
 from ganvas.core.io.images import to_pil
 from ganvas.core.pipeline import Pipeline, generate, load_model, noise, resolve_model
-from ganvas.core.requests import (
-    GanvasError,
-    GenerationRequest,
-    InvalidRequest,
-    ModelNotFound,
-)
+from ganvas.core.requests import GenerationRequest
 
 PROMPT = "a small red circle on the left"
 

@@ -11,15 +11,16 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-
 from conftest import make_tiny_generator, pixels, save_tiny_checkpoint
+
+from ganvas.core import policy as request_policy
+from ganvas.core.errors import RequestRefused
 from ganvas.core.hookspecs import HOOK_NAMES, hookimpl
+from ganvas.core.io.png import XMP_KEY, read_png_text, save_png
+from ganvas.core.io.record import read_reproduction_record
 from ganvas.core.pipeline import Pipeline
 from ganvas.core.plugin_manager import GanvasPlugins
-from ganvas.core.io.png import XMP_KEY, read_png_text, save_png
-from ganvas.core.requests import GenerationRequest, RequestRefused
-from ganvas.core import policy as request_policy
-from ganvas.core.io.record import read_reproduction_record
+from ganvas.core.requests import GenerationRequest
 
 PROMPT = "a large blue square"
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from ganvas.core import registry
+from ganvas.core.errors import GanvasError, ModelNotFound
 from ganvas.core.plugin_manager import Registration
-from ganvas.core.requests import GanvasError, ModelNotFound
 
 
 class FakePlugins:

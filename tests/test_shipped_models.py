@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
 from conftest import SHIPPED_MODELS
-from ganvas.core.hosts.cli.main import main
+
 from ganvas.core.evaluation.evaluator import load_evaluator
+from ganvas.core.hosts.cli.main import main
 from ganvas.core.pipeline import Pipeline
 from ganvas.core.requests import DEFAULT_MODEL
 from ganvas.plugins.default_backend import MODELS_DIR

@@ -20,12 +20,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import REPO, pixels, save_tiny_checkpoint
 from PIL import Image
 
-from conftest import REPO, pixels, save_tiny_checkpoint
 from ganvas.core import threads as threads_module
+from ganvas.core.errors import GanvasError
 from ganvas.core.pipeline import Pipeline, configure_threads, render_threads
-from ganvas.core.requests import DEFAULT_MODEL, GanvasError
+from ganvas.core.requests import DEFAULT_MODEL
 
 SHIPPED = REPO / "models" / DEFAULT_MODEL
 CASES = [("red apple", None), ("cat face", "noto")]  # rendered n=4 from seed 3: seeds 3..6 each

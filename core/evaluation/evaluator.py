@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 
-from ganvas.core.model.augment import translate
 from ganvas.core.io.images import on_white
+from ganvas.core.model.augment import translate
 
 WEIGHTS = "evaluator.safetensors"
 CONFIG = "evaluator.json"

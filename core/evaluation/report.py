@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ganvas.core.io.checkpoint import load_generator
 from ganvas.core.datasets.folders import CaptionedImages, typed_prompt
 from ganvas.core.evaluation.evaluator import pairwise_spread
+from ganvas.core.io.checkpoint import load_generator
 from ganvas.core.io.images import from_uint8, on_white
 from ganvas.core.model.networks import noise
 from ganvas.core.text.encoder import EmbeddingCache, default_cache_dir
@@ -75,7 +75,13 @@ def evaluate_shapes_model(model: str, seed: int = 0, threads: int | None = None,
                           log=print, folder: Path | None = None, embeddings: EmbeddingCache | None = None
                           ) -> tuple[dict, str]:
     """`model`: its name as typed (for the report); `folder`: its checkpoint folder (default: `model`)."""
-    from ganvas.core.evaluation.shapes import evaluate, format_report, load_classifier, save_classifier, train_classifier
+    from ganvas.core.evaluation.shapes import (
+        evaluate,
+        format_report,
+        load_classifier,
+        save_classifier,
+        train_classifier,
+    )
 
     configure_threads(threads)
     folder = Path(folder or model)

@@ -19,13 +19,13 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 import ganvas.core.io.checkpoint as checkpoint
-from ganvas.core.model.augment import diff_augment
-from ganvas.core.model.config import PRESETS, ModelConfig
 from ganvas.core.datasets.folders import CAPTION_FORMS, STYLE_PROMPT_TEMPLATE, CaptionedImages
 from ganvas.core.io.images import caption_grid, from_uint8, loss_plot, to_pil
+from ganvas.core.model.augment import diff_augment
+from ganvas.core.model.config import PRESETS, ModelConfig
 from ganvas.core.model.networks import Discriminator, Generator, count_parameters, noise
-from ganvas.core.training.sampling import CaptionSampler, parse_mix
 from ganvas.core.text.encoder import EmbeddingCache, default_cache_dir
+from ganvas.core.training.sampling import CaptionSampler, parse_mix
 
 
 @dataclass

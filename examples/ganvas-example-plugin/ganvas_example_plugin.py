@@ -11,7 +11,7 @@ import os
 import click
 
 from ganvas.core.hookspecs import hookimpl
-from ganvas.core.requests import RequestRefused
+from ganvas.core.errors import RequestRefused
 
 MODEL_NAME = "example-tiny"
 REFUSED_WORD = "forbidden"

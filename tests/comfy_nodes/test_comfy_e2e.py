@@ -32,11 +32,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from comfy_helpers import COMFYUI_DIR, COMFYUI_PYTHON, NO_CHECKOUT, load_workflow, record_evidence, save_rgba_checkpoint
+from conftest import REPO, save_tiny_checkpoint
 from PIL import Image
 
-from comfy_helpers import (COMFYUI_DIR, COMFYUI_PYTHON, NO_CHECKOUT, load_workflow, record_evidence,
-                           save_rgba_checkpoint)
-from conftest import REPO, save_tiny_checkpoint
 from ganvas.comfy_nodes.installer import install
 
 pytestmark = [

@@ -22,16 +22,25 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from PIL import Image
-
 from comfy_helpers import CONTROL, PACK, WIDGETS, import_comfy_api, load_workflow, save_rgba_checkpoint, ui_to_api
 from conftest import REPO, pixels, save_tiny_checkpoint
-from ganvas.comfy_nodes import NODE_IDS, comfy_entrypoint, conditioning, generation, memory, model_folders, saving
+from PIL import Image
+
+from ganvas.comfy_nodes import (
+    NODE_IDS,
+    comfy_entrypoint,
+    conditioning,
+    generation,
+    installer,
+    memory,
+    model_folders,
+    saving,
+)
 from ganvas.comfy_nodes.conditioning import PromptConditioning, mix, mix_weight
 from ganvas.core import pipeline as pipeline_module
-from ganvas.core.requests import DEFAULT_MODEL, MAX_SEED, GanvasError
 from ganvas.core import policy as request_policy
-from ganvas.comfy_nodes import installer
+from ganvas.core.errors import GanvasError
+from ganvas.core.requests import DEFAULT_MODEL, MAX_SEED
 
 PROMPT = "a small red circle on the left"
 OTHER = "a large blue square in the centre"
@@ -782,6 +791,7 @@ def test_each_validate_inputs_declares_one_input_so_comfy_reports_a_message_once
     import inspect
 
     from comfy_api.internal import first_real_override
+
     from ganvas.comfy_nodes import nodes
 
     declared = {}
@@ -858,8 +868,9 @@ def test_ui_workflow_widget_order_is_the_schemas(comfy_env):
 
 @needs_comfy
 def test_loader_generate_and_progress_through_the_nodes(comfy_env):
-    from ganvas.comfy_nodes import nodes
     import comfy.utils
+
+    from ganvas.comfy_nodes import nodes
 
     pipe = nodes.GanvasModelLoader.execute("tiny", "cpu")[0]
     assert Path(pipe.info.path) == (comfy_env[2] / "tiny").resolve()
@@ -900,8 +911,9 @@ def test_generate_size_and_the_upscale_node(comfy_env, plugins):
 
 @needs_comfy
 def test_interruption_stops_generation(comfy_env):
-    from ganvas.comfy_nodes import nodes
     import comfy.model_management
+
+    from ganvas.comfy_nodes import nodes
 
     pipe = nodes.GanvasModelLoader.execute("tiny", "cpu")[0]
     comfy.model_management.interrupt_current_processing(True)

@@ -15,11 +15,16 @@ import torch
 from click.testing import CliRunner
 from PIL import Image, ImageDraw
 
-from ganvas.core.io.checkpoint import CheckpointError, load_generator
-from ganvas.core.hosts.cli.main import main
 from ganvas.core.datasets.folders import load_image
-from ganvas.core.evaluation.report import frechet_distance, generate_from_vectors, kernel_inception_distance, r_precision
 from ganvas.core.evaluation.evaluator import ContrastiveEvaluator, EvaluatorConfig, load_evaluator, save_evaluator
+from ganvas.core.evaluation.report import (
+    frechet_distance,
+    generate_from_vectors,
+    kernel_inception_distance,
+    r_precision,
+)
+from ganvas.core.hosts.cli.main import main
+from ganvas.core.io.checkpoint import CheckpointError, load_generator
 from ganvas.core.io.images import from_uint8
 from ganvas.core.text.encoder import EmbeddingCache, default_cache_dir
 

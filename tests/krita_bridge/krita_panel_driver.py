@@ -17,9 +17,9 @@ from ganvas_krita import canvas, guard, session  # noqa: E402
 from ganvas_krita.client import GanvasClient, GenerateParams  # noqa: E402
 from ganvas_krita.krita_host import InsertJob  # noqa: E402
 from ganvas_krita.panel import GanvasPanel  # noqa: E402
-from ganvas_krita.widgets import OBJECT_NAMES  # noqa: E402
 from ganvas_krita.qt import QT_API, QApplication, QImage, QThread, QWidget, image_bytes  # noqa: E402
 from ganvas_krita.settings import Settings  # noqa: E402
+from ganvas_krita.widgets import OBJECT_NAMES  # noqa: E402
 
 URL, KEY, RGBA_MODEL = sys.argv[2], sys.argv[3], sys.argv[4]
 CANVAS = (0, 0, 100, 60)

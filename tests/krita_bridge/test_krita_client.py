@@ -18,12 +18,13 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner
+from conftest import save_tiny_checkpoint
 from PIL import Image
 
-from conftest import save_tiny_checkpoint
+from ganvas.core.errors import RequestRefused
 from ganvas.core.hookspecs import hookimpl
 from ganvas.core.plugin_manager import GanvasPlugins
-from ganvas.core.requests import MAX_SEED, RequestRefused
+from ganvas.core.requests import MAX_SEED
 from ganvas.krita_bridge import ENABLE_KEY, PLUGIN_MODULE, desktop_file, install, plugin_dir
 from ganvas.krita_bridge.ganvas_krita import client as kc
 from ganvas.krita_bridge.ganvas_krita import local_server, session

@@ -6,6 +6,16 @@ import numpy as np
 import pytest
 import torch
 
+from ganvas.core.evaluation.shapes import (
+    ATTRIBUTES,
+    VOCAB,
+    evaluate,
+    format_report,
+    load_classifier,
+    save_classifier,
+    to_tensor,
+    train_classifier,
+)
 from ganvas.core.tasks.shapes import (
     COLOURS,
     HELD_OUT_PAIRS,
@@ -19,16 +29,6 @@ from ganvas.core.tasks.shapes import (
     render,
     sample_objects,
     single_object_combinations,
-)
-from ganvas.core.evaluation.shapes import (
-    ATTRIBUTES,
-    VOCAB,
-    evaluate,
-    format_report,
-    load_classifier,
-    save_classifier,
-    to_tensor,
-    train_classifier,
 )
 
 torch.set_num_threads(1)

@@ -16,15 +16,15 @@ import random
 import numpy as np
 import pytest
 import torch
-
 from conftest import REPO
-from ganvas.core.io.checkpoint import load_generator
+
 from ganvas.core.datasets.folders import CaptionedImages
 from ganvas.core.evaluation.report import generate_from_vectors
-from ganvas.core.tasks.shapes import ShapeObject, caption, render
 from ganvas.core.evaluation.shapes import VOCAB, load_classifier, measure_accuracy, train_classifier
+from ganvas.core.io.checkpoint import load_generator
+from ganvas.core.tasks.shapes import ShapeObject, caption, render
 from ganvas.core.text.encoder import EmbeddingCache, default_cache_dir
-from ganvas.core.training.trainer import TrainOptions, Trainer
+from ganvas.core.training.trainer import Trainer, TrainOptions
 
 pytestmark = pytest.mark.slow
 

@@ -12,8 +12,14 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from ganvas.core.datasets.folders import (CAPTION_FORMS, image_channels, load_image, load_imagefolder, typed_prompt,
-                              validation_holdout)
+from ganvas.core.datasets.folders import (
+    CAPTION_FORMS,
+    image_channels,
+    load_image,
+    load_imagefolder,
+    typed_prompt,
+    validation_holdout,
+)
 from ganvas.core.io.images import from_uint8, on_white, to_pil
 from ganvas.core.model.networks import minibatch_stddev
 from ganvas.core.training.sampling import CaptionSampler, parse_mix
@@ -189,7 +195,7 @@ def test_rgba_training_logs_validation_records_its_recipe_and_draws_transparent_
     from ganvas.core.evaluation.evaluator import save_evaluator, train_evaluator
     from ganvas.core.pipeline import Pipeline
     from ganvas.core.text.encoder import EmbeddingCache, default_cache_dir
-    from ganvas.core.training.trainer import TrainOptions, Trainer
+    from ganvas.core.training.trainer import Trainer, TrainOptions
 
     rgb = load_imagefolder(rgba_folder, 64, channels=3)
     vectors = EmbeddingCache(default_cache_dir()).lookup(rgb.captions)

@@ -9,7 +9,7 @@ import torch
 
 from ganvas.core.io import checkpoint
 from ganvas.core.pipeline import Pipeline
-from ganvas.core.training.trainer import TrainOptions, Trainer
+from ganvas.core.training.trainer import Trainer, TrainOptions
 
 torch.set_num_threads(1)
 

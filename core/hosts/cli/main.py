@@ -15,7 +15,8 @@ from pathlib import Path
 import click
 
 from ganvas import __version__
-from ganvas.core.requests import DEFAULT_TRUNCATION, MAX_SEED, default_model_name, one_line, trained_styles
+from ganvas.core.errors import one_line
+from ganvas.core.requests import DEFAULT_TRUNCATION, MAX_SEED, default_model_name, trained_styles
 
 log = logging.getLogger("ganvas")
 
@@ -278,8 +279,8 @@ def generate(ctx, prompt, n, seed, model, truncation, style, size, out, prompts_
 
 
 def _read_record(path: str) -> dict:
-    from ganvas.core.io.record import read_reproduction_record
     from ganvas.core.io.png import read_png_text
+    from ganvas.core.io.record import read_reproduction_record
 
     try:
         text = read_png_text(path)
@@ -304,7 +305,8 @@ def _short(value) -> str:
 
 def _replay_request(record: dict, path: str):
     """The stored request, type-checked before anything loads: mistyped metadata is named, not a raw error."""
-    from ganvas.core.requests import GenerationRequest, InvalidRequest
+    from ganvas.core.errors import InvalidRequest
+    from ganvas.core.requests import GenerationRequest
 
     try:
         request = GenerationRequest.from_dict(record["request"])
@@ -369,8 +371,8 @@ def _check_frame_count(total: int, error) -> None:
 
 
 def _replay(from_png, model, out, threads):
+    from ganvas.core.errors import GanvasError, InvalidRequest, ModelNotFound, RequestRefused
     from ganvas.core.pipeline import Pipeline, configure_threads
-    from ganvas.core.requests import GanvasError, InvalidRequest, ModelNotFound, RequestRefused
 
     record = _read_record(from_png)
     request = _replay_request(record, from_png)
@@ -485,8 +487,8 @@ def upscale(images, out, size, upsampler, threads):
       ganvas upscale sprite.png --out big/
       ganvas upscale icons/*.png --size 128
     """
-    from ganvas.core.pipeline import configure_threads
     from ganvas.core.hosts.cli.upscale import upscale_files
+    from ganvas.core.pipeline import configure_threads
 
     configure_threads(threads)
     for path in upscale_files(images, out, size, upsampler):
@@ -570,8 +572,13 @@ def plugins_command(include_builtins):
 # --- commands defined elsewhere in core ------------------------------------------------------------------------
 
 def _add_core_commands() -> None:
-    from ganvas.core.hosts.cli.train import eval_command, eval_upsampler_command, train_command, train_evaluator_command, \
-        train_upsampler_command
+    from ganvas.core.hosts.cli.train import (
+        eval_command,
+        eval_upsampler_command,
+        train_command,
+        train_evaluator_command,
+        train_upsampler_command,
+    )
 
     for command in (train_command, eval_command, train_evaluator_command, train_upsampler_command,
                     eval_upsampler_command):

@@ -10,7 +10,7 @@ import json
 import os
 from pathlib import Path
 
-from ganvas.core.requests import GanvasError
+from ganvas.core.errors import GanvasError
 
 
 def _manager():

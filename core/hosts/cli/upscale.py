@@ -8,9 +8,9 @@ from typing import Sequence
 from PIL import Image
 
 from ganvas import __version__
+from ganvas.core.errors import GanvasError
 from ganvas.core.io.png import save_png, unique_path
 from ganvas.core.plugin_manager import get_plugin_manager
-from ganvas.core.requests import GanvasError
 from ganvas.core.upscaling import choose, has_alpha, load, upscale_to
 
 

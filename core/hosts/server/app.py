@@ -19,16 +19,24 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import FileResponse, JSONResponse
 
 from ganvas import __version__
-from ganvas.core.plugin_manager import GanvasPlugins, get_plugin_manager
-from ganvas.core.requests import MAX_SEED, GenerationRequest, InvalidRequest
+from ganvas.core.errors import InvalidRequest
 from ganvas.core.hosts.server.config import MAX_FRAMES, MAX_PIXELS, ServerConfig, ServerConfigError
 from ganvas.core.hosts.server.errors import APIError, error_response, error_responses
 from ganvas.core.hosts.server.jobs import run_generation, run_interpolation
 from ganvas.core.hosts.server.middleware import AccessLog, LimitBody, RequireKey
-from ganvas.core.hosts.server.schemas import (Health, ImagesResponse, InterpolationResponse, ModelCard, ModelList,
-                      make_generation_model, make_interpolation_model)
+from ganvas.core.hosts.server.schemas import (
+    Health,
+    ImagesResponse,
+    InterpolationResponse,
+    ModelCard,
+    ModelList,
+    make_generation_model,
+    make_interpolation_model,
+)
 from ganvas.core.hosts.server.state import ServerState
 from ganvas.core.hosts.server.validation import parse_size, validation_error
+from ganvas.core.plugin_manager import GanvasPlugins, get_plugin_manager
+from ganvas.core.requests import MAX_SEED, GenerationRequest
 
 log = logging.getLogger("ganvas.server")
 

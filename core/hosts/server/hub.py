@@ -11,9 +11,10 @@ import threading
 import time
 from typing import Any
 
-from ganvas.core.plugin_manager import GanvasPlugins
-from ganvas.core.requests import GanvasError, ModelNotFound, default_model_name
+from ganvas.core.errors import GanvasError, ModelNotFound
 from ganvas.core.hosts.server.errors import APIError
+from ganvas.core.plugin_manager import GanvasPlugins
+from ganvas.core.requests import default_model_name
 
 log = logging.getLogger("ganvas.server")
 
@@ -118,8 +119,8 @@ class ModelHub:
         """The sides a loaded model offers (its model card's `sizes`): the native side, then native x2, x4, ...
         up to its upsampler's scale (an x3 upsampler: native x3). Only the native side when no upsampler is
         registered (or it fails to load, which is logged). None while the model is not loaded."""
-        from ganvas.core.requests import MAX_SIZE
         from ganvas.core.hosts.server.config import MAX_SIDE
+        from ganvas.core.requests import MAX_SIZE
 
         pipe = self._pipelines.get(name)
         if pipe is None:

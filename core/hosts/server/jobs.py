@@ -6,10 +6,10 @@ import io
 import time
 from typing import Any
 
-from ganvas.core.io.png import save_png
-from ganvas.core.requests import GenerationRequest, GenerationResult
 from ganvas.core.hosts.server.hub import ModelHub
 from ganvas.core.hosts.server.store import ImageStore
+from ganvas.core.io.png import save_png
+from ganvas.core.requests import GenerationRequest, GenerationResult
 
 
 def encode_png(image) -> bytes:

@@ -61,8 +61,8 @@ def serve(config: ServerConfig, plugins=None, *, out: TextIO | None = None) -> i
     """Serve until SIGINT/SIGTERM. Returns 0 after a clean stop; raises ServerConfigError if it cannot start."""
     import uvicorn
 
-    from ganvas.core.pipeline import configure_threads
     from ganvas.core.hosts.server.app import create_app
+    from ganvas.core.pipeline import configure_threads
 
     out = out or sys.stderr
     config.check()

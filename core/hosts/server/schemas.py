@@ -10,9 +10,9 @@ from typing import Annotated, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, create_model
 
-from ganvas.core.requests import MAX_SEED
 from ganvas.core.hosts.server.config import MAX_FRAMES, MAX_KEYS, MAX_N
 from ganvas.core.hosts.server.validation import SIZE_PATTERN
+from ganvas.core.requests import MAX_SEED
 
 Seed = Annotated[StrictInt, Field(ge=0, le=MAX_SEED, description="first seed; image i uses seed + i")]
 Truncation = Annotated[StrictFloat, Field(gt=0, le=1, description="noise scale psi in (0, 1]")]

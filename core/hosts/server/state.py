@@ -6,13 +6,13 @@ from typing import Any, Callable
 
 from fastapi import Request
 
-from ganvas.core.plugin_manager import GanvasPlugins
-from ganvas.core.requests import GanvasError, InvalidRequest, RequestRefused
+from ganvas.core.errors import GanvasError, InvalidRequest, RequestRefused
 from ganvas.core.hosts.server.config import ServerConfig
 from ganvas.core.hosts.server.errors import APIError
 from ganvas.core.hosts.server.hub import ModelHub
 from ganvas.core.hosts.server.store import ImageStore
 from ganvas.core.hosts.server.workers import PoolClosed, QueueFull, WorkerPool
+from ganvas.core.plugin_manager import GanvasPlugins
 
 log = logging.getLogger("ganvas.server")
 

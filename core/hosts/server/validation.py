@@ -5,9 +5,9 @@ from typing import Optional
 from fastapi.exceptions import RequestValidationError
 from starlette.responses import JSONResponse
 
-from ganvas.core.requests import MIN_SIZE
 from ganvas.core.hosts.server.config import MAX_SIDE
 from ganvas.core.hosts.server.errors import APIError, error_response
+from ganvas.core.requests import MIN_SIZE
 
 _SIDE = "[0-9]{1,5}"  # ASCII digits only (a regex \d also takes other scripts' digits); more than 5 is absurd
 SIZE_PATTERN = f"^(auto|{_SIDE}x{_SIDE})$"   # the OpenAPI document's pattern; parse_size applies the same rule

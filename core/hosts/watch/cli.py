@@ -95,7 +95,7 @@ def watch_command(inbox, outbox, model, poll, once, quiet, rescan, duplicates, m
     if not outbox:
         raise click.UsageError("--out OUTBOX is required (or --status)")
     setup_logging()
-    from ganvas.core.requests import GanvasError
+    from ganvas.core.errors import GanvasError
     from ganvas.core.hosts.watch.loop import WatchConfig, Watcher
 
     try:

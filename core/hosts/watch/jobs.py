@@ -22,8 +22,9 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+from ganvas.core.errors import InvalidRequest
 from ganvas.core.io.prompt_files import DEFAULT_MAX_BYTES, DEFAULT_MAX_PROMPTS, Limits  # noqa: F401 (re-exported)
-from ganvas.core.requests import DEFAULT_TRUNCATION, GenerationRequest, InvalidRequest
+from ganvas.core.requests import DEFAULT_TRUNCATION, GenerationRequest
 
 JOB_SUFFIXES = (".txt", ".json")
 # Names that writers use while a file is still being produced, and OS/desktop litter.

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from ganvas.core.requests import GanvasError
+from ganvas.core.errors import GanvasError
 from ganvas.core.hosts.watch.jobs import is_job_name
 
 JOB_ID = re.compile(r"^(\d{8}T\d{6}-[0-9a-f]{6})__(.+)$")

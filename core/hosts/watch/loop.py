@@ -51,7 +51,7 @@ class WatchConfig:
 
 def check_folders(inbox: Path, outbox: Path) -> None:
     """The outbox may not be the inbox or one of its state folders (outputs would look like inputs)."""
-    from ganvas.core.requests import GanvasError
+    from ganvas.core.errors import GanvasError
 
     i, o = Path(inbox).resolve(), Path(outbox).resolve()
     box = Inbox(i)

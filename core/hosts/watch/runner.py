@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ganvas.core.requests import GanvasError, GenerationRequest, ModelNotFound
+from ganvas.core.errors import GanvasError, ModelNotFound
 from ganvas.core.hosts.watch.faults import crash_point
 from ganvas.core.hosts.watch.jobs import Entry, ParsedJob, Problem
 from ganvas.core.hosts.watch.outputs import image_name, png_complete, write_json, write_png
+from ganvas.core.requests import GenerationRequest
 
 log = logging.getLogger("ganvas.watch")
 

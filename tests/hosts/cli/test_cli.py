@@ -10,12 +10,11 @@ import sys
 
 import numpy as np
 from click.testing import CliRunner
+from conftest import PLUGIN_ENV, REPO, SHIPPED_MODELS, pixels, run_ganvas
 from PIL import Image
 
-from conftest import PLUGIN_ENV, REPO, SHIPPED_MODELS, pixels, run_ganvas
 from ganvas.core.hosts.cli.main import main
 from ganvas.core.io.png import read_png_text
-
 
 
 def invoke(*args, **kwargs):

@@ -28,15 +28,16 @@ openai = pytest.importorskip("openai")
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
+from conftest import SHIPPED_MODELS, pixels  # noqa: E402
+
+from ganvas.core.errors import RequestRefused
 from ganvas.core.hookspecs import hookimpl  # noqa: E402
-from ganvas.core.plugin_manager import GanvasPlugins  # noqa: E402
-from ganvas.core.requests import MAX_SEED, RequestRefused  # noqa: E402
 from ganvas.core.hosts.server.background import BackgroundServer  # noqa: E402
 from ganvas.core.hosts.server.config import MAX_FRAMES, ServerConfig, ServerConfigError, is_loopback  # noqa: E402
 from ganvas.core.hosts.server.store import PARTIAL_PREFIX, ImageStore  # noqa: E402
 from ganvas.core.hosts.server.workers import QueueFull, WorkerPool  # noqa: E402
-
-from conftest import SHIPPED_MODELS, pixels  # noqa: E402
+from ganvas.core.plugin_manager import GanvasPlugins  # noqa: E402
+from ganvas.core.requests import MAX_SEED  # noqa: E402
 
 KEY = "test-key"
 

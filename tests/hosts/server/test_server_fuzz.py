@@ -23,11 +23,10 @@ from schemathesis.specs.openapi.checks import (  # noqa: E402
     response_schema_conformance,
     status_code_conformance,
 )
+from test_server import KEY, make_plugins  # noqa: E402
 
 from ganvas.core.hosts.server.background import BackgroundServer  # noqa: E402
 from ganvas.core.hosts.server.config import ServerConfig  # noqa: E402
-
-from test_server import KEY, make_plugins  # noqa: E402
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
           negative_data_rejection, ignored_auth]

@@ -18,8 +18,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from ganvas.core.io.png import read_png_text
-from ganvas.core.requests import GanvasError
+from ganvas.core.errors import GanvasError
 from ganvas.core.hosts.watch.cli import watch_command
 from ganvas.core.hosts.watch.jobs import JobError, Limits, is_job_name, parse_job, read_limited
 from ganvas.core.hosts.watch.journal import JobHistory, Journal
@@ -31,6 +30,7 @@ from ganvas.core.hosts.watch.processor import JobProcessor
 from ganvas.core.hosts.watch.runner import Pipelines, derive_seed
 from ganvas.core.hosts.watch.stability import StabilityTracker
 from ganvas.core.hosts.watch.status import watch_status
+from ganvas.core.io.png import read_png_text
 
 # --- job files -------------------------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from PIL import Image
 
 from ganvas.core.hosts.watch.outputs import png_complete
 
+
 def watch_env() -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GANVAS_")}
     env.update({"GANVAS_PLUGINS": "", "GANVAS_THREADS": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"})

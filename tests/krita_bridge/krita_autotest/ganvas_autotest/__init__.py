@@ -24,8 +24,19 @@ import krita
 from krita import Extension, Krita, Selection
 from PyQt5.QtCore import QPoint, QRect, QTimer
 from PyQt5.QtGui import QCursor, QImage
-from PyQt5.QtWidgets import (QApplication, QCheckBox, QComboBox, QLabel, QLineEdit, QListWidget, QPushButton,
-                             QScrollArea, QSpinBox, QToolButton, QWidget)
+from PyQt5.QtWidgets import (
+    QApplication,
+    QCheckBox,
+    QComboBox,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QPushButton,
+    QScrollArea,
+    QSpinBox,
+    QToolButton,
+    QWidget,
+)
 
 CONFIG = json.loads(os.environ.get("GANVAS_AUTOTEST_CONFIG") or "{}")
 REPORT = {"ok": None, "steps": [], "started": time.time()}

@@ -91,6 +91,7 @@ def load_generator(folder: str | os.PathLike, expected_text_encoder: str | None 
         state = load_file(str(weights), device=map_location)
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{weights}: unreadable or truncated safetensors file ({exc})") from None
+    state = Generator.upgrade_state_dict(state)  # pre-0.2 key names
     _check_fits(weights, _expected_shapes(folder / "config.json", cfg), state)
     _check_finite(weights, state)
     generator = Generator(cfg)  # only now: the file's tensors bound what this allocates

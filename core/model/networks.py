@@ -72,10 +72,33 @@ class Generator(nn.Module):
         )
         mults = [2 ** (cfg.levels - i) for i in range(cfg.levels + 1)]  # 4x4 ... full resolution
         chans = [_channels(cfg.g_channels, m, cfg.max_mult) for m in mults]
-        self.seed = nn.Linear(cfg.cond_dim + cfg.z_dim, chans[0] * 16)
+        self.to_4x4 = nn.Linear(cfg.cond_dim + cfg.z_dim, chans[0] * 16)  # the first 4x4 feature map
+        self._register_load_state_dict_pre_hook(self._upgrade_keys)
         self.blocks = nn.ModuleList(GeneratorBlock(chans[i], chans[i + 1], cfg.cond_dim + cfg.z_dim, cfg.upsample)
                                     for i in range(cfg.levels))
         self.to_rgb = nn.Conv2d(chans[-1], cfg.channels, 3, padding=1)  # RGB, or premultiplied RGBA
+
+    # Checkpoints written before 0.2 call the first layer "seed" (a name that read as the random seed).
+    LEGACY_KEYS = {"seed.": "to_4x4."}
+
+    @classmethod
+    def upgrade_state_dict(cls, state: dict, prefix: str = "") -> dict:
+        """`state` with pre-0.2 key names renamed (a new dict; tensors are shared, not copied)."""
+        renamed = {}
+        for key, value in state.items():
+            for old, new in cls.LEGACY_KEYS.items():
+                if key.startswith(prefix + old):
+                    key = prefix + new + key[len(prefix + old):]
+            renamed[key] = value
+        return renamed
+
+    @staticmethod
+    def _upgrade_keys(state, prefix, *args) -> None:
+        """load_state_dict pre-hook: old checkpoints (and training states) load unchanged."""
+        upgraded = Generator.upgrade_state_dict(state, prefix)
+        if upgraded.keys() != state.keys():
+            state.clear()
+            state.update(upgraded)
 
     def normalize_text(self, text):
         return (text - self.text_mean) / self.text_std
@@ -86,7 +109,7 @@ class Generator(nn.Module):
         # The noise enters both the mapping and every block's modulation, so samples cannot ignore it
         # (a prototype that fed noise only to the seed produced near-identical images across seeds).
         c = torch.cat([self.mapping(torch.cat([z, t], 1)), z], 1)
-        x = self.seed(c).view(z.shape[0], -1, 4, 4)
+        x = self.to_4x4(c).view(z.shape[0], -1, 4, 4)
         for block in self.blocks:
             x = block(x, c)
         return torch.tanh(self.to_rgb(F.leaky_relu(x, 0.2)))

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from ganvas.core.model.config import ModelConfig
+from ganvas.core.model.config import PRESETS, ModelConfig
 from ganvas.core.model.networks import Discriminator, Generator
 
 torch.set_num_threads(1)
@@ -36,3 +36,17 @@ def test_augment_ops_are_selectable_and_unknown_ones_named():
     assert (cut == 0).any() and cut.shape == x.shape
     with pytest.raises(ValueError, match="colour"):
         diff_augment(x, ops="translation,colour")
+
+
+def test_checkpoints_from_before_the_rename_of_the_first_layer_still_load():
+    """0.1 called the first layer `seed`; its weights (shipped models, users' checkpoints) load into `to_4x4`."""
+    cfg = ModelConfig(resolution=32, **PRESETS["tiny"])
+    torch.manual_seed(0)
+    new = Generator(cfg).eval()
+    old_names = {k.replace("to_4x4.", "seed.", 1): v for k, v in new.state_dict().items()}
+    assert "seed.weight" in old_names and not any(k.startswith("to_4x4.") for k in old_names)
+    loaded = Generator(cfg).eval()
+    loaded.load_state_dict(old_names)
+    z, text = torch.randn(2, cfg.z_dim), torch.randn(2, cfg.text_dim)
+    assert torch.equal(loaded(z, text), new(z, text))
+    assert set(Generator.upgrade_state_dict(old_names)) == set(new.state_dict())

@@ -341,7 +341,7 @@ class Trainer:
         return spread
 
     def write_loss_plot(self):
-        records = [json.loads(l) for l in (self.out / "stats.jsonl").read_text().splitlines() if l.strip()]
+        records = [json.loads(line) for line in (self.out / "stats.jsonl").read_text().splitlines() if line.strip()]
         series = {k: [(r["step"], r[k]) for r in records if k in r] for k in ("loss_d", "loss_g", "gp")}
         loss_plot(series).save(self.out / "loss.png")
 

@@ -10,8 +10,8 @@ import os
 
 import click
 
-from ganvas.core.hookspecs import hookimpl
 from ganvas.core.errors import RequestRefused
+from ganvas.core.hookspecs import hookimpl
 
 MODEL_NAME = "example-tiny"
 REFUSED_WORD = "forbidden"

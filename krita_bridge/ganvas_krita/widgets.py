@@ -11,9 +11,29 @@ whole panel scrolls.
 from __future__ import annotations
 
 from .client import MAX_N
-from .qt import (QAbstractItemView, QCheckBox, QComboBox, QEvent, QFormLayout, QHBoxLayout, QLabel, QLineEdit,
-                 QListView, QListWidget, QPushButton, QRegularExpression, QRegularExpressionValidator, QSize,
-                 QSizePolicy, QSlider, QSpinBox, Qt, QToolButton, QVBoxLayout, QWidget)
+from .qt import (
+    QAbstractItemView,
+    QCheckBox,
+    QComboBox,
+    QEvent,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListView,
+    QListWidget,
+    QPushButton,
+    QRegularExpression,
+    QRegularExpressionValidator,
+    QSize,
+    QSizePolicy,
+    QSlider,
+    QSpinBox,
+    Qt,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 OBJECT_NAMES = ("ganvasStatus", "ganvasServerUrl", "ganvasConnect", "ganvasStartServer", "ganvasModel", "ganvasPrompt",
                 "ganvasStyle", "ganvasSeed", "ganvasSeedLock", "ganvasSeedRandom", "ganvasCount", "ganvasSize",

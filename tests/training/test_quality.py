@@ -104,7 +104,7 @@ def test_validation_holdout_is_deterministic_about_five_percent_and_keeps_every_
 
 
 def test_train_and_validation_subsets_split_the_folder(rgba_folder):
-    rows = [json.loads(l) for l in (rgba_folder / "metadata.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (rgba_folder / "metadata.jsonl").read_text().splitlines()]
     held = validation_holdout(rows)
     assert held == {"blue_dot.png"}  # a hash of the file name: fixed for this fixture
     train = load_imagefolder(rgba_folder, 64, subset="train")
@@ -207,7 +207,7 @@ def test_rgba_training_logs_validation_records_its_recipe_and_draws_transparent_
                         evaluator=str(tmp_path / "ev"), val_every=2, log_every=2, sample_every=2, threads=1,
                         progress=False)
     Trainer(opts, log=lambda m: None).run()
-    stats = [json.loads(l) for l in (tmp_path / "run" / "stats.jsonl").read_text().splitlines()]
+    stats = [json.loads(line) for line in (tmp_path / "run" / "stats.jsonl").read_text().splitlines()]
     assert {"val_r1_full", "val_r1_typed", "val_style_typed", "val_name_spread_ratio"} <= set(stats[-1])
     config = json.loads((tmp_path / "run" / "model" / "config.json").read_text())
     assert config["generator"]["channels"] == 4

@@ -24,7 +24,7 @@ def test_training_writes_stats_samples_plot_and_a_loadable_model(tmp_path, messy
     result = Trainer(_tiny_options(tmp_path, messy_imagefolder, 4)).run()
     run = tmp_path / "run"
     assert result["step"] == 4 and result["images_seen"] == 16
-    stats = [json.loads(l) for l in (run / "stats.jsonl").read_text().splitlines()]
+    stats = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
     assert [s["step"] for s in stats] == [2, 4] and "seed_pixel_std" in stats[-1]
     assert (run / "samples.png").exists() and (run / "loss.png").exists()
     assert "corrupt.png" in (run / "skipped.txt").read_text()

@@ -30,7 +30,7 @@ pytest.importorskip("uvicorn")
 
 from conftest import SHIPPED_MODELS, pixels  # noqa: E402
 
-from ganvas.core.errors import RequestRefused
+from ganvas.core.errors import RequestRefused  # noqa: E402
 from ganvas.core.hookspecs import hookimpl  # noqa: E402
 from ganvas.core.hosts.server.background import BackgroundServer  # noqa: E402
 from ganvas.core.hosts.server.config import MAX_FRAMES, ServerConfig, ServerConfigError, is_loopback  # noqa: E402

@@ -74,7 +74,7 @@ def main(argv=None) -> int:
     up = pipe.load_upsampler()
     also = []
     for spec in args.also:
-        label, sep, folder = spec.partition("=")
+        label, sep, folder = spec.rpartition("=")  # labels may hold "=" (w=0.02)
         if not sep or not Path(folder).is_dir():
             parser.error(f"--also expects LABEL=FOLDER with an upsampler folder, got {spec!r}")
         also.append((label, load(label, Path(folder))))

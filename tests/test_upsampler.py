@@ -10,16 +10,15 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import REPO, pixels
 from PIL import Image, ImageDraw
 
-from conftest import REPO, pixels
 import ganvas.core.upscaling as ups
-from ganvas.core.io.checkpoint import CheckpointError
 from ganvas.core.hookspecs import hookimpl
+from ganvas.core.io.checkpoint import CheckpointError, load_upsampler, save_upsampler
+from ganvas.core.model.upsampler import ARCHITECTURE, Upsampler, UpsamplerConfig
 from ganvas.core.pipeline import Pipeline
 from ganvas.core.requests import GanvasError, InvalidRequest
-from ganvas.core.io.checkpoint import load_upsampler, save_upsampler
-from ganvas.core.model.upsampler import ARCHITECTURE, Upsampler, UpsamplerConfig
 
 PROMPT = "a large blue square"
 SHARED = REPO.parent / "shared" / "data"
@@ -293,6 +292,7 @@ def tiny_options(tmp_path, data, out="run", **kw):
 
 def test_adv_weight_zero_is_the_reconstruction_only_recipe(tmp_path):
     from safetensors.torch import load_file
+
     from ganvas.core.training.upsampler import train_upsampler
 
     data = make_dataset(tmp_path / "data")
@@ -308,6 +308,7 @@ def test_adv_weight_zero_is_the_reconstruction_only_recipe(tmp_path):
 
 def test_adversarial_fine_tune_resumes_exactly_and_keeps_its_critic_in_the_run(tmp_path):
     from safetensors.torch import load_file
+
     from ganvas.core.training.upsampler import train_upsampler
 
     data = make_dataset(tmp_path / "data")

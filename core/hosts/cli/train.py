@@ -43,7 +43,8 @@ import click
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
 @click.option("--bf16/--no-bf16", default=False, show_default=True, help="bfloat16 autocast (faster, GPU and AVX512-BF16 CPUs)")
 @click.option("--shapes-size", default=20000, show_default=True, help="images in the rendered shapes pool")
-@click.option("--workers", default=1, show_default=True, help="processes rendering the shapes pool")
+@click.option("--render-processes", "--workers", "workers", default=1, show_default=True,
+              help="processes rendering the shapes pool (--workers: the 0.1 name; `serve --workers` are threads)")
 @click.option("--log-every", default=50, show_default=True, help="steps between stats.jsonl records")
 @click.option("--sample-every", default=500, show_default=True, help="steps between sample grids (a multiple of --log-every)")
 @click.option("--checkpoint-every", default=1000, show_default=True)
@@ -215,8 +216,8 @@ def eval_upsampler_command(model, data, lr_data, split, limit, threads, json_out
     from ganvas.core.pipeline import configure_threads
     from ganvas.core.plugin_manager import get_plugin_manager
     from ganvas.core.requests import GanvasError
-    from ganvas.core.upscaling import choose, load
     from ganvas.core.training.upsampler import evaluate_upsampler, report_text
+    from ganvas.core.upscaling import choose, load
 
     configure_threads(threads)
     chosen = choose(get_plugin_manager(), 64, model)

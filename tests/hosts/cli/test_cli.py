@@ -328,3 +328,14 @@ def test_broken_checkpoints_are_one_line_errors_naming_file_and_field(tiny_check
         assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
         assert result.output.startswith(f"Error: model {folder.name!r}: {folder}/{expected}"), result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_train_names_its_render_processes_apart_from_serves_worker_threads():
+    """`train --workers` (0.1) and `serve --workers` meant different things; train's is --render-processes now,
+    and the old spelling still parses to the same option."""
+    from ganvas.core.hosts.cli.train import train_command
+
+    for flag in ("--render-processes", "--workers"):
+        ctx = train_command.make_context("train", ["--data", "shapes", "--out", "run", flag, "3"])
+        assert ctx.params["workers"] == 3
+    assert "--render-processes" in CliRunner().invoke(main, ["train", "--help"]).output

@@ -14,6 +14,7 @@
 
 Exits 1 when the median of (1) is not below the target.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,8 +66,9 @@ def _env() -> dict:
 def in_process_loads(python: str, comfy_dir: str, runs: int) -> list[dict]:
     results = []
     for _ in range(runs):
-        done = subprocess.run([python, "-c", CHILD, comfy_dir, str(PACK)], capture_output=True, text=True,
-                              env=_env(), timeout=300)
+        done = subprocess.run(
+            [python, "-c", CHILD, comfy_dir, str(PACK)], capture_output=True, text=True, env=_env(), timeout=300
+        )
         if done.returncode != 0:
             sys.exit(f"loading the pack failed:\n{done.stderr[-3000:]}")
         results.append(json.loads(done.stdout.strip().splitlines()[-1]))
@@ -84,9 +86,25 @@ def server_import_line(python: str, comfy_dir: str) -> str | None:
             port = s.getsockname()[1]
         log = base / "comfyui.log"
         with open(log, "wb") as out:
-            proc = subprocess.Popen([python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
-                                     "--base-directory", str(base), "--database-url", "sqlite:///:memory:"],
-                                    cwd=comfy_dir, stdout=out, stderr=subprocess.STDOUT, env=_env())
+            proc = subprocess.Popen(
+                [
+                    python,
+                    "main.py",
+                    "--cpu",
+                    "--listen",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--base-directory",
+                    str(base),
+                    "--database-url",
+                    "sqlite:///:memory:",
+                ],
+                cwd=comfy_dir,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=_env(),
+            )
         try:
             deadline = time.monotonic() + 240
             while time.monotonic() < deadline and proc.poll() is None:
@@ -102,8 +120,9 @@ def server_import_line(python: str, comfy_dir: str) -> str | None:
             except subprocess.TimeoutExpired:
                 proc.kill()
         pattern = re.compile(r"^\s*[\d.]+ seconds.*custom_nodes[/\\]ganvas\s*$")
-        return next((line.strip() for line in log.read_text(errors="replace").splitlines() if pattern.match(line)),
-                    None)
+        return next(
+            (line.strip() for line in log.read_text(errors="replace").splitlines() if pattern.match(line)), None
+        )
 
 
 def main() -> int:
@@ -135,12 +154,16 @@ def main() -> int:
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        print(f"pack load in ComfyUI's process (load_custom_node), {report['runs']} fresh processes: "
-              f"median {report['load_custom_node_median_s'] * 1000:.0f} ms, "
-              f"max {report['load_custom_node_max_s'] * 1000:.0f} ms (target < {TARGET_S * 1000:.0f} ms)")
-        print(f"nodes: {', '.join(report['nodes'])}; modules added: {report['modules_added']}; "
-              f"torch imported by the pack: {report['pack_imported_torch']}; "
-              f"pipeline imported: {report['pack_imported_pipeline']}")
+        print(
+            f"pack load in ComfyUI's process (load_custom_node), {report['runs']} fresh processes: "
+            f"median {report['load_custom_node_median_s'] * 1000:.0f} ms, "
+            f"max {report['load_custom_node_max_s'] * 1000:.0f} ms (target < {TARGET_S * 1000:.0f} ms)"
+        )
+        print(
+            f"nodes: {', '.join(report['nodes'])}; modules added: {report['modules_added']}; "
+            f"torch imported by the pack: {report['pack_imported_torch']}; "
+            f"pipeline imported: {report['pack_imported_pipeline']}"
+        )
         if not args.no_server:
             print(f"ComfyUI's own line: {report['comfyui_import_times_line'] or 'not found'}")
     return 0 if report["load_custom_node_median_s"] < TARGET_S else 1

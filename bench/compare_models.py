@@ -7,6 +7,7 @@ compared; here each round times both models back to back (batch-1 latency and ba
 thread, the pipeline's exact-seed default), and the report gives each model's medians over rounds and
 the median of the per-round ratios (new / old).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,27 +43,40 @@ def main():
     for _ in range(args.rounds):
         row = {}
         for key, pipe in pipes.items():
-            row[key] = {"latency_batch1_s": median_time(lambda: pipe(PROMPT, n=1, seed=next(seeds)), args.repeat),
-                        "throughput_batch64_img_s": 64 / median_time(lambda: pipe(PROMPT, n=64, seed=next(seeds)), 2)}
+            row[key] = {
+                "latency_batch1_s": median_time(lambda: pipe(PROMPT, n=1, seed=next(seeds)), args.repeat),
+                "throughput_batch64_img_s": 64 / median_time(lambda: pipe(PROMPT, n=64, seed=next(seeds)), 2),
+            }
         rounds.append(row)
     report = {"threads": 1, "rounds": args.rounds}
     for key, pipe in pipes.items():
-        report[key] = {"model": args.new if key == "new" else args.old, "channels": pipe.info.channels,
-                       "hash": pipe.info.hash,
-                       **{m: statistics.median(r[key][m] for r in rounds)
-                          for m in ("latency_batch1_s", "throughput_batch64_img_s")}}
-    report["ratio_new_over_old"] = {m: statistics.median(r["new"][m] / r["old"][m] for r in rounds)
-                                    for m in ("latency_batch1_s", "throughput_batch64_img_s")}
+        report[key] = {
+            "model": args.new if key == "new" else args.old,
+            "channels": pipe.info.channels,
+            "hash": pipe.info.hash,
+            **{
+                m: statistics.median(r[key][m] for r in rounds)
+                for m in ("latency_batch1_s", "throughput_batch64_img_s")
+            },
+        }
+    report["ratio_new_over_old"] = {
+        m: statistics.median(r["new"][m] / r["old"][m] for r in rounds)
+        for m in ("latency_batch1_s", "throughput_batch64_img_s")
+    }
     if args.json:
         print(json.dumps(report, indent=2))
         return
     for key in ("new", "old"):
         r = report[key]
-        print(f"{key}: {r['model']} ({r['channels']} channels): {r['latency_batch1_s'] * 1000:.2f} ms at batch 1, "
-              f"{r['throughput_batch64_img_s']:.0f} img/s at batch 64")
+        print(
+            f"{key}: {r['model']} ({r['channels']} channels): {r['latency_batch1_s'] * 1000:.2f} ms at batch 1, "
+            f"{r['throughput_batch64_img_s']:.0f} img/s at batch 64"
+        )
     ratio = report["ratio_new_over_old"]
-    print(f"new / old: latency x{ratio['latency_batch1_s']:.2f}, throughput x{ratio['throughput_batch64_img_s']:.2f} "
-          f"(median of {args.rounds} interleaved rounds)")
+    print(
+        f"new / old: latency x{ratio['latency_batch1_s']:.2f}, throughput x{ratio['throughput_batch64_img_s']:.2f} "
+        f"(median of {args.rounds} interleaved rounds)"
+    )
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ both. Weights do not change speed, so random weights are a fair stand-in.
 The GAN must be >= 25x faster per image; the script prints both ratios and exits 1 if either is short.
 Needs `pip install diffusers` for the baseline; without it the baseline is skipped with a message.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,6 +44,7 @@ def count_parameters(module) -> int:
 
 # --- GAN ----------------------------------------------------------------------------------------------------
 
+
 def load_gan(model: str | None):
     """The shipped model through the normal plugin path; a random default-config generator if none is
     shipped yet (speed does not depend on the weights)."""
@@ -68,11 +70,14 @@ def load_gan(model: str | None):
 
                 torch.manual_seed(0)
                 return Generator(ModelConfig())
+
             register("random-default-config", build)
 
     plugins.register(RandomModel(), "bench-random-model")
-    note = (f"model {default_model_name()!r} is not shipped yet: timing a randomly initialised generator with the "
-            f"default ModelConfig instead")
+    note = (
+        f"model {default_model_name()!r} is not shipped yet: timing a randomly initialised generator with the "
+        f"default ModelConfig instead"
+    )
     return Pipeline.load("random-default-config", plugins=plugins), note
 
 
@@ -92,34 +97,58 @@ def bench_gan(pipe, repeat: int, size: int | None = None) -> dict:
     with torch.inference_mode():
         G(z, text)
         forward = median_time(lambda: G(z, text), repeat)
-    report = {"model": pipe.name, "resolution": pipe.resolution, "size": size or pipe.resolution,
-              "params": count_parameters(G), "latency_batch1_s": latency, "throughput_batch64_img_s": 64 / batch64,
-              "throughput_batch64_batched_img_s": 64 / batched, "generator_forward_batch1_s": forward}
+    report = {
+        "model": pipe.name,
+        "resolution": pipe.resolution,
+        "size": size or pipe.resolution,
+        "params": count_parameters(G),
+        "latency_batch1_s": latency,
+        "throughput_batch64_img_s": 64 / batch64,
+        "throughput_batch64_batched_img_s": 64 / batched,
+        "generator_forward_batch1_s": forward,
+    }
     if size is not None and size > pipe.resolution:
         up = pipe.load_upsampler()
-        x = torch.zeros(1, up.info.channels, pipe.resolution, pipe.resolution).contiguous(memory_format=torch.channels_last)
+        x = torch.zeros(1, up.info.channels, pipe.resolution, pipe.resolution).contiguous(
+            memory_format=torch.channels_last
+        )
         with torch.inference_mode():
             up.module(x)
             alone = median_time(lambda: up.module(x), repeat)
-        report["upsampler"] = {"name": up.info.name, "hash": up.info.hash, "scale": up.info.scale,
-                               "params": count_parameters(up.module), "forward_batch1_s": alone}
+        report["upsampler"] = {
+            "name": up.info.name,
+            "hash": up.info.hash,
+            "scale": up.info.scale,
+            "params": count_parameters(up.module),
+            "forward_batch1_s": alone,
+        }
     return report
 
 
 # --- diffusion baseline -------------------------------------------------------------------------------------
 
+
 def make_unet(width: int, resolution: int):
     from diffusers import UNet2DConditionModel
 
-    return UNet2DConditionModel(
-        sample_size=resolution, in_channels=3, out_channels=3, layers_per_block=1,
-        block_out_channels=(width, 2 * width, 2 * width),
-        # Attention only at the two lower resolutions: the cheapest sensible layout, so the baseline
-        # gets its best chance (full-resolution attention measured ~3x slower here).
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=384, attention_head_dim=8, norm_num_groups=8,
-    ).eval().requires_grad_(False)
+    return (
+        UNet2DConditionModel(
+            sample_size=resolution,
+            in_channels=3,
+            out_channels=3,
+            layers_per_block=1,
+            block_out_channels=(width, 2 * width, 2 * width),
+            # Attention only at the two lower resolutions: the cheapest sensible layout, so the baseline
+            # gets its best chance (full-resolution attention measured ~3x slower here).
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+            cross_attention_dim=384,
+            attention_head_dim=8,
+            norm_num_groups=8,
+        )
+        .eval()
+        .requires_grad_(False)
+    )
 
 
 def sized_unet(target_params: int, resolution: int):
@@ -156,9 +185,16 @@ def bench_diffusion(target_params: int, resolution: int, steps: int, batch: int)
         unet(torch.randn(1, 3, resolution, resolution), 10, encoder_hidden_states=text)  # warm-up
     per_image_b1 = median_time(lambda: sample(1), 2)
     per_image_bn = median_time(lambda: sample(batch), 1) / batch
-    return {"params": params, "width": width, "steps": steps, "sampler": "DDIM", "guidance": "none",
-            "seconds_per_image_batch1": per_image_b1, f"seconds_per_image_batch{batch}": per_image_bn,
-            "best_seconds_per_image": min(per_image_b1, per_image_bn)}
+    return {
+        "params": params,
+        "width": width,
+        "steps": steps,
+        "sampler": "DDIM",
+        "guidance": "none",
+        "seconds_per_image_batch1": per_image_b1,
+        f"seconds_per_image_batch{batch}": per_image_bn,
+        "best_seconds_per_image": min(per_image_b1, per_image_bn),
+    }
 
 
 def main(argv=None) -> int:
@@ -169,8 +205,12 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=25, help="diffusion sampling steps")
     parser.add_argument("--diffusion-batch", type=int, default=8, help="batch for the diffusion throughput run")
     parser.add_argument("--skip-diffusion", action="store_true")
-    parser.add_argument("--size", type=int, help="output side through the pipeline (above native: the upsampler, "
-                        "e.g. 256); the diffusion baseline stays at the model's native resolution")
+    parser.add_argument(
+        "--size",
+        type=int,
+        help="output side through the pipeline (above native: the upsampler, "
+        "e.g. 256); the diffusion baseline stays at the model's native resolution",
+    )
     parser.add_argument("--json", action="store_true", help="print only the JSON report")
     parser.add_argument("--out", help="also write the JSON report to this file (e.g. bench/results/x.json)")
     args = parser.parse_args(argv)
@@ -182,17 +222,27 @@ def main(argv=None) -> int:
     pipe, note = load_gan(args.model)
     if note:
         say(f"note: {note}")
-    report = {"threads": args.threads, "torch": torch.__version__, "machine": platform.processor() or platform.machine()}
+    report = {
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "machine": platform.processor() or platform.machine(),
+    }
     gan = report["gan"] = bench_gan(pipe, args.repeat, args.size)
     say(f"GAN {gan['model']} ({gan['resolution']} px, {gan['params'] / 1e6:.2f} M params, {args.threads} thread(s))")
     if "upsampler" in gan:
         up = gan["upsampler"]
-        say(f"  output {gan['size']} px through upsampler {up['name']} (x{up['scale']}, {up['params'] / 1e3:.0f} k params, "
-            f"forward alone {up['forward_batch1_s'] * 1e3:.2f} ms)")
-    say(f"  latency, batch 1 (full pipeline): {gan['latency_batch1_s'] * 1e3:.2f} ms"
-        f"   (generator forward alone {gan['generator_forward_batch1_s'] * 1e3:.2f} ms)")
-    say(f"  throughput, batch 64: {gan['throughput_batch64_img_s']:.0f} img/s exact seeds, "
-        f"{gan['throughput_batch64_batched_img_s']:.0f} img/s batched")
+        say(
+            f"  output {gan['size']} px through upsampler {up['name']} (x{up['scale']}, {up['params'] / 1e3:.0f} k params, "
+            f"forward alone {up['forward_batch1_s'] * 1e3:.2f} ms)"
+        )
+    say(
+        f"  latency, batch 1 (full pipeline): {gan['latency_batch1_s'] * 1e3:.2f} ms"
+        f"   (generator forward alone {gan['generator_forward_batch1_s'] * 1e3:.2f} ms)"
+    )
+    say(
+        f"  throughput, batch 64: {gan['throughput_batch64_img_s']:.0f} img/s exact seeds, "
+        f"{gan['throughput_batch64_batched_img_s']:.0f} img/s batched"
+    )
 
     status = 0
     if args.skip_diffusion:
@@ -204,19 +254,29 @@ def main(argv=None) -> int:
             say("diffusion baseline: skipped, diffusers is not installed (pip install diffusers)")
             report["diffusion"] = None
         else:
-            diff = report["diffusion"] = bench_diffusion(gan["params"], gan["resolution"], args.steps,
-                                                          args.diffusion_batch)
-            say(f"diffusion baseline: UNet2DConditionModel {diff['params'] / 1e6:.2f} M params (width {diff['width']}), "
-                f"{args.steps} DDIM steps, {gan['resolution']} px, random weights")
-            say(f"  per image: {diff['seconds_per_image_batch1'] * 1e3:.0f} ms at batch 1, "
-                f"{diff[f'seconds_per_image_batch{args.diffusion_batch}'] * 1e3:.0f} ms at batch {args.diffusion_batch}")
+            diff = report["diffusion"] = bench_diffusion(
+                gan["params"], gan["resolution"], args.steps, args.diffusion_batch
+            )
+            say(
+                f"diffusion baseline: UNet2DConditionModel {diff['params'] / 1e6:.2f} M params (width {diff['width']}), "
+                f"{args.steps} DDIM steps, {gan['resolution']} px, random weights"
+            )
+            say(
+                f"  per image: {diff['seconds_per_image_batch1'] * 1e3:.0f} ms at batch 1, "
+                f"{diff[f'seconds_per_image_batch{args.diffusion_batch}'] * 1e3:.0f} ms at batch {args.diffusion_batch}"
+            )
             ratio_latency = diff["seconds_per_image_batch1"] / gan["latency_batch1_s"]
             ratio_throughput = gan["throughput_batch64_img_s"] * diff["best_seconds_per_image"]
-            report["speedup"] = {"batch1_latency": ratio_latency, "throughput": ratio_throughput,
-                                 "required": REQUIRED_SPEEDUP}
+            report["speedup"] = {
+                "batch1_latency": ratio_latency,
+                "throughput": ratio_throughput,
+                "required": REQUIRED_SPEEDUP,
+            }
             ok = min(ratio_latency, ratio_throughput) >= REQUIRED_SPEEDUP
-            say(f"speed-up per image: {ratio_latency:.0f}x at batch 1, {ratio_throughput:.0f}x best-vs-best "
-                f"throughput (required >= {REQUIRED_SPEEDUP:.0f}x): {'PASS' if ok else 'FAIL'}")
+            say(
+                f"speed-up per image: {ratio_latency:.0f}x at batch 1, {ratio_throughput:.0f}x best-vs-best "
+                f"throughput (required >= {REQUIRED_SPEEDUP:.0f}x): {'PASS' if ok else 'FAIL'}"
+            )
             status = 0 if ok else 1
     print(json.dumps(report, indent=None if not args.json else 2))
     if args.out:

@@ -8,6 +8,7 @@ another, as Generate and live mode make them. Prints p50/p90 per batch size, and
 latency after the last keystroke (the docker's 300 ms debounce + p50). Without --model it uses a
 random-weight checkpoint of the default configuration (speed does not depend on the weights).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,9 +35,25 @@ def random_checkpoint(folder: Path) -> Path:
 
 def start_server(model: str, log: Path) -> tuple[subprocess.Popen, str]:
     env = dict(os.environ, OMP_NUM_THREADS="1", GANVAS_THREADS="1")
-    proc = subprocess.Popen([sys.executable, "-m", "ganvas.core.hosts.cli.main", "serve", "--port", "0", "--model", model,
-                             "--access-log", "off", "--store", str(log.parent / "store")],
-                            stdout=open(log, "wb"), stderr=subprocess.STDOUT, env=env)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ganvas.core.hosts.cli.main",
+            "serve",
+            "--port",
+            "0",
+            "--model",
+            model,
+            "--access-log",
+            "off",
+            "--store",
+            str(log.parent / "store"),
+        ],
+        stdout=open(log, "wb"),
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         for line in log.read_text(errors="replace").splitlines():
@@ -76,8 +93,10 @@ def main() -> None:
                         times.append(elapsed * 1000)
                 times.sort()
                 p50, p90 = statistics.median(times), times[int(0.9 * (len(times) - 1))]
-                print(f"n={n}: round trip p50 {p50:.1f} ms, p90 {p90:.1f} ms over {len(times)} calls; "
-                      f"live mode shows results {LIVE_DELAY_MS + p50:.0f} ms after the last keystroke")
+                print(
+                    f"n={n}: round trip p50 {p50:.1f} ms, p90 {p90:.1f} ms over {len(times)} calls; "
+                    f"live mode shows results {LIVE_DELAY_MS + p50:.0f} ms after the last keystroke"
+                )
         finally:
             proc.terminate()
             proc.wait(30)

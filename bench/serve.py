@@ -14,6 +14,7 @@ the server's RSS before and after (growth = after - before, plus after a second 
 Without --model it uses the shipped model if one is registered, else a random-weight generator of
 the default configuration (speed does not depend on the weights).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,9 +31,16 @@ import threading
 import time
 from pathlib import Path
 
-PROMPTS = ["a large red circle in the centre", "a small blue square on the left", "a green triangle at the top",
-           "a yellow star on the right", "two purple circles", "an orange square at the bottom",
-           "a large blue triangle", "a small red star in the centre"]
+PROMPTS = [
+    "a large red circle in the centre",
+    "a small blue square on the left",
+    "a green triangle at the top",
+    "a yellow star on the right",
+    "two purple circles",
+    "an orange square at the bottom",
+    "a large blue triangle",
+    "a small red star in the centre",
+]
 
 
 def rss_mb(pid: int) -> float:
@@ -45,7 +53,7 @@ def rss_mb(pid: int) -> float:
         pass
     import psutil  # not Linux: fall back to psutil
 
-    return psutil.Process(pid).memory_info().rss / 2 ** 20
+    return psutil.Process(pid).memory_info().rss / 2**20
 
 
 def serve_argv() -> list[str]:
@@ -69,8 +77,12 @@ def pick_model(requested: str | None, scratch: Path) -> tuple[str, dict]:
     from ganvas.core.model.networks import Generator
 
     torch.manual_seed(0)
-    folder = save_model(scratch / "models" / "bench-random", Generator(ModelConfig()).eval(),
-                        trained={"note": "random weights for bench/serve.py"}, card="# bench\n\nRandom weights.\n")
+    folder = save_model(
+        scratch / "models" / "bench-random",
+        Generator(ModelConfig()).eval(),
+        trained={"note": "random weights for bench/serve.py"},
+        card="# bench\n\nRandom weights.\n",
+    )
     print(f"no model {name!r} registered: using a random default-config generator ({folder})", file=sys.stderr)
     return "bench-random", {"GANVAS_MODELS_PATH": str(folder.parent)}
 
@@ -81,9 +93,23 @@ class Server:
         env = {**os.environ, **env_extra, "OMP_NUM_THREADS": str(args.threads)}
         self.log = scratch / "serve.log"
         self._fh = open(self.log, "wb")
-        cmd = [*serve_argv(), "--port", "0", "--model", model, "--workers", str(args.workers),
-               "--threads", str(args.threads), "--max-queue", str(args.max_queue), "--store", str(scratch / "store"),
-               "--access-log", "off"]
+        cmd = [
+            *serve_argv(),
+            "--port",
+            "0",
+            "--model",
+            model,
+            "--workers",
+            str(args.workers),
+            "--threads",
+            str(args.threads),
+            "--max-queue",
+            str(args.max_queue),
+            "--store",
+            str(scratch / "store"),
+            "--access-log",
+            "off",
+        ]
         self.proc = subprocess.Popen(cmd, stdout=self._fh, stderr=subprocess.STDOUT, env=env)
         self.host, self.port, self.ready_line = "127.0.0.1", 0, ""
         deadline = time.monotonic() + 300
@@ -121,8 +147,7 @@ def client_loop(server: Server, stats: Stats, deadline: float, n: int, fmt: str,
     rng = random.Random(seed)
     conn = http.client.HTTPConnection(server.host, server.port, timeout=120)
     while time.monotonic() < deadline:
-        body = json.dumps({"prompt": rng.choice(PROMPTS), "n": n, "response_format": fmt,
-                           "seed": rng.randrange(2 ** 31)})
+        body = json.dumps({"prompt": rng.choice(PROMPTS), "n": n, "response_format": fmt, "seed": rng.randrange(2**31)})
         start = time.perf_counter()
         try:
             conn.request("POST", "/v1/images/generations", body, {"Content-Type": "application/json"})
@@ -152,8 +177,10 @@ def run_load(server: Server, clients: int, seconds: float, n: int, fmt: str, see
     stats = Stats()
     start = time.monotonic()
     deadline = start + seconds
-    threads = [threading.Thread(target=client_loop, args=(server, stats, deadline, n, fmt, seed * 1000 + i))
-               for i in range(clients)]
+    threads = [
+        threading.Thread(target=client_loop, args=(server, stats, deadline, n, fmt, seed * 1000 + i))
+        for i in range(clients)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -196,34 +223,57 @@ def main() -> int:
             exit_code = server.stop()
         lat_ms = [x * 1000 for x in stats.latencies]
         report = {
-            "clients": args.clients, "duration_s": round(elapsed, 1), "n": args.n, "format": args.format,
-            "workers": args.workers, "max_queue": args.max_queue, "threads": args.threads,
-            "requests_ok": len(lat_ms), "requests_per_s": round(len(lat_ms) / elapsed, 1),
+            "clients": args.clients,
+            "duration_s": round(elapsed, 1),
+            "n": args.n,
+            "format": args.format,
+            "workers": args.workers,
+            "max_queue": args.max_queue,
+            "threads": args.threads,
+            "requests_ok": len(lat_ms),
+            "requests_per_s": round(len(lat_ms) / elapsed, 1),
             "images_per_s": round(stats.images / elapsed, 1),
-            "latency_ms": {"p50": round(percentile(lat_ms, 0.5), 1), "p90": round(percentile(lat_ms, 0.9), 1),
-                           "p99": round(percentile(lat_ms, 0.99), 1),
-                           "mean": round(statistics.fmean(lat_ms), 1) if lat_ms else None},
-            "rejected_429": stats.rejected, "errors": len(stats.errors) + len(again.errors),
+            "latency_ms": {
+                "p50": round(percentile(lat_ms, 0.5), 1),
+                "p90": round(percentile(lat_ms, 0.9), 1),
+                "p99": round(percentile(lat_ms, 0.99), 1),
+                "mean": round(statistics.fmean(lat_ms), 1) if lat_ms else None,
+            },
+            "rejected_429": stats.rejected,
+            "errors": len(stats.errors) + len(again.errors),
             "error_samples": (stats.errors + again.errors)[:5],
-            "rss_mb": {"before": round(rss_before, 1), "after": round(rss_after, 1),
-                       "after_another_10s": round(rss_again, 1), "growth": round(rss_after - rss_before, 1)},
-            "server_exit_code": exit_code, "server": server.ready_line.split("ganvas serve: ", 1)[-1],
-            "machine": {"cpus": os.cpu_count(), "load_avg": [round(x, 2) for x in os.getloadavg()],
-                        "python": platform.python_version()},
+            "rss_mb": {
+                "before": round(rss_before, 1),
+                "after": round(rss_after, 1),
+                "after_another_10s": round(rss_again, 1),
+                "growth": round(rss_after - rss_before, 1),
+            },
+            "server_exit_code": exit_code,
+            "server": server.ready_line.split("ganvas serve: ", 1)[-1],
+            "machine": {
+                "cpus": os.cpu_count(),
+                "load_avg": [round(x, 2) for x in os.getloadavg()],
+                "python": platform.python_version(),
+            },
         }
     if args.json:
         print(json.dumps(report, indent=2))
     else:
         lat = report["latency_ms"]
         rss = report["rss_mb"]
-        print(f"ganvas serve load test: {args.clients} clients x {report['duration_s']} s, n={args.n}, {args.format}, "
-              f"{args.workers} workers, queue {args.max_queue}, {args.threads} torch thread(s)")
-        print(f"  {report['requests_per_s']} requests/s ({report['images_per_s']} images/s), "
-              f"{report['requests_ok']} ok")
+        print(
+            f"ganvas serve load test: {args.clients} clients x {report['duration_s']} s, n={args.n}, {args.format}, "
+            f"{args.workers} workers, queue {args.max_queue}, {args.threads} torch thread(s)"
+        )
+        print(
+            f"  {report['requests_per_s']} requests/s ({report['images_per_s']} images/s), {report['requests_ok']} ok"
+        )
         print(f"  latency p50 {lat['p50']} ms, p90 {lat['p90']} ms, p99 {lat['p99']} ms")
         print(f"  429 (deliberate backpressure): {report['rejected_429']}; errors: {report['errors']}")
-        print(f"  server RSS: {rss['before']} MB before, {rss['after']} MB after (growth {rss['growth']} MB), "
-              f"{rss['after_another_10s']} MB after 10 s more")
+        print(
+            f"  server RSS: {rss['before']} MB before, {rss['after']} MB after (growth {rss['growth']} MB), "
+            f"{rss['after_another_10s']} MB after 10 s more"
+        )
         print(f"  server exit code after SIGTERM: {exit_code}; machine: {report['machine']}")
         for sample in report["error_samples"]:
             print(f"  error: {sample}")

@@ -5,6 +5,7 @@
 Synthetic batches (random pixels, random caption vectors) so the number is the model's cost alone;
 ratios (bf16/fp32, 64/32 px) are measured side by side because these machines are shared and noisy.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,11 +20,23 @@ from ganvas.core.training.trainer import Trainer, TrainOptions
 
 def measure(resolution: int, batch: int, steps: int, bf16: bool, threads: int, preset: str, tmp: str) -> float:
     n = 256
-    data = CaptionedImages(torch.randint(0, 256, (n, 3, resolution, resolution), dtype=torch.uint8),
-                           [f"caption {i}" for i in range(64)], torch.arange(n) % 64)
-    opts = TrainOptions(data="synthetic", out=f"{tmp}/bench-{resolution}-{bf16}", resolution=resolution,
-                        steps=10 ** 9, batch=batch, preset=preset, threads=threads, bf16=bf16, progress=False,
-                        cache_dir=f"{tmp}/cache")
+    data = CaptionedImages(
+        torch.randint(0, 256, (n, 3, resolution, resolution), dtype=torch.uint8),
+        [f"caption {i}" for i in range(64)],
+        torch.arange(n) % 64,
+    )
+    opts = TrainOptions(
+        data="synthetic",
+        out=f"{tmp}/bench-{resolution}-{bf16}",
+        resolution=resolution,
+        steps=10**9,
+        batch=batch,
+        preset=preset,
+        threads=threads,
+        bf16=bf16,
+        progress=False,
+        cache_dir=f"{tmp}/cache",
+    )
     trainer = Trainer(opts, dataset=data, log=lambda *_: None)
     for _ in range(3):  # warm-up (allocator, oneDNN kernels)
         trainer.train_step()

@@ -11,6 +11,7 @@ in) are dropped at once, and the clock runs until all N inputs are in done/. Rep
 Every job also writes a PNG with full metadata, a manifest, three journal records and two renames.
 Without the shipped model a random 32 px checkpoint is used (speed does not depend on the weights).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,8 +49,9 @@ def model_path(model: str | None, work: Path) -> str:
     from ganvas.core.model.networks import Generator
 
     print(f"(model {default_model_name()!r} not found: using a random 32 px checkpoint)", file=sys.stderr)
-    return str(save_model(work / "random32", Generator(ModelConfig(resolution=32, g_channels=8, d_channels=8,
-                                                                   cond_dim=32))))
+    return str(
+        save_model(work / "random32", Generator(ModelConfig(resolution=32, g_channels=8, d_channels=8, cond_dim=32)))
+    )
 
 
 def drop(inbox: Path, name: str, text: str) -> None:
@@ -86,11 +88,24 @@ def main() -> None:
     inbox, outbox = work / "in", work / "out"
     inbox.mkdir()
     model = model_path(args.model, work)
-    env = {**os.environ, "GANVAS_THREADS": os.environ.get("GANVAS_THREADS", "1"),
-           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    env = {
+        **os.environ,
+        "GANVAS_THREADS": os.environ.get("GANVAS_THREADS", "1"),
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+    }
     log = open(work / "watch.log", "wb")
-    cmd = [sys.executable, "-m", "ganvas.core.hosts.watch", str(inbox), "--out", str(outbox), "--model", model,
-           "--quiet-period", str(args.quiet_period)] + (["--poll", str(args.poll)] if args.poll else [])
+    cmd = [
+        sys.executable,
+        "-m",
+        "ganvas.core.hosts.watch",
+        str(inbox),
+        "--out",
+        str(outbox),
+        "--model",
+        model,
+        "--quiet-period",
+        str(args.quiet_period),
+    ] + (["--poll", str(args.poll)] if args.poll else [])
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
@@ -121,7 +136,9 @@ def main() -> None:
     manifests = [json.loads((outbox / Path(n).stem / "manifest.json").read_text()) for n in names]
     job_seconds = [m["timings"]["total"] for m in manifests]
     result = {
-        "jobs": args.jobs, "images": images, "quiet_period_s": args.quiet_period,
+        "jobs": args.jobs,
+        "images": images,
+        "quiet_period_s": args.quiet_period,
         "observer": "poll" if args.poll else "native",
         "end_to_end_prompts_per_s": round(args.jobs / (last_done - t0), 1),
         "end_to_end_s": round(last_done - t0, 2),
@@ -131,20 +148,31 @@ def main() -> None:
         "per_job_generate_and_write_ms_median": round(1000 * statistics.median(job_seconds), 1),
         "single_job_latency_s_median": round(statistics.median(latencies), 3),
         "watcher_startup_s": round(startup, 1),
-        "model": model, "python": platform.python_version(), "machine": platform.machine(),
-        "cpus": os.cpu_count(), "torch_threads": env["GANVAS_THREADS"],
+        "model": model,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "torch_threads": env["GANVAS_THREADS"],
     }
     if args.json:
         print(json.dumps(result, indent=2))
         return
-    print(f"ganvas watch, {args.jobs} one-line jobs dropped at once ({result['observer']} events, "
-          f"quiet period {args.quiet_period:g} s, model {Path(model).name}):")
-    print(f"  end to end   {result['end_to_end_prompts_per_s']:8.1f} prompts/s  ({result['end_to_end_s']} s, "
-          f"quiet period included)")
-    print(f"  processing   {result['processing_prompts_per_s']:8.1f} prompts/s  ({result['processing_s']} s from the "
-          f"first claim to the last done)")
-    print(f"  per job      {result['per_job_generate_and_write_ms_median']:8.1f} ms median inside the job "
-          f"(generate + write PNG + manifest)")
+    print(
+        f"ganvas watch, {args.jobs} one-line jobs dropped at once ({result['observer']} events, "
+        f"quiet period {args.quiet_period:g} s, model {Path(model).name}):"
+    )
+    print(
+        f"  end to end   {result['end_to_end_prompts_per_s']:8.1f} prompts/s  ({result['end_to_end_s']} s, "
+        f"quiet period included)"
+    )
+    print(
+        f"  processing   {result['processing_prompts_per_s']:8.1f} prompts/s  ({result['processing_s']} s from the "
+        f"first claim to the last done)"
+    )
+    print(
+        f"  per job      {result['per_job_generate_and_write_ms_median']:8.1f} ms median inside the job "
+        f"(generate + write PNG + manifest)"
+    )
     print(f"  single job   {result['single_job_latency_s_median']:8.3f} s drop-to-done latency (median of 5)")
     print(f"  start-up     {result['watcher_startup_s']:8.1f} s (model + text encoder load)")
     if images != args.jobs:

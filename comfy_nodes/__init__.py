@@ -9,12 +9,20 @@ inside the entry point, and torch and the ganvas pipeline only inside the nodes'
 adds little to ComfyUI's start, and a broken ganvas install shows up as a node error, not a crash.
 The nodes import `ganvas.core` when they run: ganvas must be installed in ComfyUI's own Python.
 """
+
 from __future__ import annotations
 
 import logging
 
-NODE_IDS = ("GanvasModelLoader", "GanvasGenerate", "GanvasInterpolate", "GanvasEncodePrompt", "GanvasMixPrompts",
-            "GanvasSave", "GanvasUpscale")
+NODE_IDS = (
+    "GanvasModelLoader",
+    "GanvasGenerate",
+    "GanvasInterpolate",
+    "GanvasEncodePrompt",
+    "GanvasMixPrompts",
+    "GanvasSave",
+    "GanvasUpscale",
+)
 CATEGORY = "ganvas"
 MODEL_TYPE = "GANVAS_MODEL"
 CONDITIONING_TYPE = "GANVAS_CONDITIONING"

@@ -10,6 +10,7 @@ the sphere the generator was trained on) and the noise stays that seed's noise. 
 frames at t = k/steps, so w is rounded to the nearest fraction with a denominator up to MIX_STEPS
 (exact for multiples of 0.02, 0.05, 0.1, 0.25 and for 1/3); `weight` holds the value actually used.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -63,14 +64,19 @@ def mix(a: PromptConditioning, b: PromptConditioning, weight: float, vector: Any
     """a and b mixed; weight 0 gives a, 1 gives b. Both must be single prompts of one text encoder."""
     for label, cond in (("conditioning_a", a), ("conditioning_b", b)):
         if not isinstance(cond, PromptConditioning):
-            raise TypeError(f"{label} is {type(cond).__name__}, expected a ganvas conditioning "
-                            f"(from Ganvas Encode Prompt)")
+            raise TypeError(
+                f"{label} is {type(cond).__name__}, expected a ganvas conditioning (from Ganvas Encode Prompt)"
+            )
         if cond.is_mix:
-            raise ValueError(f"{label} is already a mix ({cond.describe()}); Ganvas Mix Prompts mixes two "
-                             f"single prompts (connect Ganvas Encode Prompt outputs)")
+            raise ValueError(
+                f"{label} is already a mix ({cond.describe()}); Ganvas Mix Prompts mixes two "
+                f"single prompts (connect Ganvas Encode Prompt outputs)"
+            )
     if a.text_encoder != b.text_encoder:
-        raise ValueError(f"conditioning_a was encoded with {a.text_encoder!r} and conditioning_b with "
-                         f"{b.text_encoder!r}; mix prompts encoded for models with the same text encoder")
+        raise ValueError(
+            f"conditioning_a was encoded with {a.text_encoder!r} and conditioning_b with "
+            f"{b.text_encoder!r}; mix prompts encoded for models with the same text encoder"
+        )
     w = mix_weight(weight)
     if w == 0:
         return a

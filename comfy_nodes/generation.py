@@ -11,6 +11,7 @@ back for every level 0..255, so a saved PNG equals `ganvas generate`'s PNG. A MA
 1 - alpha, [B, H, W] (zeros for RGB models), with values picked so that ComfyUI's Join Image with Alpha
 followed by Save Image writes the model's alpha bytes exactly (see MASK_LEVELS).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -23,13 +24,14 @@ from typing import Any, Callable, Sequence
 from .conditioning import PromptConditioning
 
 HOST = "comfyui"
-NO_STYLE = "none"   # the style combo's "no style" entry ("" from older workflows means the same)
+NO_STYLE = "none"  # the style combo's "no style" entry ("" from older workflows means the same)
 OnImage = Callable[[int, int], None]  # (images done, images in total)
 PACK_DIR = Path(__file__).resolve().parent
-PACK_MARKER = ".ganvas-pack.json"     # written by `ganvas comfy install --copy` (comfy_nodes/installer.py)
+PACK_MARKER = ".ganvas-pack.json"  # written by `ganvas comfy install --copy` (comfy_nodes/installer.py)
 
 
 # --- is ganvas there? -------------------------------------------------------------------------------------
+
 
 def pip_target() -> str:
     """What to pip-install into ComfyUI's Python: the ganvas source tree this pack belongs to, else "ganvas"."""
@@ -52,12 +54,18 @@ def pip_target() -> str:
 def missing_ganvas_message(exc: BaseException) -> str:
     python = sys.executable
     missing = getattr(exc, "name", None)
-    if isinstance(exc, ModuleNotFoundError) and (missing is None or missing == "ganvas" or missing.startswith("ganvas.")):
-        return (f"the ganvas Python package is not installed in ComfyUI's Python ({python}): run "
-                f"`{python} -m pip install {pip_target()}` and restart ComfyUI (ComfyUI's torch is kept; "
-                f"ganvas needs torch>=2.4)")
-    return (f"the ganvas Python package in ComfyUI's Python ({python}) does not import: "
-            f"{type(exc).__name__}: {exc}. Reinstall it: `{python} -m pip install {pip_target()}`, then restart ComfyUI")
+    if isinstance(exc, ModuleNotFoundError) and (
+        missing is None or missing == "ganvas" or missing.startswith("ganvas.")
+    ):
+        return (
+            f"the ganvas Python package is not installed in ComfyUI's Python ({python}): run "
+            f"`{python} -m pip install {pip_target()}` and restart ComfyUI (ComfyUI's torch is kept; "
+            f"ganvas needs torch>=2.4)"
+        )
+    return (
+        f"the ganvas Python package in ComfyUI's Python ({python}) does not import: "
+        f"{type(exc).__name__}: {exc}. Reinstall it: `{python} -m pip install {pip_target()}`, then restart ComfyUI"
+    )
 
 
 _ganvas_ok = False
@@ -105,11 +113,13 @@ def require_pipeline(model: Any, field: str = "model"):
     if hasattr(model, "info") and hasattr(model, "generate") and hasattr(model, "interpolate"):
         return model
     got = "null" if model is None else type(model).__name__
-    raise TypeError(f"{field} is {got}, not a ganvas model: connect the model output of a Ganvas Model Loader "
-                    f"to {field}")
+    raise TypeError(
+        f"{field} is {got}, not a ganvas model: connect the model output of a Ganvas Model Loader to {field}"
+    )
 
 
 # --- request checks (the request policy's limits, named after the node's fields) --------------------------
+
 
 def _policy():
     """The request policy the pipeline will apply, or None when the request_policy plugin is switched off."""
@@ -129,8 +139,9 @@ def style_value(style: Any) -> str | None:
     return style.strip()
 
 
-def prompt_problem(text: Any, field: str = "prompt", style: str | None = None,
-                   template: str | None = None) -> str | None:
+def prompt_problem(
+    text: Any, field: str = "prompt", style: str | None = None, template: str | None = None
+) -> str | None:
     """Why the request policy would refuse this prompt text (length, blocked terms), naming `field`; None if
     it passes. The length counts the text as typed (stripped) and, with a style, what the model's prompt
     template (`template`, the model's `info.prompt_template`) adds."""
@@ -152,10 +163,15 @@ def prompt_problem(text: Any, field: str = "prompt", style: str | None = None,
     if len(typed) > limit:
         return f"{field} is {len(typed):,} characters; the limit is {limit:,} (GANVAS_MAX_PROMPT_CHARS)"
     if len(styled) > limit:
-        words = (f"the style suffix {styled[len(typed):]!r}" if styled.startswith(typed)
-                 else f"style {style_value(style)!r} (the model's prompt template {template!r})")
-        return (f"{field} is {len(typed):,} characters, {len(styled):,} with {words}; the limit is {limit:,} "
-                f"(GANVAS_MAX_PROMPT_CHARS): shorten it to {limit - added:,} or pick style {NO_STYLE}")
+        words = (
+            f"the style suffix {styled[len(typed) :]!r}"
+            if styled.startswith(typed)
+            else f"style {style_value(style)!r} (the model's prompt template {template!r})"
+        )
+        return (
+            f"{field} is {len(typed):,} characters, {len(styled):,} with {words}; the limit is {limit:,} "
+            f"(GANVAS_MAX_PROMPT_CHARS): shorten it to {limit - added:,} or pick style {NO_STYLE}"
+        )
     try:
         policy.check(GenerationRequest(typed or "-", 1, style=style_value(style)))
     except RequestRefused as exc:
@@ -183,16 +199,23 @@ def check_style(pipe, style: str | None, field: str = "style") -> None:
     """Refuse a style for a model without a prompt template (it takes no style word), and a style word the
     loaded model was not trained with (when its checkpoint lists its styles)."""
     if style is not None and getattr(pipe.info, "prompt_template", None) is None:
-        raise _invalid(f"{field} {style!r}: model {pipe.name!r} takes no style word (its config.json has no "
-                       f"\"prompt_template\"); pick {NO_STYLE}", field)
+        raise _invalid(
+            f"{field} {style!r}: model {pipe.name!r} takes no style word (its config.json has no "
+            f"\"prompt_template\"); pick {NO_STYLE}",
+            field,
+        )
     styles = tuple(getattr(pipe.info, "styles", ()) or ())
     if style is None or not styles or style in styles:
         return
-    raise _invalid(f"{field} {style!r} is not a style model {pipe.name!r} was trained with; its styles: "
-                   f"{', '.join(styles)} (or {NO_STYLE})", field)
+    raise _invalid(
+        f"{field} {style!r} is not a style model {pipe.name!r} was trained with; its styles: "
+        f"{', '.join(styles)} (or {NO_STYLE})",
+        field,
+    )
 
 
 # --- encode, generate, interpolate ------------------------------------------------------------------------
+
 
 def encode(pipe, text: str) -> PromptConditioning:
     """A single-prompt conditioning, with its sentence vector from the model's text encoder."""
@@ -216,11 +239,15 @@ def mixed_vector(a: PromptConditioning, b: PromptConditioning, weight: float):
 
 def _check_encoder(pipe, conditioning: PromptConditioning) -> None:
     if not isinstance(conditioning, PromptConditioning):
-        raise TypeError(f"conditioning is {type(conditioning).__name__}, expected a ganvas conditioning "
-                        f"(from Ganvas Encode Prompt or Ganvas Mix Prompts)")
+        raise TypeError(
+            f"conditioning is {type(conditioning).__name__}, expected a ganvas conditioning "
+            f"(from Ganvas Encode Prompt or Ganvas Mix Prompts)"
+        )
     if conditioning.text_encoder != pipe.info.text_encoder:
-        raise ValueError(f"the conditioning was encoded with text encoder {conditioning.text_encoder!r}, but model "
-                         f"{pipe.name!r} uses {pipe.info.text_encoder!r}; encode the prompt with this model")
+        raise ValueError(
+            f"the conditioning was encoded with text encoder {conditioning.text_encoder!r}, but model "
+            f"{pipe.name!r} uses {pipe.info.text_encoder!r}; encode the prompt with this model"
+        )
 
 
 def _model_ref(pipe) -> str:
@@ -238,9 +265,17 @@ class Rendered:
     warnings: list[str] = field(default_factory=list)
 
 
-def render(pipe, prompt: str, seed: int, batch_size: int = 1, truncation: float = 1.0, style: str | None = None,
-           conditioning: PromptConditioning | None = None, on_image: OnImage | None = None,
-           size: Any = None) -> Rendered:
+def render(
+    pipe,
+    prompt: str,
+    seed: int,
+    batch_size: int = 1,
+    truncation: float = 1.0,
+    style: str | None = None,
+    conditioning: PromptConditioning | None = None,
+    on_image: OnImage | None = None,
+    size: Any = None,
+) -> Rendered:
     """batch_size images, image i from seed + i. A conditioning replaces the prompt.
 
     Checks come first, named after the node's fields, so nothing is drawn for a request the pipeline
@@ -270,8 +305,16 @@ def render(pipe, prompt: str, seed: int, batch_size: int = 1, truncation: float 
     return Rendered(result.images, list(result.seeds), pipe.info.channels, list(result.warnings))
 
 
-def _render_mix(pipe, conditioning: PromptConditioning, seed: int, batch_size: int, truncation: float,
-                style: str | None, on_image: OnImage | None, size: int | None = None) -> Rendered:
+def _render_mix(
+    pipe,
+    conditioning: PromptConditioning,
+    seed: int,
+    batch_size: int,
+    truncation: float,
+    style: str | None,
+    on_image: OnImage | None,
+    size: int | None = None,
+) -> Rendered:
     """Each image is the interpolation frame between the two prompts at the mix weight, for seed + i."""
     for label, text in zip(("conditioning_a", "conditioning_b"), conditioning.prompts):
         problem = prompt_problem(text, f"the prompt of {label}", style, pipe.info.prompt_template)
@@ -280,21 +323,40 @@ def _render_mix(pipe, conditioning: PromptConditioning, seed: int, batch_size: i
     frame, steps = conditioning.frame
     out = Rendered([], [], pipe.info.channels)
     for i in range(batch_size):
+
         def step(done, _total, offset=i):
             if on_image is not None:
                 on_image(offset + done, batch_size)
+
         with pipeline_threads(pipe):
-            result = pipe.interpolate(list(conditioning.prompts), steps, truncation=truncation, seeds=[seed + i],
-                                      style=style, size=size, host=HOST, frames=[frame], callback=step)
+            result = pipe.interpolate(
+                list(conditioning.prompts),
+                steps,
+                truncation=truncation,
+                seeds=[seed + i],
+                style=style,
+                size=size,
+                host=HOST,
+                frames=[frame],
+                callback=step,
+            )
         out.images.extend(result.images)
         out.seeds.append(seed + i)
         out.warnings.extend(result.warnings)
     return out
 
 
-def generate(pipe, prompt: str, seed: int, batch_size: int = 1, truncation: float = 1.0, style: str | None = None,
-             conditioning: PromptConditioning | None = None, on_image: OnImage | None = None, size: Any = None
-             ) -> tuple[list, list[int]]:
+def generate(
+    pipe,
+    prompt: str,
+    seed: int,
+    batch_size: int = 1,
+    truncation: float = 1.0,
+    style: str | None = None,
+    conditioning: PromptConditioning | None = None,
+    on_image: OnImage | None = None,
+    size: Any = None,
+) -> tuple[list, list[int]]:
     """(PIL images, seeds) of render()."""
     rendered = render(pipe, prompt, seed, batch_size, truncation, style, conditioning, on_image, size)
     return rendered.images, rendered.seeds
@@ -303,23 +365,28 @@ def generate(pipe, prompt: str, seed: int, batch_size: int = 1, truncation: floa
 # --- sizes: the pipeline's upsampler -----------------------------------------------------------------------
 
 NATIVE = "native"
-GENERATE_SIZES = (NATIVE, "128", "256", "512")   # Ganvas Generate's size combo
+GENERATE_SIZES = (NATIVE, "128", "256", "512")  # Ganvas Generate's size combo
 UPSCALE_SIZES = ("x scale", "128", "256", "512", "1024")  # Ganvas Upscale's: one upsampler pass, or a side
 
 
 def size_value(size: Any, field: str = "size") -> int | None:
     """The size combo's value as the request's size: None for native (also "native (64)", "", None, 0), else
     the side in pixels ("256" or 256). Anything else is refused naming the field."""
-    if size is None or size == 0 or isinstance(size, str) and (not size.strip() or
-                                                                size.strip().lower().startswith(NATIVE)):
+    if (
+        size is None
+        or size == 0
+        or isinstance(size, str)
+        and (not size.strip() or size.strip().lower().startswith(NATIVE))
+    ):
         return None
     if isinstance(size, str) and size.strip().isascii() and size.strip().isdigit():
         size = int(size.strip())
     from ganvas.core.requests import MAX_SIZE, MIN_SIZE
 
     if isinstance(size, bool) or not isinstance(size, int) or not MIN_SIZE <= size <= MAX_SIZE:
-        raise _invalid(f"{field} must be {NATIVE} or a side in pixels ({MIN_SIZE}..{MAX_SIZE}, e.g. 256), "
-                       f"got {size!r}", field)
+        raise _invalid(
+            f"{field} must be {NATIVE} or a side in pixels ({MIN_SIZE}..{MAX_SIZE}, e.g. 256), got {size!r}", field
+        )
     return size
 
 
@@ -328,8 +395,9 @@ def upscale_size(size: Any, field: str = "size") -> int | None:
     if isinstance(size, str) and size.strip().lower().startswith("x"):
         return None
     if isinstance(size, str) and size.strip().lower().startswith(NATIVE):
-        raise _invalid(f"{field} {size!r}: Ganvas Upscale takes 'x scale' (one upsampler pass) or a side in "
-                       f"pixels", field)
+        raise _invalid(
+            f"{field} {size!r}: Ganvas Upscale takes 'x scale' (one upsampler pass) or a side in pixels", field
+        )
     return size_value(size, field)
 
 
@@ -342,8 +410,11 @@ def from_image_batch(images, mask=None) -> list:
     from PIL import Image
 
     if not torch.is_tensor(images) or images.ndim != 4 or images.shape[-1] not in (1, 3, 4) or images.shape[0] < 1:
-        raise _invalid(f"images must be an IMAGE batch [B, H, W, 3], got "
-                       f"{tuple(getattr(images, 'shape', ())) or type(images).__name__}", "images")
+        raise _invalid(
+            f"images must be an IMAGE batch [B, H, W, 3], got "
+            f"{tuple(getattr(images, 'shape', ())) or type(images).__name__}",
+            "images",
+        )
     batch, height, width = images.shape[:3]
     rgb = images[..., :3] if images.shape[-1] != 1 else images.expand(-1, -1, -1, 3)
     rgb = np.clip(255.0 * rgb.detach().cpu().float().numpy(), 0, 255).astype(np.uint8)
@@ -354,13 +425,17 @@ def from_image_batch(images, mask=None) -> list:
         mask = None
     if mask is not None:
         if not torch.is_tensor(mask) or mask.ndim not in (2, 3):
-            raise _invalid(f"mask must be a MASK [B, H, W], got {tuple(getattr(mask, 'shape', ())) or type(mask).__name__}",
-                           "mask")
+            raise _invalid(
+                f"mask must be a MASK [B, H, W], got {tuple(getattr(mask, 'shape', ())) or type(mask).__name__}", "mask"
+            )
         mask = mask.detach().cpu().float()
         mask = mask[None] if mask.ndim == 2 else mask
         if tuple(mask.shape[1:]) != (height, width) or mask.shape[0] not in (1, batch):
-            raise _invalid(f"mask is {tuple(mask.shape)}, the images are {batch} x {height} x {width}: give one "
-                           f"mask per image (or one for all) of the images' size", "mask")
+            raise _invalid(
+                f"mask is {tuple(mask.shape)}, the images are {batch} x {height} x {width}: give one "
+                f"mask per image (or one for all) of the images' size",
+                "mask",
+            )
         alpha = np.clip(255.0 * (torch.ones(1) - mask).numpy(), 0, 255).astype(np.uint8)
     out = []
     for i in range(batch):
@@ -381,8 +456,11 @@ def upscale(pipe, images, mask=None, size: Any = None, on_image: OnImage | None 
     pictures = from_image_batch(images, mask)
     width, height = pictures[0].size
     if side is not None and width != height:
-        raise _invalid(f"size {side} makes a square image, but the images are {width} x {height}: pick 'x scale' "
-                       f"(one upsampler pass keeps the aspect ratio)", "size")
+        raise _invalid(
+            f"size {side} makes a square image, but the images are {width} x {height}: pick 'x scale' "
+            f"(one upsampler pass keeps the aspect ratio)",
+            "size",
+        )
     out = []
     for image in pictures:
         out.append(pipe.upscale(image, side))
@@ -391,9 +469,17 @@ def upscale(pipe, images, mask=None, size: Any = None, on_image: OnImage | None 
     return out
 
 
-def render_interpolation(pipe, prompt_from: str, prompt_to: str, seed_from: int, seed_to: int, frames: int,
-                         truncation: float = 1.0, style: str | None = None, on_image: OnImage | None = None
-                         ) -> Rendered:
+def render_interpolation(
+    pipe,
+    prompt_from: str,
+    prompt_to: str,
+    seed_from: int,
+    seed_to: int,
+    frames: int,
+    truncation: float = 1.0,
+    style: str | None = None,
+    on_image: OnImage | None = None,
+) -> Rendered:
     """`frames` images morphing from (prompt_from, seed_from) to (prompt_to, seed_to); an empty
     prompt_to keeps prompt_from (a walk in noise only). Same frames as `ganvas interpolate`."""
     pipe = require_pipeline(pipe)
@@ -412,19 +498,31 @@ def render_interpolation(pipe, prompt_from: str, prompt_to: str, seed_from: int,
     prompts = [prompt_from] + ([] if keep else [prompt_to])
     seeds = [seed_from, seed_to] if seed_to != seed_from else [seed_from]
     with pipeline_threads(pipe):
-        result = pipe.interpolate(prompts, frames - 1, truncation=truncation, seeds=seeds, style=style, host=HOST,
-                                  callback=on_image)
+        result = pipe.interpolate(
+            prompts, frames - 1, truncation=truncation, seeds=seeds, style=style, host=HOST, callback=on_image
+        )
     return Rendered(result.images, list(result.seeds), pipe.info.channels, list(result.warnings))
 
 
-def interpolate(pipe, prompt_from: str, prompt_to: str, seed_from: int, seed_to: int, frames: int,
-                truncation: float = 1.0, style: str | None = None, on_image: OnImage | None = None) -> list:
+def interpolate(
+    pipe,
+    prompt_from: str,
+    prompt_to: str,
+    seed_from: int,
+    seed_to: int,
+    frames: int,
+    truncation: float = 1.0,
+    style: str | None = None,
+    on_image: OnImage | None = None,
+) -> list:
     """The PIL frames of render_interpolation()."""
-    return render_interpolation(pipe, prompt_from, prompt_to, seed_from, seed_to, frames, truncation, style,
-                                on_image).images
+    return render_interpolation(
+        pipe, prompt_from, prompt_to, seed_from, seed_to, frames, truncation, style, on_image
+    ).images
 
 
 # --- ComfyUI tensors ----------------------------------------------------------------------------------------
+
 
 def _arrays(images: Sequence[Any]) -> list:
     import numpy as np
@@ -463,7 +561,7 @@ def mask_levels():
         levels = (1.0 - torch.arange(256, dtype=torch.float32) / 255).numpy().copy()
         for a in range(256):
             for _ in range(8):
-                alpha = (torch.ones(1) - torch.from_numpy(levels[a:a + 1])).numpy()
+                alpha = (torch.ones(1) - torch.from_numpy(levels[a : a + 1])).numpy()
                 if int(np.clip(255.0 * alpha, 0, 255).astype(np.uint8)[0]) >= a:
                     break
                 levels[a] = np.nextafter(levels[a], np.float32(-1))

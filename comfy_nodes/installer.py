@@ -12,6 +12,7 @@ command checks that Python when it can find it and prints the pip line when ganv
 Nothing is lost: an existing custom_nodes/ganvas that this command did not make is left alone (error),
 a link or an earlier copy made by it is replaced.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,10 +24,10 @@ from pathlib import Path
 
 from ganvas import __version__
 
-PACK_DIR = Path(__file__).resolve().parent   # comfy_nodes/, the pack itself
-PACK_NAME = "ganvas"           # the folder name under custom_nodes
-MARKER = ".ganvas-pack.json"   # written into a copy, so a later install knows the copy is ours
-MODEL_FOLDER = "ganvas"        # ComfyUI/models/ganvas: the pack registers it with folder_paths
+PACK_DIR = Path(__file__).resolve().parent  # comfy_nodes/, the pack itself
+PACK_NAME = "ganvas"  # the folder name under custom_nodes
+MARKER = ".ganvas-pack.json"  # written into a copy, so a later install knows the copy is ours
+MODEL_FOLDER = "ganvas"  # ComfyUI/models/ganvas: the pack registers it with folder_paths
 
 
 class InstallError(Exception):
@@ -36,9 +37,9 @@ class InstallError(Exception):
 @dataclass
 class InstallResult:
     target: Path
-    mode: str                  # "link" or "copy"
-    replaced: str | None       # what was there before ("link to ...", "earlier copy"), None if nothing
-    models_dir: Path | None    # ComfyUI/models/ganvas, created when ComfyUI has a models/ folder
+    mode: str  # "link" or "copy"
+    replaced: str | None  # what was there before ("link to ...", "earlier copy"), None if nothing
+    models_dir: Path | None  # ComfyUI/models/ganvas, created when ComfyUI has a models/ folder
 
 
 def custom_nodes_dir(comfyui_dir: str | os.PathLike) -> Path:
@@ -69,8 +70,9 @@ def _describe_existing(target: Path) -> str | None:
         return None
     if target.is_dir() and _is_our_copy(target):
         return "earlier copy"
-    raise InstallError(f"{target} already exists and was not made by `ganvas comfy install`; "
-                       f"move it away first (nothing was changed)")
+    raise InstallError(
+        f"{target} already exists and was not made by `ganvas comfy install`; move it away first (nothing was changed)"
+    )
 
 
 def _remove(target: Path) -> None:
@@ -85,8 +87,9 @@ def _copy_pack(source: Path, target: Path) -> None:
     if staging.exists() or staging.is_symlink():
         _remove(staging)
     shutil.copytree(source, staging, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    (staging / MARKER).write_text(json.dumps({"pack": PACK_NAME, "ganvas_version": __version__,
-                                              "source": str(source)}, indent=2) + "\n", "utf-8")
+    (staging / MARKER).write_text(
+        json.dumps({"pack": PACK_NAME, "ganvas_version": __version__, "source": str(source)}, indent=2) + "\n", "utf-8"
+    )
     if target.exists() or target.is_symlink():
         _remove(target)
     staging.rename(target)  # the copy appears complete or not at all
@@ -99,8 +102,7 @@ def _link_pack(source: Path, target: Path) -> None:
     try:
         staging.symlink_to(source, target_is_directory=True)
     except OSError as exc:
-        raise InstallError(f"cannot create a symbolic link at {target} ({exc.strerror or exc}); "
-                           f"use --copy") from None
+        raise InstallError(f"cannot create a symbolic link at {target} ({exc.strerror or exc}); use --copy") from None
     if target.exists() or target.is_symlink():
         _remove(target)
     os.replace(staging, target)
@@ -128,9 +130,13 @@ def install(comfyui_dir: str | os.PathLike, copy: bool = False, source: Path = P
 def find_comfy_python(comfyui_dir: str | os.PathLike) -> Path | None:
     """The Python a ComfyUI folder usually runs with: its venv, or the portable build's python_embeded."""
     root = Path(comfyui_dir).expanduser()
-    for candidate in (root / ".venv" / "bin" / "python", root / "venv" / "bin" / "python",
-                      root / ".venv" / "Scripts" / "python.exe", root / "venv" / "Scripts" / "python.exe",
-                      root.parent / "python_embeded" / "python.exe"):
+    for candidate in (
+        root / ".venv" / "bin" / "python",
+        root / "venv" / "bin" / "python",
+        root / ".venv" / "Scripts" / "python.exe",
+        root / "venv" / "Scripts" / "python.exe",
+        root.parent / "python_embeded" / "python.exe",
+    ):
         if candidate.is_file():
             return candidate
     return None
@@ -138,10 +144,12 @@ def find_comfy_python(comfyui_dir: str | os.PathLike) -> Path | None:
 
 def has_ganvas(python: str | os.PathLike) -> bool | None:
     """Whether `python` can import ganvas (None when it cannot be run). Does not import torch."""
-    code = ("import importlib.util, sys\n"
-            "try:\n    found = importlib.util.find_spec('ganvas.core') is not None\n"
-            "except ImportError:\n    found = False\n"
-            "sys.exit(0 if found else 3)\n")
+    code = (
+        "import importlib.util, sys\n"
+        "try:\n    found = importlib.util.find_spec('ganvas.core') is not None\n"
+        "except ImportError:\n    found = False\n"
+        "sys.exit(0 if found else 3)\n"
+    )
     try:
         done = subprocess.run([str(python), "-c", code], capture_output=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired):
@@ -166,9 +174,13 @@ def make_comfy_group():
     @comfy_group.command("install")
     @click.argument("comfyui_dir", type=click.Path(file_okay=False))
     @click.option("--copy", "copy", is_flag=True, help="copy the pack instead of linking it")
-    @click.option("--python", "python", type=click.Path(dir_okay=False),
-                  help="the Python that runs ComfyUI, to check that ganvas is installed there  "
-                       "[default: COMFYUI_DIR's venv, if any]")
+    @click.option(
+        "--python",
+        "python",
+        type=click.Path(dir_okay=False),
+        help="the Python that runs ComfyUI, to check that ganvas is installed there  "
+        "[default: COMFYUI_DIR's venv, if any]",
+    )
     def install_command(comfyui_dir, copy, python):
         """Install the node pack into COMFYUI_DIR/custom_nodes/ganvas (a link, or a copy with --copy).
 
@@ -195,15 +207,21 @@ def report_lines(result: InstallResult, comfyui_dir, python=None) -> list[tuple[
     if result.replaced == "the same link":
         lines = [(f"{result.target} already links to {PACK_DIR}", False)]
     else:
-        what = (f"linked {result.target} -> {PACK_DIR}" if result.mode == "link"
-                else f"copied the pack to {result.target}")
+        what = (
+            f"linked {result.target} -> {PACK_DIR}" if result.mode == "link" else f"copied the pack to {result.target}"
+        )
         lines = [(what + (f" (replaced the {result.replaced})" if result.replaced else ""), False)]
     if result.models_dir is not None:
         lines.append((f"model folder: {result.models_dir} (put checkpoint folders here)", False))
     python = Path(python) if python else find_comfy_python(comfyui_dir)
     if python is None:
-        lines.append(("ganvas must be installed in the Python that runs ComfyUI: "
-                      f"<that python> -m pip install {pip_source()}", False))
+        lines.append(
+            (
+                "ganvas must be installed in the Python that runs ComfyUI: "
+                f"<that python> -m pip install {pip_source()}",
+                False,
+            )
+        )
         return lines
     found = has_ganvas(python)
     if found:

@@ -16,6 +16,7 @@ free them, and each retrained version of a checkpoint stayed in that cache besid
 
 torch and ganvas are imported inside the functions; the hook is installed from comfy_entrypoint().
 """
+
 from __future__ import annotations
 
 import functools
@@ -31,14 +32,14 @@ HOOK_FLAG = "_ganvas_releases_models"
 
 @dataclass
 class _Tracked:
-    ref: weakref.ref          # the pipeline's LoadedModel (generator, device, lock)
-    home: Any                 # the torch.device it was loaded for
+    ref: weakref.ref  # the pipeline's LoadedModel (generator, device, lock)
+    home: Any  # the torch.device it was loaded for
     name: str
     offloaded: bool = False
 
 
 _tracked: dict[int, _Tracked] = {}
-_versions: dict[tuple[str, str], str] = {}   # (source, device) -> fingerprint last loaded
+_versions: dict[tuple[str, str], str] = {}  # (source, device) -> fingerprint last loaded
 _lock = threading.Lock()
 
 
@@ -82,7 +83,7 @@ def load(source: str, device: str, version: str):
 
 
 def _move(loaded, device) -> None:
-    with loaded.lock:   # never under a render of the same model
+    with loaded.lock:  # never under a render of the same model
         loaded.generator.to(device)
         loaded.device = device
 
@@ -135,8 +136,11 @@ def install_unload_hook(model_management=None) -> bool:
         finally:
             try:
                 released = release_all()
-                log.info("ganvas: ComfyUI unloaded its models; ganvas released %d model(s)%s", len(released),
-                         f": {', '.join(released)}" if released else "")
+                log.info(
+                    "ganvas: ComfyUI unloaded its models; ganvas released %d model(s)%s",
+                    len(released),
+                    f": {', '.join(released)}" if released else "",
+                )
             except Exception:  # never let ganvas break ComfyUI's unloading
                 log.exception("ganvas: releasing ganvas's models failed")
 

@@ -14,6 +14,7 @@ ComfyUI's folder_paths lists files, not folders, so the folders are found here w
 Nothing here raises: a model source that fails is logged once and skipped, so the node list and
 ComfyUI's start never depend on it.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -109,8 +110,10 @@ def registered_entries() -> dict[str, object]:
 
         return {name: entry.value for name, entry in get_plugin_manager().models().items()}
     except Exception as exc:  # a missing or broken ganvas must not hide the folder models
-        _warn_once(f"ganvas: cannot list ganvas's registered models ({type(exc).__name__}: {exc}); "
-                   f"only checkpoint folders under models/{FOLDER_NAME} are offered")
+        _warn_once(
+            f"ganvas: cannot list ganvas's registered models ({type(exc).__name__}: {exc}); "
+            f"only checkpoint folders under models/{FOLDER_NAME} are offered"
+        )
         return {}
 
 
@@ -119,8 +122,9 @@ def registered_models() -> list[str]:
     return sorted(registered_entries())
 
 
-def model_choices(bases: Iterable[str | os.PathLike] | None = None,
-                  registered: Iterable[str] | None = None) -> list[str]:
+def model_choices(
+    bases: Iterable[str | os.PathLike] | None = None, registered: Iterable[str] | None = None
+) -> list[str]:
     """The loader's combo: checkpoint folders first, then registered names they do not shadow."""
     bases = comfy_bases() if bases is None else list(bases)
     folders = find_checkpoints(bases)
@@ -156,8 +160,9 @@ def model_source(name: str, bases: Iterable[str | os.PathLike] | None = None) ->
     return name  # a registered name; Pipeline.load says clearly if it is unknown
 
 
-def model_folder(name: str, bases: Iterable[str | os.PathLike] | None = None,
-                 registered: dict[str, object] | None = None) -> Path | None:
+def model_folder(
+    name: str, bases: Iterable[str | os.PathLike] | None = None, registered: dict[str, object] | None = None
+) -> Path | None:
     """The checkpoint folder behind a combo value (a folder model, or a registered name with a folder)."""
     bases = comfy_bases() if bases is None else list(bases)
     folder = resolve_checkpoint(name, bases)
@@ -169,8 +174,9 @@ def model_folder(name: str, bases: Iterable[str | os.PathLike] | None = None,
     return None
 
 
-def fingerprint(name: str, bases: Iterable[str | os.PathLike] | None = None,
-                registered: dict[str, object] | None = None) -> str:
+def fingerprint(
+    name: str, bases: Iterable[str | os.PathLike] | None = None, registered: dict[str, object] | None = None
+) -> str:
     """Changes when a checkpoint folder's files change, so ComfyUI reloads a retrained model. ComfyUI stores it
     in the prompt (`is_changed`) that its history and saved PNGs carry, so the folder is named by a digest,
     never by its server path."""
@@ -215,8 +221,9 @@ def checkpoint_styles(folder: str | os.PathLike) -> tuple[str, ...]:
     return found
 
 
-def style_options(bases: Iterable[str | os.PathLike] | None = None,
-                  registered: dict[str, object] | None = None) -> tuple[list[str], str]:
+def style_options(
+    bases: Iterable[str | os.PathLike] | None = None, registered: dict[str, object] | None = None
+) -> tuple[list[str], str]:
     """The style combo and its default: "none", the default model's trained styles (in its order), then the
     other offered models' styles; the default is the default model's first style ("noto" for emoji64), else
     "none". The model that runs must know the style picked (checked when it runs)."""

@@ -13,6 +13,7 @@ field named in the message. ComfyUI 0.3.64 does not check V3 combo values itself
 every combo not declared in validate_inputs), so `device` and `style` values that no list offers (API
 prompts only) are refused when the node runs.
 """
+
 from __future__ import annotations
 
 import logging
@@ -24,11 +25,11 @@ from comfy_api.latest import ComfyExtension, io, ui
 from . import CATEGORY, CONDITIONING_TYPE, METADATA_TYPE, MODEL_TYPE, generation, memory, model_folders, saving
 from .conditioning import mix
 
-MAX_SEED = 2 ** 53 - 1   # == ganvas.core.requests.MAX_SEED (not imported: keeps define_schema light)
-MAX_BATCH = 100          # == the request policy's default n limit (GANVAS_MAX_N)
+MAX_SEED = 2**53 - 1  # == ganvas.core.requests.MAX_SEED (not imported: keeps define_schema light)
+MAX_BATCH = 100  # == the request policy's default n limit (GANVAS_MAX_N)
 GENERATE_MAX_SEED = MAX_SEED - (MAX_BATCH - 1)  # image i uses seed + i: every batch stays within MAX_SEED
 DEVICES = ("cpu", "comfyui")
-LIST_LIMIT = 24          # names listed in a "not found" message
+LIST_LIMIT = 24  # names listed in a "not found" message
 
 GanvasModel = io.Custom(MODEL_TYPE)
 GanvasConditioning = io.Custom(CONDITIONING_TYPE)
@@ -73,36 +74,50 @@ def _listing(names: list[str]) -> str:
 
 
 def _truncation_input():
-    return io.Float.Input("truncation", default=1.0, min=0.01, max=1.0, step=0.01,
-                          tooltip="psi: lower = more typical, less varied images")
+    return io.Float.Input(
+        "truncation", default=1.0, min=0.01, max=1.0, step=0.01, tooltip="psi: lower = more typical, less varied images"
+    )
 
 
 def _style_input():
     options, default = model_folders.style_options()
-    return io.Combo.Input("style", options=options, default=default,
-                          tooltip="style word, put into the prompt by the model's prompt template (emoji64: "
-                                  "'PROMPT; STYLE style', as its training captions end; none: no style). The list "
-                                  "holds the styles the offered checkpoints were trained with, the default "
-                                  "model's first; the model you load must know the one you pick (a model without "
-                                  "a prompt template, such as shapes, takes none)")
+    return io.Combo.Input(
+        "style",
+        options=options,
+        default=default,
+        tooltip="style word, put into the prompt by the model's prompt template (emoji64: "
+        "'PROMPT; STYLE style', as its training captions end; none: no style). The list "
+        "holds the styles the offered checkpoints were trained with, the default "
+        "model's first; the model you load must know the one you pick (a model without "
+        "a prompt template, such as shapes, takes none)",
+    )
 
 
 def _size_input():
     # Optional, so API prompts saved before the input existed still run (at the native size).
-    return io.Combo.Input("size", options=list(generation.GENERATE_SIZES), default=generation.NATIVE, optional=True,
-                          tooltip="output side in pixels. native: the model's own (64 for emoji64). Above it the "
-                                  "model's upsampler makes the image (x4: 64 -> 256 px), then a Lanczos resize to "
-                                  "the exact side (128: down from 256; 512: up from 256, a plain resize of the "
-                                  "upsampled image). Same pixels as `ganvas generate --size`")
+    return io.Combo.Input(
+        "size",
+        options=list(generation.GENERATE_SIZES),
+        default=generation.NATIVE,
+        optional=True,
+        tooltip="output side in pixels. native: the model's own (64 for emoji64). Above it the "
+        "model's upsampler makes the image (x4: 64 -> 256 px), then a Lanczos resize to "
+        "the exact side (128: down from 256; 512: up from 256, a plain resize of the "
+        "upsampled image). Same pixels as `ganvas generate --size`",
+    )
 
 
 def _image_outputs(images_name: str) -> list:
     return [
         io.Image.Output(display_name=images_name, tooltip="RGB, 0..1 (straight colour for transparent models)"),
-        io.Mask.Output(display_name="mask", tooltip="1 - alpha, [B, H, W]; all zeros for RGB models. Join Image "
-                                                    "with Alpha + Save Image writes the model's RGBA PNG"),
-        GanvasMetadata.Output(display_name="metadata",
-                              tooltip="for Ganvas Save: the PNG fields `ganvas generate` writes, per image"),
+        io.Mask.Output(
+            display_name="mask",
+            tooltip="1 - alpha, [B, H, W]; all zeros for RGB models. Join Image "
+            "with Alpha + Save Image writes the model's RGBA PNG",
+        ),
+        GanvasMetadata.Output(
+            display_name="metadata", tooltip="for Ganvas Save: the PNG fields `ganvas generate` writes, per image"
+        ),
     ]
 
 
@@ -123,14 +138,22 @@ class GanvasModelLoader(io.ComfyNode):
             display_name="Ganvas Model Loader",
             category=CATEGORY,
             description="Load a ganvas text-to-image GAN: a checkpoint folder (config.json + model.safetensors) "
-                        "under models/ganvas, or a model ganvas ships or a plugin registers.",
+            "under models/ganvas, or a model ganvas ships or a plugin registers.",
             inputs=[
-                io.Combo.Input("model_name", options=choices, default=model_folders.default_choice(choices),
-                               tooltip="checkpoint folders under models/ganvas (and extra_model_paths.yaml "
-                                       "'ganvas:' entries), then ganvas's registered models"),
-                io.Combo.Input("device", options=list(DEVICES), default="cpu",
-                               tooltip="cpu: pixel-identical to `ganvas generate`; comfyui: ComfyUI's device "
-                                       "(GPU when it has one; pixels may differ by a level)"),
+                io.Combo.Input(
+                    "model_name",
+                    options=choices,
+                    default=model_folders.default_choice(choices),
+                    tooltip="checkpoint folders under models/ganvas (and extra_model_paths.yaml "
+                    "'ganvas:' entries), then ganvas's registered models",
+                ),
+                io.Combo.Input(
+                    "device",
+                    options=list(DEVICES),
+                    default="cpu",
+                    tooltip="cpu: pixel-identical to `ganvas generate`; comfyui: ComfyUI's device "
+                    "(GPU when it has one; pixels may differ by a level)",
+                ),
             ],
             outputs=[GanvasModel.Output(display_name="model")],
         )
@@ -145,9 +168,11 @@ class GanvasModelLoader(io.ComfyNode):
             return f"model_name must be the name of a ganvas model, got {model_name!r}"
         choices = model_folders.model_choices()
         if model_name not in choices:
-            return (f"ganvas model {model_name!r} not found: put its checkpoint folder (config.json + "
-                    f"model.safetensors) in ComfyUI's models/{model_folders.FOLDER_NAME} folder or in a "
-                    f"'{model_folders.FOLDER_NAME}:' folder of extra_model_paths.yaml; available: {_listing(choices)}")
+            return (
+                f"ganvas model {model_name!r} not found: put its checkpoint folder (config.json + "
+                f"model.safetensors) in ComfyUI's models/{model_folders.FOLDER_NAME} folder or in a "
+                f"'{model_folders.FOLDER_NAME}:' folder of extra_model_paths.yaml; available: {_listing(choices)}"
+            )
         return True
 
     @classmethod
@@ -163,9 +188,17 @@ class GanvasModelLoader(io.ComfyNode):
             import torch
 
             colour = "RGBA" if pipe.info.channels == 4 else "RGB"
-            log.info("ganvas: loaded model %r (%d px, %s, hash %s) on %s; it renders at %d torch thread(s) "
-                     "(ComfyUI's torch uses %d)", model_name, pipe.resolution, colour, pipe.info.hash, target,
-                     pipe.threads or generation.require_ganvas().default_threads(), torch.get_num_threads())
+            log.info(
+                "ganvas: loaded model %r (%d px, %s, hash %s) on %s; it renders at %d torch thread(s) "
+                "(ComfyUI's torch uses %d)",
+                model_name,
+                pipe.resolution,
+                colour,
+                pipe.info.hash,
+                target,
+                pipe.threads or generation.require_ganvas().default_threads(),
+                torch.get_num_threads(),
+            )
         return io.NodeOutput(pipe)
 
 
@@ -177,20 +210,33 @@ class GanvasGenerate(io.ComfyNode):
             display_name="Ganvas Generate",
             category=CATEGORY,
             description="Text to image in one GAN forward pass per image. Image i uses seed + i, so a seed "
-                        "gives the same picture alone or in a batch, and the same as `ganvas generate`.",
+            "gives the same picture alone or in a batch, and the same as `ganvas generate`.",
             inputs=[
                 GanvasModel.Input("model"),
-                io.String.Input("prompt", multiline=True, default="fox",
-                                tooltip="what to draw, e.g. fox, red heart, grinning face (ignored when a "
-                                        "conditioning is connected)"),
-                io.Int.Input("seed", default=0, min=0, max=GENERATE_MAX_SEED, control_after_generate=True,
-                             tooltip=f"seed of the first image; image i uses seed + i (so the largest seed "
-                                     f"leaves room for a batch of {MAX_BATCH})"),
+                io.String.Input(
+                    "prompt",
+                    multiline=True,
+                    default="fox",
+                    tooltip="what to draw, e.g. fox, red heart, grinning face (ignored when a "
+                    "conditioning is connected)",
+                ),
+                io.Int.Input(
+                    "seed",
+                    default=0,
+                    min=0,
+                    max=GENERATE_MAX_SEED,
+                    control_after_generate=True,
+                    tooltip=f"seed of the first image; image i uses seed + i (so the largest seed "
+                    f"leaves room for a batch of {MAX_BATCH})",
+                ),
                 io.Int.Input("batch_size", default=1, min=1, max=MAX_BATCH),
                 _truncation_input(),
                 _style_input(),
-                GanvasConditioning.Input("conditioning", optional=True,
-                                         tooltip="from Ganvas Encode Prompt / Mix Prompts; replaces the prompt"),
+                GanvasConditioning.Input(
+                    "conditioning",
+                    optional=True,
+                    tooltip="from Ganvas Encode Prompt / Mix Prompts; replaces the prompt",
+                ),
                 _size_input(),
             ],
             outputs=[
@@ -208,10 +254,20 @@ class GanvasGenerate(io.ComfyNode):
         return generation.prompt_problem(prompt, "prompt") or True
 
     @classmethod
-    def execute(cls, model, prompt, seed, batch_size, truncation, style="none", conditioning=None,
-                size=generation.NATIVE) -> io.NodeOutput:
-        rendered = generation.render(_pipeline(model), prompt, seed, batch_size, truncation, style, conditioning,
-                                     on_image=_on_image(batch_size), size=size)
+    def execute(
+        cls, model, prompt, seed, batch_size, truncation, style="none", conditioning=None, size=generation.NATIVE
+    ) -> io.NodeOutput:
+        rendered = generation.render(
+            _pipeline(model),
+            prompt,
+            seed,
+            batch_size,
+            truncation,
+            style,
+            conditioning,
+            on_image=_on_image(batch_size),
+            size=size,
+        )
         return _image_node_output(rendered, generation.seeds_text(rendered.seeds))
 
 
@@ -223,16 +279,26 @@ class GanvasInterpolate(io.ComfyNode):
             display_name="Ganvas Interpolate",
             category=CATEGORY,
             description="A morph from one prompt and seed to another as an IMAGE batch (for video and GIF "
-                        "nodes). The first and last frames equal Ganvas Generate's images for those prompts "
-                        "and seeds.",
+            "nodes). The first and last frames equal Ganvas Generate's images for those prompts "
+            "and seeds.",
             inputs=[
                 GanvasModel.Input("model"),
                 io.String.Input("prompt_from", multiline=True, default="red heart"),
-                io.String.Input("prompt_to", multiline=True, default="blue heart",
-                                tooltip="empty: keep prompt_from and walk the noise only"),
+                io.String.Input(
+                    "prompt_to",
+                    multiline=True,
+                    default="blue heart",
+                    tooltip="empty: keep prompt_from and walk the noise only",
+                ),
                 io.Int.Input("seed_from", default=0, min=0, max=MAX_SEED, control_after_generate=True),
-                io.Int.Input("seed_to", default=0, min=0, max=MAX_SEED, control_after_generate=True,
-                             tooltip="equal to seed_from: the noise stays, only the text changes"),
+                io.Int.Input(
+                    "seed_to",
+                    default=0,
+                    min=0,
+                    max=MAX_SEED,
+                    control_after_generate=True,
+                    tooltip="equal to seed_from: the noise stays, only the text changes",
+                ),
                 io.Int.Input("frames", default=9, min=2, max=MAX_BATCH, tooltip="frames including both ends"),
                 _truncation_input(),
                 _style_input(),
@@ -241,10 +307,20 @@ class GanvasInterpolate(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, model, prompt_from, prompt_to, seed_from, seed_to, frames, truncation, style="none"
-                ) -> io.NodeOutput:
-        rendered = generation.render_interpolation(_pipeline(model), prompt_from, prompt_to, seed_from, seed_to,
-                                                   frames, truncation, style, on_image=_on_image(frames))
+    def execute(
+        cls, model, prompt_from, prompt_to, seed_from, seed_to, frames, truncation, style="none"
+    ) -> io.NodeOutput:
+        rendered = generation.render_interpolation(
+            _pipeline(model),
+            prompt_from,
+            prompt_to,
+            seed_from,
+            seed_to,
+            frames,
+            truncation,
+            style,
+            on_image=_on_image(frames),
+        )
         return _image_node_output(rendered)
 
 
@@ -256,7 +332,7 @@ class GanvasEncodePrompt(io.ComfyNode):
             display_name="Ganvas Encode Prompt",
             category=CATEGORY,
             description="Encode a prompt with the model's text encoder into a conditioning for Ganvas Generate "
-                        "or Ganvas Mix Prompts.",
+            "or Ganvas Mix Prompts.",
             inputs=[
                 GanvasModel.Input("model"),
                 io.String.Input("text", multiline=True, default="red heart"),
@@ -283,7 +359,7 @@ class GanvasMixPrompts(io.ComfyNode):
             display_name="Ganvas Mix Prompts",
             category=CATEGORY,
             description="Blend two encoded prompts: weight 0 is conditioning_a, 1 is conditioning_b. The weight "
-                        "is rounded to a fraction k/n with n <= 50 (exact in steps of 0.02).",
+            "is rounded to a fraction k/n with n <= 50 (exact in steps of 0.02).",
             inputs=[
                 GanvasConditioning.Input("conditioning_a"),
                 GanvasConditioning.Input("conditioning_b"),
@@ -308,26 +384,37 @@ class GanvasUpscale(io.ComfyNode):
             display_name="Ganvas Upscale",
             category=CATEGORY,
             description="Upscale any IMAGE (with its MASK as transparency) with ganvas's upsampler: one pass "
-                        "(x4 for the shipped upsampler, aspect ratio kept) or to a square side (upsampler, then "
-                        "Lanczos to the exact side). Ganvas Generate at size 64 followed by this node at 256 "
-                        "equals Ganvas Generate at size 256, pixel for pixel.",
+            "(x4 for the shipped upsampler, aspect ratio kept) or to a square side (upsampler, then "
+            "Lanczos to the exact side). Ganvas Generate at size 64 followed by this node at 256 "
+            "equals Ganvas Generate at size 256, pixel for pixel.",
             inputs=[
                 io.Image.Input("images", tooltip="any IMAGE batch (RGB, 0..1), up to 512 px a side"),
-                io.Combo.Input("size", options=list(generation.UPSCALE_SIZES), default=generation.UPSCALE_SIZES[0],
-                               tooltip="x scale: one upsampler pass (each side times the upsampler's scale); a "
-                                       "number: a square side in pixels (the upsampler, then Lanczos; at or below "
-                                       "the image's side a plain Lanczos resize). Non-square images take x scale"),
-                io.Mask.Input("mask", optional=True,
-                              tooltip="1 - alpha, as Ganvas Generate's mask output or Load Image's: the image is "
-                                      "upscaled as RGBA and the upscaled transparency comes out as the mask"),
-                GanvasModel.Input("model", optional=True,
-                                  tooltip="the ganvas model whose upsampler is used (the one trained for its "
-                                          "resolution); not connected: the default model's"),
+                io.Combo.Input(
+                    "size",
+                    options=list(generation.UPSCALE_SIZES),
+                    default=generation.UPSCALE_SIZES[0],
+                    tooltip="x scale: one upsampler pass (each side times the upsampler's scale); a "
+                    "number: a square side in pixels (the upsampler, then Lanczos; at or below "
+                    "the image's side a plain Lanczos resize). Non-square images take x scale",
+                ),
+                io.Mask.Input(
+                    "mask",
+                    optional=True,
+                    tooltip="1 - alpha, as Ganvas Generate's mask output or Load Image's: the image is "
+                    "upscaled as RGBA and the upscaled transparency comes out as the mask",
+                ),
+                GanvasModel.Input(
+                    "model",
+                    optional=True,
+                    tooltip="the ganvas model whose upsampler is used (the one trained for its "
+                    "resolution); not connected: the default model's",
+                ),
             ],
             outputs=[
                 io.Image.Output(display_name="images", tooltip="RGB, 0..1 (straight colour when a mask was given)"),
-                io.Mask.Output(display_name="mask", tooltip="1 - alpha of the upscaled images; all zeros without "
-                                                            "an input mask"),
+                io.Mask.Output(
+                    display_name="mask", tooltip="1 - alpha of the upscaled images; all zeros without an input mask"
+                ),
             ],
         )
 
@@ -354,15 +441,18 @@ class GanvasSave(io.ComfyNode):
             display_name="Ganvas Save",
             category=CATEGORY,
             description="Save PNGs that `ganvas generate --from-png` replays: ganvas's metadata (prompt, seed, "
-                        "model, A1111 `parameters`, the replay record), ComfyUI's prompt and workflow, and the "
-                        "model's transparency. An image changed after Ganvas Generate is saved without the "
-                        "ganvas fields (they would replay to other pixels).",
+            "model, A1111 `parameters`, the replay record), ComfyUI's prompt and workflow, and the "
+            "model's transparency. An image changed after Ganvas Generate is saved without the "
+            "ganvas fields (they would replay to other pixels).",
             inputs=[
                 io.Image.Input("images"),
                 GanvasMetadata.Input("metadata", tooltip="the metadata output of Ganvas Generate or Interpolate"),
-                io.String.Input("filename_prefix", default="ganvas",
-                                tooltip="file name prefix; may include a subfolder and ComfyUI's %date:...% "
-                                        "formatting, as in Save Image"),
+                io.String.Input(
+                    "filename_prefix",
+                    default="ganvas",
+                    tooltip="file name prefix; may include a subfolder and ComfyUI's %date:...% "
+                    "formatting, as in Save Image",
+                ),
             ],
             outputs=[],
             hidden=[io.Hidden.prompt, io.Hidden.extra_pnginfo, io.Hidden.unique_id],
@@ -375,10 +465,13 @@ class GanvasSave(io.ComfyNode):
         from comfy.cli_args import args
 
         if not isinstance(metadata, saving.GanvasMetadata):
-            raise TypeError(f"metadata is {'null' if metadata is None else type(metadata).__name__}: connect the "
-                            f"metadata output of Ganvas Generate or Ganvas Interpolate")
+            raise TypeError(
+                f"metadata is {'null' if metadata is None else type(metadata).__name__}: connect the "
+                f"metadata output of Ganvas Generate or Ganvas Interpolate"
+            )
         folder, stem, counter, subfolder, _ = folder_paths.get_save_image_path(
-            filename_prefix, folder_paths.get_output_directory(), images[0].shape[1], images[0].shape[0])
+            filename_prefix, folder_paths.get_output_directory(), images[0].shape[1], images[0].shape[0]
+        )
         paths = []
         for number in range(len(images)):
             paths.append(os.path.join(folder, f"{stem.replace('%batch_num%', str(number))}_{counter + number:05}_.png"))
@@ -386,8 +479,10 @@ class GanvasSave(io.ComfyNode):
         saved = saving.save_images(images, metadata, paths, comfy, with_metadata=not args.disable_metadata)
         plain = [s.path.name for s in saved if not s.with_ganvas]
         if plain and not args.disable_metadata:
-            note = (f"{len(plain)} of {len(saved)} images saved without ganvas metadata: their pixels are not the "
-                    f"ones Ganvas Generate made (changed on the way?), so a replay would differ")
+            note = (
+                f"{len(plain)} of {len(saved)} images saved without ganvas metadata: their pixels are not the "
+                f"ones Ganvas Generate made (changed on the way?), so a replay would differ"
+            )
             log.warning("ganvas: %s (%s)", note, ", ".join(plain))
             _show_text(note, cls.hidden.unique_id)
         results = [ui.SavedResult(s.path.name, subfolder, io.FolderType.output) for s in saved]
@@ -404,8 +499,15 @@ def _show_text(text: str, node_id) -> None:
         pass
 
 
-NODES = [GanvasModelLoader, GanvasGenerate, GanvasInterpolate, GanvasEncodePrompt, GanvasMixPrompts, GanvasSave,
-         GanvasUpscale]
+NODES = [
+    GanvasModelLoader,
+    GanvasGenerate,
+    GanvasInterpolate,
+    GanvasEncodePrompt,
+    GanvasMixPrompts,
+    GanvasSave,
+    GanvasUpscale,
+]
 
 
 class GanvasExtension(ComfyExtension):

@@ -13,6 +13,7 @@ reordered or subset on the way still gets the right record, and an image that wa
 
 No ComfyUI import here: the node passes in the graph, the workflow and the output folder.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -24,9 +25,9 @@ from typing import Any, Sequence
 
 @dataclass(frozen=True)
 class ImageRecord:
-    fields: dict[str, str]        # PNG text fields, as `ganvas generate` writes them
-    rgb_sha256: str               # digest of the straight RGB bytes (H, W, 3), as the IMAGE holds them
-    alpha: bytes | None = None    # H*W alpha bytes of a transparent model's image, None for RGB
+    fields: dict[str, str]  # PNG text fields, as `ganvas generate` writes them
+    rgb_sha256: str  # digest of the straight RGB bytes (H, W, 3), as the IMAGE holds them
+    alpha: bytes | None = None  # H*W alpha bytes of a transparent model's image, None for RGB
     size: tuple[int, int] = (0, 0)  # (width, height)
 
 
@@ -79,8 +80,8 @@ def image_bytes(image) -> "Any":
 @dataclass
 class SavedFile:
     path: Path
-    with_ganvas: bool   # whether the ganvas fields were written (the image is the pipeline's own)
-    mode: str           # "RGB" or "RGBA"
+    with_ganvas: bool  # whether the ganvas fields were written (the image is the pipeline's own)
+    mode: str  # "RGB" or "RGBA"
 
 
 def comfy_fields(prompt: Any = None, extra_pnginfo: Any = None) -> dict[str, str]:
@@ -95,8 +96,9 @@ def comfy_fields(prompt: Any = None, extra_pnginfo: Any = None) -> dict[str, str
     return fields
 
 
-def save_images(images, metadata: GanvasMetadata | None, paths: Sequence[Path], comfy: dict[str, str],
-                with_metadata: bool = True) -> list[SavedFile]:
+def save_images(
+    images, metadata: GanvasMetadata | None, paths: Sequence[Path], comfy: dict[str, str], with_metadata: bool = True
+) -> list[SavedFile]:
     """Write images[i] to paths[i]: the pipeline's pixels (RGBA when its model is transparent) with ganvas's
     fields when the image's bytes are a record's, else the image as it came; ComfyUI's fields on every file.
     with_metadata=False (ComfyUI's --disable-metadata) writes no text at all."""
@@ -122,7 +124,7 @@ def save_images(images, metadata: GanvasMetadata | None, paths: Sequence[Path], 
         if with_metadata:
             text.update(comfy)
             if record is not None:
-                text.update(record.fields)   # ganvas's fields win a clash (e.g. `parameters`)
+                text.update(record.fields)  # ganvas's fields win a clash (e.g. `parameters`)
         # "x" mode, not core/io/atomic.py: never overwrite (ComfyUI's counter picked a free name; a rename would)
         with open(path, "xb") as fh:
             save_png(out, fh, text)

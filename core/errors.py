@@ -3,6 +3,7 @@
 They carry a `param` where one field is at fault, so an HTTP host can name it (OpenAI error shape) without
 parsing messages. Torch-free: light hosts import this module.
 """
+
 from __future__ import annotations
 
 

@@ -12,6 +12,7 @@ Rules shared by every hook:
 
 docs/plugins.md has a runnable example of each hook; tests/test_docs.py fails if one is missing.
 """
+
 from __future__ import annotations
 
 import os

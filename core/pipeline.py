@@ -16,6 +16,7 @@ and makes seed s the same picture alone, in a batch of 64, or in another process
 Threads: the generator runs at the pipeline's own torch thread count (GANVAS_THREADS, else 1, or
 configure_threads / Pipeline.threads), whatever the host set, which gets its setting back (render_threads).
 """
+
 from __future__ import annotations
 
 import copy
@@ -57,9 +58,7 @@ PROMPT_CACHE_SIZE = 4096
 
 
 def random_seed() -> int:
-    return secrets.randbelow(2 ** 32)
-
-
+    return secrets.randbelow(2**32)
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
@@ -76,6 +75,7 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
 
 
 # --- prompt embeddings ------------------------------------------------------------------------------------
+
 
 class PromptCache:
     """Thread-safe LRU of sentence vectors for one text encoder.
@@ -100,8 +100,10 @@ class PromptCache:
                 encoded = self.encoder.encode(missing)
                 vectors = getattr(encoded, "sentence", encoded)
                 if not torch.is_tensor(vectors) or vectors.ndim != 2 or vectors.shape[0] != len(missing):
-                    raise GanvasError(f"text encoder {type(self.encoder).__name__} returned "
-                                      f"{getattr(vectors, 'shape', type(vectors).__name__)} for {len(missing)} prompts")
+                    raise GanvasError(
+                        f"text encoder {type(self.encoder).__name__} returned "
+                        f"{getattr(vectors, 'shape', type(vectors).__name__)} for {len(missing)} prompts"
+                    )
                 for prompt, vector in zip(missing, vectors.detach().float().cpu()):
                     self._vectors[prompt] = vector.clone()
             for p in prompts:
@@ -126,6 +128,7 @@ def prompt_cache_for(encoder: Any) -> PromptCache:
 
 # --- loaded models ----------------------------------------------------------------------------------------
 
+
 @dataclass
 class LoadedModel:
     info: ModelInfo
@@ -145,25 +148,47 @@ def _load_folder(name: str, folder: Path) -> tuple[torch.nn.Module, ModelInfo]:
         template = prompt_template(config)
     except ValueError as exc:
         raise CheckpointError(f"{folder / 'config.json'}: {exc}") from None
-    info = ModelInfo(name, file_hash(folder / "model.safetensors", 10), cfg.resolution, cfg.z_dim,
-                     cfg.text_encoder, str(folder.resolve()), trained_styles(config), cfg.channels, template)
+    info = ModelInfo(
+        name,
+        file_hash(folder / "model.safetensors", 10),
+        cfg.resolution,
+        cfg.z_dim,
+        cfg.text_encoder,
+        str(folder.resolve()),
+        trained_styles(config),
+        cfg.channels,
+        template,
+    )
     return generator, info
 
 
 def _from_module(name: str, module: Any, origin: str) -> tuple[torch.nn.Module, ModelInfo]:
     cfg = getattr(module, "config", None)
-    if not isinstance(module, torch.nn.Module) or cfg is None or not all(
-            hasattr(cfg, a) for a in ("z_dim", "resolution", "text_encoder")):
-        raise GanvasError(f"model {name!r} from {origin}: the loader returned {type(module).__name__}; expected "
-                          f"a checkpoint folder or an nn.Module with .config.z_dim/.resolution/.text_encoder")
+    if (
+        not isinstance(module, torch.nn.Module)
+        or cfg is None
+        or not all(hasattr(cfg, a) for a in ("z_dim", "resolution", "text_encoder"))
+    ):
+        raise GanvasError(
+            f"model {name!r} from {origin}: the loader returned {type(module).__name__}; expected "
+            f"a checkpoint folder or an nn.Module with .config.z_dim/.resolution/.text_encoder"
+        )
     template = getattr(module, "prompt_template", None)  # a loader's module may say how styles enter its prompt
     try:
         template = prompt_template({"prompt_template": template})
     except ValueError as exc:
         raise GanvasError(f"model {name!r} from {origin}: {exc}") from None
     module.eval().requires_grad_(False)
-    return module, ModelInfo(name, _state_hash(module), cfg.resolution, cfg.z_dim, cfg.text_encoder, None,
-                             channels=getattr(cfg, "channels", 3), prompt_template=template)
+    return module, ModelInfo(
+        name,
+        _state_hash(module),
+        cfg.resolution,
+        cfg.z_dim,
+        cfg.text_encoder,
+        None,
+        channels=getattr(cfg, "channels", 3),
+        prompt_template=template,
+    )
 
 
 def load_model(name: str, source: Any, device: str = "cpu", origin: str = "a path") -> LoadedModel:
@@ -189,13 +214,20 @@ def clear_model_cache() -> None:
 
 # --- the pipeline -----------------------------------------------------------------------------------------
 
+
 class Pipeline:
     """A loaded model bound to a plugin manager. Thread-safe: calls on one model run one at a time."""
 
     threads: int | None = None  # torch CPU threads for the generator forward; None: default_threads()
 
-    def __init__(self, model: LoadedModel, plugins: GanvasPlugins, encoder_factory: Callable[[], Any],
-                 exact_seeds: bool = True, load_warnings: list[str] | None = None):
+    def __init__(
+        self,
+        model: LoadedModel,
+        plugins: GanvasPlugins,
+        encoder_factory: Callable[[], Any],
+        exact_seeds: bool = True,
+        load_warnings: list[str] | None = None,
+    ):
         self.model = model
         self.plugins = plugins
         self._encoder_factory = encoder_factory
@@ -205,8 +237,14 @@ class Pipeline:
         self.load_warnings = load_warnings or []
 
     @classmethod
-    def load(cls, name_or_path: str | os.PathLike | None = None, *, plugins: GanvasPlugins | None = None,
-             device: str | None = None, exact_seeds: bool = True) -> "Pipeline":
+    def load(
+        cls,
+        name_or_path: str | os.PathLike | None = None,
+        *,
+        plugins: GanvasPlugins | None = None,
+        device: str | None = None,
+        exact_seeds: bool = True,
+    ) -> "Pipeline":
         """A pipeline for a registered model name or checkpoint folder (None: the default model)."""
         plugins = plugins or get_plugin_manager()
         warnings: list[str] = []
@@ -218,8 +256,10 @@ class Pipeline:
         encoders = plugins.text_encoders(warnings)
         wanted = model.info.text_encoder
         if wanted not in encoders:
-            raise GanvasError(f"model {name!r} needs text encoder {wanted!r}, which no plugin provides "
-                              f"(available: {', '.join(sorted(encoders)) or 'none'})")
+            raise GanvasError(
+                f"model {name!r} needs text encoder {wanted!r}, which no plugin provides "
+                f"(available: {', '.join(sorted(encoders)) or 'none'})"
+            )
         return cls(model, plugins, encoders[wanted].value, exact_seeds, warnings)
 
     # --- properties ---
@@ -249,8 +289,13 @@ class Pipeline:
         with render_threads(self.threads):
             return self._prompts(list(prompts))
 
-    def render(self, text: torch.Tensor, z: torch.Tensor, callback: Callable[[int, int], None] | None = None,
-               progress: bool = False) -> list:
+    def render(
+        self,
+        text: torch.Tensor,
+        z: torch.Tensor,
+        callback: Callable[[int, int], None] | None = None,
+        progress: bool = False,
+    ) -> list:
         """Generator forward for rows of (text, scaled noise) -> RGB PIL images at native resolution."""
         from tqdm.auto import tqdm
 
@@ -258,10 +303,14 @@ class Pipeline:
         step = 1 if self.exact_seeds else BATCH_SIZE
         G, device = self.model.generator, self.model.device
         images = []
-        with self.model.lock, render_threads(self.threads), torch.inference_mode(), \
-                tqdm(total=total, disable=not progress, unit="img", file=sys.stderr, leave=False) as bar:
+        with (
+            self.model.lock,
+            render_threads(self.threads),
+            torch.inference_mode(),
+            tqdm(total=total, disable=not progress, unit="img", file=sys.stderr, leave=False) as bar,
+        ):
             for start in range(0, total, step):
-                out = G(z[start:start + step].to(device), text[start:start + step].to(device))
+                out = G(z[start : start + step].to(device), text[start : start + step].to(device))
                 images.extend(to_pil(out))
                 bar.update(out.shape[0])
                 if callback is not None:
@@ -269,10 +318,20 @@ class Pipeline:
         return images
 
     # --- generation ---
-    def __call__(self, prompt: str | GenerationRequest, n: int = 1, seed: int | None = None,
-                 truncation: float = DEFAULT_TRUNCATION, *, style: str | None = None, size: int | None = None,
-                 extra: dict | None = None, host: str = "python", callback=None, progress: bool = False
-                 ) -> GenerationResult:
+    def __call__(
+        self,
+        prompt: str | GenerationRequest,
+        n: int = 1,
+        seed: int | None = None,
+        truncation: float = DEFAULT_TRUNCATION,
+        *,
+        style: str | None = None,
+        size: int | None = None,
+        extra: dict | None = None,
+        host: str = "python",
+        callback=None,
+        progress: bool = False,
+    ) -> GenerationResult:
         if isinstance(prompt, GenerationRequest):
             return self.generate(prompt, callback=callback, progress=progress)
         request = GenerationRequest(prompt, n, seed, truncation, self.name, style, size, host, dict(extra or {}))
@@ -281,8 +340,11 @@ class Pipeline:
     def _start(self, request: GenerationRequest) -> GenerationRequest:
         request.validate()
         if not self._serves(request.model):
-            raise InvalidRequest(f"this pipeline serves model {self.name!r}, the request asks for {request.model!r} "
-                                 f"(ganvas.core.pipeline.generate(request) picks the model)", "model")
+            raise InvalidRequest(
+                f"this pipeline serves model {self.name!r}, the request asks for {request.model!r} "
+                f"(ganvas.core.pipeline.generate(request) picks the model)",
+                "model",
+            )
         original = copy.deepcopy(request)
         original.model = request.model or self.name  # the host's spelling (name or path) replays best
         if original.seed is None:
@@ -306,12 +368,15 @@ class Pipeline:
         try:
             prepared.validate()
         except InvalidRequest as exc:
-            raise InvalidRequest(f"a ganvas_prepare_request plugin produced an invalid request: {exc}", exc.param) from None
+            raise InvalidRequest(
+                f"a ganvas_prepare_request plugin produced an invalid request: {exc}", exc.param
+            ) from None
         prepared.prompt = self.info.styled_prompt(prepared.prompt, prepared.style)
         return prepared
 
-    def generate(self, request: GenerationRequest, *, callback=None, progress: bool = False,
-                 frames: Sequence[int] | None = None) -> GenerationResult:
+    def generate(
+        self, request: GenerationRequest, *, callback=None, progress: bool = False, frames: Sequence[int] | None = None
+    ) -> GenerationResult:
         """Run one request through the plugins and the model. Interpolation requests (made by
         `interpolate`, recognisable by request.extra["interpolate"]) are replayed too."""
         if "interpolate" in request.extra:
@@ -339,11 +404,22 @@ class Pipeline:
         result = GenerationResult(images, seeds, prepared, original, timings, self.info, [], warnings)
         return self._finish(result, start)
 
-    def interpolate(self, prompts: str | Sequence[str], steps: int = 8, seed: int | None = None,
-                    truncation: float = DEFAULT_TRUNCATION, *, seeds: Sequence[int] | None = None,
-                    style: str | None = None, size: int | None = None, extra: dict | None = None,
-                    host: str = "python", frames: Sequence[int] | None = None, callback=None,
-                    progress: bool = False) -> GenerationResult:
+    def interpolate(
+        self,
+        prompts: str | Sequence[str],
+        steps: int = 8,
+        seed: int | None = None,
+        truncation: float = DEFAULT_TRUNCATION,
+        *,
+        seeds: Sequence[int] | None = None,
+        style: str | None = None,
+        size: int | None = None,
+        extra: dict | None = None,
+        host: str = "python",
+        frames: Sequence[int] | None = None,
+        callback=None,
+        progress: bool = False,
+    ) -> GenerationResult:
         """Frames of a morph between key frames: prompts and/or seeds (a walk in text and noise).
 
         K key frames = max(len(prompts), len(seeds)); a list of length 1 is held constant. Each pair of
@@ -355,8 +431,17 @@ class Pipeline:
         if not prompts:
             raise InvalidRequest("interpolate needs at least one prompt", "prompt")
         spec = {"prompts": prompts, "seeds": seed_list, "steps": steps}
-        request = GenerationRequest(prompts[0], 1, seed_list[0], truncation, self.name, style, size, host,
-                                    {**(extra or {}), "interpolate": spec})
+        request = GenerationRequest(
+            prompts[0],
+            1,
+            seed_list[0],
+            truncation,
+            self.name,
+            style,
+            size,
+            host,
+            {**(extra or {}), "interpolate": spec},
+        )
         return self._interpolate(request, frames, callback, progress)
 
     def _interpolate(self, request: GenerationRequest, frames, callback, progress) -> GenerationResult:
@@ -369,8 +454,11 @@ class Pipeline:
         prompts, seed_list, steps = spec.get("prompts"), spec.get("seeds"), spec.get("steps", 8)
         if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
             raise InvalidRequest("interpolate: prompts must be a non-empty list of text", "prompt")
-        if not isinstance(seed_list, list) or not seed_list or not all(
-                isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED for s in seed_list):
+        if (
+            not isinstance(seed_list, list)
+            or not seed_list
+            or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED for s in seed_list)
+        ):
             raise InvalidRequest(f"interpolate: seeds must be a non-empty list of integers in 0..{MAX_SEED}", "seed")
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise InvalidRequest(f"interpolate: steps must be a positive integer, got {steps!r}", "steps")
@@ -379,8 +467,10 @@ class Pipeline:
             raise InvalidRequest("interpolate needs two or more prompts or seeds", "prompt")
         for label, values in (("prompts", prompts), ("seeds", seed_list)):
             if len(values) not in (1, keys):
-                raise InvalidRequest(f"interpolate: {len(values)} {label} for {keys} key frames "
-                                     f"(give 1 or {keys})", "prompt" if label == "prompts" else "seed")
+                raise InvalidRequest(
+                    f"interpolate: {len(values)} {label} for {keys} key frames (give 1 or {keys})",
+                    "prompt" if label == "prompts" else "seed",
+                )
         total = (keys - 1) * steps + 1
         # A range, not a list: nothing the size of `total` exists before the policy has checked n=total.
         chosen = range(total) if frames is None else list(frames)
@@ -392,8 +482,9 @@ class Pipeline:
         # Every key prompt goes through prepare and check, so policy and style apply to all of them.
         prepared_keys = []
         for p in prompts:
-            prepared_keys.append(self._prepare(original.replace(prompt=p, extra=copy.deepcopy(original.extra)),
-                                               warnings))
+            prepared_keys.append(
+                self._prepare(original.replace(prompt=p, extra=copy.deepcopy(original.extra)), warnings)
+            )
         timings["prepare"] = time.perf_counter() - start
         mark = time.perf_counter()
         for prepared in prepared_keys:
@@ -414,13 +505,20 @@ class Pipeline:
             t = (k - j * steps) / steps
             texts.append(slerp(key_text[j], key_text[j + 1], t))
             zs.append(slerp(key_noise[j], key_noise[j + 1], t) * psi)
-            frame_info.append({"index": k, "t": t, "prompts": [key_prompts[j], key_prompts[j + 1]],
-                               "seeds": [key_seeds[j], key_seeds[j + 1]]})
+            frame_info.append(
+                {
+                    "index": k,
+                    "t": t,
+                    "prompts": [key_prompts[j], key_prompts[j + 1]],
+                    "seeds": [key_seeds[j], key_seeds[j + 1]],
+                }
+            )
             frame_seeds.append(key_seeds[j + 1] if t == 1 else key_seeds[j])
         images = self.render(torch.stack(texts), torch.stack(zs), callback, progress)
         timings["generate"] = time.perf_counter() - mark
-        result = GenerationResult(images, frame_seeds, prepared_keys[0], original, timings, self.info, [], warnings,
-                                  frames=frame_info)
+        result = GenerationResult(
+            images, frame_seeds, prepared_keys[0], original, timings, self.info, [], warnings, frames=frame_info
+        )
         return self._finish(result, start)
 
     def _finish(self, result: GenerationResult, start: float) -> GenerationResult:
@@ -482,9 +580,11 @@ class Pipeline:
             return ups.resize_to(image, size), None
         loaded = self.load_upsampler(warnings)
         if loaded is None:
-            raise InvalidRequest(f"size {size} is above this model's {max(image.size)} px and no upsampler is "
-                                 f"registered (ganvas does not stretch pixels); ask for {max(image.size)} or less",
-                                 "size")
+            raise InvalidRequest(
+                f"size {size} is above this model's {max(image.size)} px and no upsampler is "
+                f"registered (ganvas does not stretch pixels); ask for {max(image.size)} or less",
+                "size",
+            )
         out, _ = ups.upscale_to(loaded, image, size, self.threads)
         return out, loaded.info.label()
 
@@ -512,5 +612,19 @@ def generate(request: GenerationRequest, *, plugins: GanvasPlugins | None = None
     return Pipeline.load(request.model, plugins=plugins).generate(request, **options)
 
 
-__all__ = ["DEFAULT_MODEL", "Pipeline", "generate", "configure_threads", "default_threads", "render_threads",
-           "default_model_name", "noise", "slerp", "load_model", "clear_model_cache", "resolve_model", "GenerationRequest", "GenerationResult"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "Pipeline",
+    "generate",
+    "configure_threads",
+    "default_threads",
+    "render_threads",
+    "default_model_name",
+    "noise",
+    "slerp",
+    "load_model",
+    "clear_model_cache",
+    "resolve_model",
+    "GenerationRequest",
+    "GenerationResult",
+]

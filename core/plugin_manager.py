@@ -10,6 +10,7 @@ Environment switches (read when a manager is built):
   GANVAS_TRACE_PLUGINS=1      log every hook call (logger "ganvas.plugins", to stderr)
   GANVAS_STRICT_PLUGINS=1     re-raise plugin load errors instead of skipping (for plugin authors)
 """
+
 from __future__ import annotations
 
 import importlib
@@ -42,7 +43,7 @@ def _truthy(value: str | None) -> bool:
 
 def _names(value: str | None) -> list[str]:
     names = [v.strip() for v in (value or "").split(",") if v.strip()]
-    return [n[len(BUILTIN_PREFIX):] if n.startswith(BUILTIN_PREFIX) else n for n in names]
+    return [n[len(BUILTIN_PREFIX) :] if n.startswith(BUILTIN_PREFIX) else n for n in names]
 
 
 @dataclass
@@ -63,8 +64,13 @@ class PluginFailure:
         return f"plugin {self.name} failed in {self.stage}: {self.error}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "package": self.package, "version": self.version, "stage": self.stage,
-                "error": self.error}
+        return {
+            "name": self.name,
+            "package": self.package,
+            "version": self.version,
+            "stage": self.stage,
+            "error": self.error,
+        }
 
 
 @dataclass
@@ -80,8 +86,7 @@ class Registration:
 class GanvasPlugins:
     """A pluggy manager with ganvas's hooks, plus isolation and typed wrappers around each hook."""
 
-    def __init__(self, *, builtins: bool = True, entry_points: bool = True,
-                 env: Mapping[str, str] | None = None):
+    def __init__(self, *, builtins: bool = True, entry_points: bool = True, env: Mapping[str, str] | None = None):
         env = os.environ if env is None else env
         self.pm = pluggy.PluginManager(PROJECT)
         self.pm.add_hookspecs(hookspecs)
@@ -119,8 +124,15 @@ class GanvasPlugins:
             dist = getattr(ep, "dist", None)
             package, version = (dist.metadata["Name"], dist.version) if dist is not None else (None, None)
             if self.pm.has_plugin(ep.name):
-                self._load_failed(PluginFailure(ep.name, "the name is already taken (by a built-in or another "
-                                                "package); rename the entry point", "register", package, version))
+                self._load_failed(
+                    PluginFailure(
+                        ep.name,
+                        "the name is already taken (by a built-in or another package); rename the entry point",
+                        "register",
+                        package,
+                        version,
+                    )
+                )
                 continue
             try:
                 plugin = ep.load()
@@ -153,8 +165,10 @@ class GanvasPlugins:
         # check_pending() would raise for the whole manager; a per-plugin note names the culprit instead.
         for attr in dir(plugin):
             if attr.startswith("ganvas_") and attr not in HOOK_NAMES and callable(getattr(plugin, attr, None)):
-                self._note(f"plugin {name} defines {attr}, which is not a ganvas hook (misspelt?); "
-                           f"it is never called. Hooks: {', '.join(HOOK_NAMES)}")
+                self._note(
+                    f"plugin {name} defines {attr}, which is not a ganvas hook (misspelt?); "
+                    f"it is never called. Hooks: {', '.join(HOOK_NAMES)}"
+                )
         for caller in self.pm.get_hookcallers(plugin) or []:
             for impl in caller.get_hookimpls():
                 if impl.plugin is plugin and (impl.wrapper or impl.hookwrapper):
@@ -219,6 +233,7 @@ class GanvasPlugins:
         """Run a register(...) hook; the first registration of a name wins."""
         found: dict[str, Registration] = {}
         for impl in self.implementations(hook_name):
+
             def register(name, *args, description: str = "", _plugin=impl.plugin_name, **kwargs):
                 if len(args) + len(kwargs) != 1 or (kwargs and value_name not in kwargs):
                     raise TypeError(f"usage: register(name, {value_name}, description='')")
@@ -229,6 +244,7 @@ class GanvasPlugins:
                     return
                 value = args[0] if args else kwargs[value_name]
                 found[name] = Registration(name, value, _plugin, description)
+
             try:
                 self._invoke(impl, hook_name, {"register": register})
             except Exception as exc:
@@ -263,8 +279,9 @@ class GanvasPlugins:
                 self._report(impl.plugin_name, "ganvas_check_request", exc, warnings)
                 if getattr(self, "checks_fail_closed", False):
                     crash = one_line(exc, with_type=True)
-                    refusal = RequestRefused(f"its check crashed ({crash}), so the request is refused",
-                                             plugin=impl.plugin_name)
+                    refusal = RequestRefused(
+                        f"its check crashed ({crash}), so the request is refused", plugin=impl.plugin_name
+                    )
                     refusal.crashed = True
                     raise refusal from exc
 
@@ -278,9 +295,12 @@ class GanvasPlugins:
             if isinstance(replaced, GenerationRequest):
                 request = replaced
             elif replaced is not None:
-                self._report(impl.plugin_name, "ganvas_prepare_request",
-                             TypeError(f"returned {type(replaced).__name__}, expected a GenerationRequest or None"),
-                             warnings)
+                self._report(
+                    impl.plugin_name,
+                    "ganvas_prepare_request",
+                    TypeError(f"returned {type(replaced).__name__}, expected a GenerationRequest or None"),
+                    warnings,
+                )
         return request
 
     def postprocess(self, image, request: GenerationRequest, index: int, warnings: list[str] | None = None):
@@ -297,12 +317,17 @@ class GanvasPlugins:
                 mode = "RGBA" if image.mode == "RGBA" else "RGB"
                 image = out if out.mode == mode else out.convert(mode)
             elif out is not None:
-                self._report(impl.plugin_name, "ganvas_postprocess",
-                             TypeError(f"returned {type(out).__name__}, expected a PIL image or None"), warnings)
+                self._report(
+                    impl.plugin_name,
+                    "ganvas_postprocess",
+                    TypeError(f"returned {type(out).__name__}, expected a PIL image or None"),
+                    warnings,
+                )
         return image
 
-    def image_metadata(self, request: GenerationRequest, result, index: int,
-                       warnings: list[str] | None = None) -> dict[str, str]:
+    def image_metadata(
+        self, request: GenerationRequest, result, index: int, warnings: list[str] | None = None
+    ) -> dict[str, str]:
         merged: dict[str, str] = {}
         # Call order is third-party first, built-ins last; apply in reverse so third-party values win.
         outcomes = self.call("ganvas_image_metadata", warnings=warnings, request=request, result=result, index=index)
@@ -310,13 +335,21 @@ class GanvasPlugins:
             if fields is None:
                 continue
             if not isinstance(fields, Mapping):
-                self._report(plugin, "ganvas_image_metadata",
-                             TypeError(f"returned {type(fields).__name__}, expected a dict"), warnings)
+                self._report(
+                    plugin,
+                    "ganvas_image_metadata",
+                    TypeError(f"returned {type(fields).__name__}, expected a dict"),
+                    warnings,
+                )
                 continue
             bad = [k for k in fields if not _valid_png_keyword(k)]
             if bad:
-                self._report(plugin, "ganvas_image_metadata",
-                             ValueError(f"invalid PNG text keys {bad} (1-79 Latin-1 characters)"), warnings)
+                self._report(
+                    plugin,
+                    "ganvas_image_metadata",
+                    ValueError(f"invalid PNG text keys {bad} (1-79 Latin-1 characters)"),
+                    warnings,
+                )
                 continue
             merged.update({k: v if isinstance(v, str) else str(v) for k, v in fields.items()})
         return merged
@@ -342,10 +375,14 @@ class GanvasPlugins:
                 continue
             package, version = ("ganvas", __version__) if builtin else self.distributions.get(name, (None, None))
             hooks = sorted(c.name for c in self.pm.get_hookcallers(plugin) or [])
-            plugins.append({"name": name, "package": package, "version": version, "builtin": builtin,
-                            "hooks": hooks})
-        return {"ganvas_version": __version__, "plugins": plugins, "failed": [f.to_dict() for f in self.failed],
-                "blocked": self.blocked, "notes": self.notes}
+            plugins.append({"name": name, "package": package, "version": version, "builtin": builtin, "hooks": hooks})
+        return {
+            "ganvas_version": __version__,
+            "plugins": plugins,
+            "failed": [f.to_dict() for f in self.failed],
+            "blocked": self.blocked,
+            "notes": self.notes,
+        }
 
 
 def _valid_png_keyword(key: Any) -> bool:
@@ -387,5 +424,14 @@ def hook_names() -> tuple[str, ...]:
     return HOOK_NAMES
 
 
-__all__ = ["GanvasPlugins", "PluginFailure", "Registration", "get_plugin_manager", "set_plugin_manager",
-           "reset_plugin_manager", "hook_names", "ENTRY_POINT_GROUP", "BUILTIN_PLUGINS"]
+__all__ = [
+    "GanvasPlugins",
+    "PluginFailure",
+    "Registration",
+    "get_plugin_manager",
+    "set_plugin_manager",
+    "reset_plugin_manager",
+    "hook_names",
+    "ENTRY_POINT_GROUP",
+    "BUILTIN_PLUGINS",
+]

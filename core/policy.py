@@ -10,6 +10,7 @@ A blocklist that cannot be read refuses every request (fail closed) and says why
 run on the `regex` engine with a time limit (REGEX_TIME_LIMIT_S for all of them per request): an entry
 like /(a|aa)+$/ can backtrack for hours on a crafted prompt, so a match that runs out of time refuses it.
 """
+
 from __future__ import annotations
 
 import os
@@ -23,7 +24,7 @@ from ganvas.core.errors import RequestRefused
 
 DEFAULT_MAX_PROMPT_CHARS = 1000
 DEFAULT_MAX_N = 100
-REGEX_TIME_LIMIT_S = 0.25   # per request, all /regex/ entries together
+REGEX_TIME_LIMIT_S = 0.25  # per request, all /regex/ entries together
 
 
 @dataclass(frozen=True)
@@ -71,9 +72,13 @@ def load_blocklist(path: str | os.PathLike) -> list[BlockRule]:
 
 
 class RequestPolicy:
-    def __init__(self, max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS, max_n: int = DEFAULT_MAX_N,
-                 blocklist: str | os.PathLike | list[str] | None = None,
-                 regex_time_limit_s: float = REGEX_TIME_LIMIT_S):
+    def __init__(
+        self,
+        max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS,
+        max_n: int = DEFAULT_MAX_N,
+        blocklist: str | os.PathLike | list[str] | None = None,
+        regex_time_limit_s: float = REGEX_TIME_LIMIT_S,
+    ):
         self.max_prompt_chars = max_prompt_chars
         self.max_n = max_n
         self.blocklist = blocklist
@@ -91,8 +96,11 @@ class RequestPolicy:
                 raise ValueError(f"{name}={raw!r} is not a positive integer")
             return int(raw)
 
-        return cls(positive("GANVAS_MAX_PROMPT_CHARS", DEFAULT_MAX_PROMPT_CHARS),
-                   positive("GANVAS_MAX_N", DEFAULT_MAX_N), env.get("GANVAS_BLOCKLIST") or None)
+        return cls(
+            positive("GANVAS_MAX_PROMPT_CHARS", DEFAULT_MAX_PROMPT_CHARS),
+            positive("GANVAS_MAX_N", DEFAULT_MAX_N),
+            env.get("GANVAS_BLOCKLIST") or None,
+        )
 
     def rules(self) -> list[BlockRule]:
         if self.blocklist is None:
@@ -114,8 +122,9 @@ class RequestPolicy:
 
     def check(self, request) -> None:
         if len(request.prompt) > self.max_prompt_chars:
-            raise RequestRefused(f"prompt is {len(request.prompt)} characters; the limit is {self.max_prompt_chars}",
-                                 param="prompt")
+            raise RequestRefused(
+                f"prompt is {len(request.prompt)} characters; the limit is {self.max_prompt_chars}", param="prompt"
+            )
         if request.n > self.max_n:
             raise RequestRefused(f"n={request.n} images requested; the limit is {self.max_n}", param="n")
         try:
@@ -127,9 +136,11 @@ class RequestPolicy:
             for text in (request.prompt, request.style or ""):
                 match = self._search(rule, text, deadline)
                 if match:
-                    raise RequestRefused(f"the prompt contains the blocked term {match.group(0)!r} "
-                                         f"(blocklist entry {rule.text!r} at {rule.source})", param="prompt")
-
+                    raise RequestRefused(
+                        f"the prompt contains the blocked term {match.group(0)!r} "
+                        f"(blocklist entry {rule.text!r} at {rule.source})",
+                        param="prompt",
+                    )
 
     def _search(self, rule: BlockRule, text: str, deadline: float):
         if not rule.timed:
@@ -137,9 +148,11 @@ class RequestPolicy:
         try:
             return rule.pattern.search(text, timeout=max(0.001, deadline - time.monotonic()))
         except TimeoutError:  # fail closed: a match that cannot finish must not let the prompt through
-            raise RequestRefused(f"blocklist entry {rule.text!r} at {rule.source} ran out of time "
-                                 f"({self.regex_time_limit_s:g} s) on this prompt; simplify that regular "
-                                 f"expression") from None
+            raise RequestRefused(
+                f"blocklist entry {rule.text!r} at {rule.source} ran out of time "
+                f"({self.regex_time_limit_s:g} s) on this prompt; simplify that regular "
+                f"expression"
+            ) from None
 
 
 _configured: RequestPolicy | None = None

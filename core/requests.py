@@ -4,6 +4,7 @@ Adapters (CLI, HTTP server, hot folder, ComfyUI, Krita) translate their input in
 the result back into their format; nothing else crosses that boundary. The errors a request can raise
 live in core/errors.py (re-exported here: plugins written for 0.1 import RequestRefused from this module).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,8 +21,8 @@ if TYPE_CHECKING:  # keep `import ganvas.core.requests` free of Pillow/torch for
 # The model a bare `ganvas generate` uses (env GANVAS_MODEL overrides it).
 DEFAULT_MODEL = "emoji64"  # models/emoji64: 64 px emoji from English captions (models/shapes ships too)
 DEFAULT_TRUNCATION = 1.0
-MAX_SEED = 2 ** 53 - 1          # JSON-safe in every host language (JavaScript numbers included)
-MIN_SIZE, MAX_SIZE = 8, 2048    # a requested output side outside this is a mistake, not a resize
+MAX_SEED = 2**53 - 1  # JSON-safe in every host language (JavaScript numbers included)
+MIN_SIZE, MAX_SIZE = 8, 2048  # a requested output side outside this is a mistake, not a resize
 
 
 def default_model_name() -> str:
@@ -83,8 +84,11 @@ class GenerationRequest:
         if self.seed is not None:
             if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
                 raise InvalidRequest(f"seed must be an integer in 0..{MAX_SEED}, got {self.seed!r}", "seed")
-        if isinstance(self.truncation, bool) or not isinstance(self.truncation, (int, float)) \
-                or not 0 < self.truncation <= 1:
+        if (
+            isinstance(self.truncation, bool)
+            or not isinstance(self.truncation, (int, float))
+            or not 0 < self.truncation <= 1
+        ):
             raise InvalidRequest(f"truncation must be in (0, 1], got {self.truncation!r}", "truncation")
         if self.size is not None:
             if isinstance(self.size, bool) or not isinstance(self.size, int) or not MIN_SIZE <= self.size <= MAX_SIZE:
@@ -100,13 +104,13 @@ class ModelInfo:
     """What a result records about the model that made it."""
 
     name: str
-    hash: str                 # first 10 hex digits of sha256 (A1111/Civitai "AutoV2" short hash)
+    hash: str  # first 10 hex digits of sha256 (A1111/Civitai "AutoV2" short hash)
     resolution: int
     z_dim: int
     text_encoder: str
-    path: str | None = None   # checkpoint folder, None for models built by a plugin loader
+    path: str | None = None  # checkpoint folder, None for models built by a plugin loader
     styles: tuple[str, ...] = ()  # style words the training captions used (emoji64: "noto", ...); may be empty
-    channels: int = 3         # 3: RGB images; 4: RGBA with a transparent background (straight alpha)
+    channels: int = 3  # 3: RGB images; 4: RGBA with a transparent background (straight alpha)
     prompt_template: str | None = None  # how a style word enters the prompt (config.json); None: no styles
 
     def styled_prompt(self, prompt: str, style: str | None) -> str:
@@ -115,9 +119,12 @@ class ModelInfo:
         if style is None or not style.strip():
             return prompt
         if self.prompt_template is None:
-            raise InvalidRequest(f"style {style.strip()!r}: model {self.name!r} has no prompt template, so it takes "
-                                 f"no style word (its config.json sets no \"prompt_template\"); leave the style "
-                                 f"empty", "style")
+            raise InvalidRequest(
+                f"style {style.strip()!r}: model {self.name!r} has no prompt template, so it takes "
+                f"no style word (its config.json sets no \"prompt_template\"); leave the style "
+                f"empty",
+                "style",
+            )
         return fill_prompt_template(self.prompt_template, prompt, style)
 
 
@@ -133,10 +140,16 @@ def _template_parts(template: str) -> list[tuple[str, str | None]]:
     except ValueError as exc:
         raise ValueError(f"prompt_template {template!r} is not a valid template ({exc})") from None
     names = [name for _, name, _, _ in parts if name is not None]
-    if names.count("prompt") != 1 or "style" not in names or set(names) - {"prompt", "style"} \
-            or any(spec or conversion for _, name, spec, conversion in parts if name is not None):
-        raise ValueError(f"prompt_template {template!r} must contain {{prompt}} once and {{style}}, and no other "
-                         f"fields (e.g. \"{{prompt}}; {{style}} style\")")
+    if (
+        names.count("prompt") != 1
+        or "style" not in names
+        or set(names) - {"prompt", "style"}
+        or any(spec or conversion for _, name, spec, conversion in parts if name is not None)
+    ):
+        raise ValueError(
+            f"prompt_template {template!r} must contain {{prompt}} once and {{style}}, and no other "
+            f"fields (e.g. \"{{prompt}}; {{style}} style\")"
+        )
     return [(literal, name) for literal, name, _, _ in parts]
 
 

@@ -1,4 +1,5 @@
 """The torch CPU thread count every render uses, whatever the host set (one place for thread setup)."""
+
 from __future__ import annotations
 
 import os

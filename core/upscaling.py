@@ -21,6 +21,7 @@ a zero-argument loader returning a folder or an nn.Module with `.config.scale`, 
 4) and `.config.in_resolution`, called as module(x) on (N, C, H, W) floats in [-1, 1] (premultiplied
 when C == 4) and returning (N, C, H * scale, W * scale).
 """
+
 from __future__ import annotations
 
 import os
@@ -41,7 +42,7 @@ from ganvas.core.registry import cache_key, produce, resolve_upsampler, state_ha
 @dataclass(frozen=True)
 class UpsamplerInfo:
     name: str
-    hash: str            # first 10 hex digits of the sha256 of model.safetensors (or of the state, for loaders)
+    hash: str  # first 10 hex digits of the sha256 of model.safetensors (or of the state, for loaders)
     in_resolution: int
     scale: int
     channels: int
@@ -72,18 +73,24 @@ def _from_folder(name: str, folder: Path) -> tuple[nn.Module, UpsamplerInfo]:
 
     module, _ = load_upsampler(folder)
     c = module.config
-    return module, UpsamplerInfo(name, file_hash(folder / "model.safetensors", 10), c.in_resolution, c.scale,
-                                 c.channels, str(folder.resolve()))
+    return module, UpsamplerInfo(
+        name, file_hash(folder / "model.safetensors", 10), c.in_resolution, c.scale, c.channels, str(folder.resolve())
+    )
 
 
 def _from_module(name: str, module: Any, origin: str) -> tuple[nn.Module, UpsamplerInfo]:
     from ganvas.core.errors import GanvasError
 
     cfg = getattr(module, "config", None)
-    if not isinstance(module, nn.Module) or cfg is None or not all(
-            hasattr(cfg, a) for a in ("scale", "channels", "in_resolution")):
-        raise GanvasError(f"upsampler {name!r} from {origin}: the loader returned {type(module).__name__}; "
-                          f"expected a checkpoint folder or an nn.Module with .config.scale/.channels/.in_resolution")
+    if (
+        not isinstance(module, nn.Module)
+        or cfg is None
+        or not all(hasattr(cfg, a) for a in ("scale", "channels", "in_resolution"))
+    ):
+        raise GanvasError(
+            f"upsampler {name!r} from {origin}: the loader returned {type(module).__name__}; "
+            f"expected a checkpoint folder or an nn.Module with .config.scale/.channels/.in_resolution"
+        )
     if cfg.channels not in (3, 4) or not isinstance(cfg.scale, int) or cfg.scale < 2:
         raise GanvasError(f"upsampler {name!r} from {origin}: channels must be 3 or 4 and scale an integer >= 2")
     module.eval().requires_grad_(False)
@@ -101,8 +108,9 @@ def load(name: str, source: Any, device: str = "cpu", origin: str = "a path") ->
             return _loaded[key]
         try:
             produced = produce("upsampler", name, source, origin)
-            module, info = (_from_folder(name, produced) if isinstance(produced, Path)
-                            else _from_module(name, produced, origin))
+            module, info = (
+                _from_folder(name, produced) if isinstance(produced, Path) else _from_module(name, produced, origin)
+            )
         except CheckpointError as exc:
             raise GanvasError(f"upsampler {name!r}: {exc}") from None
         module = module.to(device)
@@ -118,8 +126,9 @@ def clear_cache() -> None:
         _loaded.clear()
 
 
-def choose(plugins, resolution: int | None, wanted: str | None = None,
-           warnings: list[str] | None = None) -> tuple[str, Any, str] | None:
+def choose(
+    plugins, resolution: int | None, wanted: str | None = None, warnings: list[str] | None = None
+) -> tuple[str, Any, str] | None:
     """-> (name, source, origin) of the upsampler to use, or None when none is registered.
 
     `wanted` (a registered name or a checkpoint folder; else $GANVAS_UPSAMPLER) picks one; otherwise the
@@ -154,6 +163,7 @@ def _declared_input(source: Any) -> int | None:
 
 # --- images in, images out -------------------------------------------------------------------------------
 
+
 def pil_to_tensor(image, channels: int) -> torch.Tensor:
     """A PIL image -> (1, channels, H, W) floats in [-1, 1]; RGBA premultiplied (as core.data loads it)."""
     if channels == 4:
@@ -178,8 +188,11 @@ def upscale_image(loaded: LoadedUpsampler, image, threads: int | None = None):
     from ganvas.core.threads import render_threads
 
     if max(image.size) > MAX_INPUT_SIDE:
-        raise InvalidRequest(f"image of {image.size[0]}x{image.size[1]} px: upsampler inputs are at most "
-                             f"{MAX_INPUT_SIDE} px a side (resize it first)", "image")
+        raise InvalidRequest(
+            f"image of {image.size[0]}x{image.size[1]} px: upsampler inputs are at most "
+            f"{MAX_INPUT_SIDE} px a side (resize it first)",
+            "image",
+        )
     alpha = has_alpha(image)
     c = loaded.info.channels
     x = pil_to_tensor(image.convert("RGBA") if alpha else image.convert("RGB"), c)
@@ -216,11 +229,23 @@ def upscale_to(loaded: LoadedUpsampler | None, image, size: int | None, threads:
     if size is not None and size <= side:
         return resize_to(image, size), False
     if loaded is None:
-        raise GanvasError(f"size {size} is above the image's {side} px and no upsampler is registered "
-                          f"(ganvas never stretches pixels; install one or ask for {side} px or less)")
+        raise GanvasError(
+            f"size {size} is above the image's {side} px and no upsampler is registered "
+            f"(ganvas never stretches pixels; install one or ask for {side} px or less)"
+        )
     out = upscale_image(loaded, image, threads)
     return (out if size is None else resize_to(out, size)), True
 
 
-__all__ = ["UpsamplerInfo", "LoadedUpsampler", "load", "choose", "clear_cache", "upscale_image", "upscale_to",
-           "pil_to_tensor", "has_alpha", "resize_to"]
+__all__ = [
+    "UpsamplerInfo",
+    "LoadedUpsampler",
+    "load",
+    "choose",
+    "clear_cache",
+    "upscale_image",
+    "upscale_to",
+    "pil_to_tensor",
+    "has_alpha",
+    "resize_to",
+]

@@ -2,6 +2,7 @@
 
 Added to the CLI by the built-in plugin plugins/commands.py; also `python -m ganvas.krita_bridge.command install`.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,16 +18,31 @@ def krita_group() -> click.Group:
         """The Krita docker plugin (krita_bridge/): install it, or pack it for Krita's importer."""
 
     @krita.command("install")
-    @click.option("--resources", type=click.Path(file_okay=False, path_type=Path), default=None,
-                  help="Krita's resources folder  [default: Krita's own, e.g. ~/.local/share/krita]")
-    @click.option("--zip", "zip_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-                  help="write a zip for Tools > Scripts > Import Python Plugin from File instead "
-                       "(add --resources to do both)")
-    @click.option("--enable", is_flag=True,
-                  help="also switch the plugin on in kritarc, as Krita's Python Plugin Manager does "
-                       "(close Krita first: it rewrites kritarc on exit)")
-    @click.option("--kritarc", type=click.Path(dir_okay=False, path_type=Path), default=None,
-                  help="kritarc to edit with --enable  [default: Krita's, e.g. ~/.config/kritarc]")
+    @click.option(
+        "--resources",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="Krita's resources folder  [default: Krita's own, e.g. ~/.local/share/krita]",
+    )
+    @click.option(
+        "--zip",
+        "zip_out",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="write a zip for Tools > Scripts > Import Python Plugin from File instead (add --resources to do both)",
+    )
+    @click.option(
+        "--enable",
+        is_flag=True,
+        help="also switch the plugin on in kritarc, as Krita's Python Plugin Manager does "
+        "(close Krita first: it rewrites kritarc on exit)",
+    )
+    @click.option(
+        "--kritarc",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="kritarc to edit with --enable  [default: Krita's, e.g. ~/.config/kritarc]",
+    )
     def install(resources, zip_out, enable, kritarc):
         """Copy the docker plugin into Krita's resources folder and say how to switch it on.
 
@@ -47,8 +63,10 @@ def krita_group() -> click.Group:
             if zip_out is not None:
                 out = kinstall.build_zip(zip_out)
                 click.echo(f"wrote {out}")
-                click.echo("In Krita: Tools > Scripts > Import Python Plugin from File..., choose this zip, "
-                           "answer Yes to enable it, restart Krita.")
+                click.echo(
+                    "In Krita: Tools > Scripts > Import Python Plugin from File..., choose this zip, "
+                    "answer Yes to enable it, restart Krita."
+                )
                 if resources is None and not enable:
                     _warn_about_path()
                     return
@@ -61,9 +79,11 @@ def krita_group() -> click.Group:
                 click.echo(f"enabled it in {kritarc} ([python] {ENABLE_KEY}=true).")
                 click.echo("Start Krita, then Settings > Dockers > ganvas.")
             else:
-                click.echo("To enable it: in Krita, Settings > Configure Krita > Python Plugin Manager, tick "
-                           "'ganvas', restart Krita, then Settings > Dockers > ganvas "
-                           "(or, with Krita closed: ganvas krita install --enable).")
+                click.echo(
+                    "To enable it: in Krita, Settings > Configure Krita > Python Plugin Manager, tick "
+                    "'ganvas', restart Krita, then Settings > Dockers > ganvas "
+                    "(or, with Krita closed: ganvas krita install --enable)."
+                )
             _warn_about_path()
         except kinstall.InstallError as exc:
             raise click.ClickException(str(exc)) from None
@@ -73,11 +93,14 @@ def krita_group() -> click.Group:
 
         venv = kinstall.venv_first_on_path()
         if venv:
-            click.echo(f"Warning: this shell has the virtualenv {venv} first on PATH. Do not start Krita from it: "
-                       "Krita's Python would load that environment's packages, which lack PyQt5, and no Python "
-                       "plugin (ganvas included) would load. Start Krita from the desktop menu, or run "
-                       "'deactivate' first. The docker starts ganvas by its full path, so it does not need the "
-                       "venv on PATH.", err=True)
+            click.echo(
+                f"Warning: this shell has the virtualenv {venv} first on PATH. Do not start Krita from it: "
+                "Krita's Python would load that environment's packages, which lack PyQt5, and no Python "
+                "plugin (ganvas included) would load. Start Krita from the desktop menu, or run "
+                "'deactivate' first. The docker starts ganvas by its full path, so it does not need the "
+                "venv on PATH.",
+                err=True,
+            )
 
     return krita
 

@@ -12,6 +12,7 @@ Krita looks for `pykrita/*.desktop` in its resources folder and loads a plugin w
 A `ResourceDirectory=` entry at the top of kritarc (Krita's "resource folder" setting) moves the
 resources folder, and is honoured here. Standard library only.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,7 +27,7 @@ from pathlib import Path, PurePosixPath
 from . import ENABLE_KEY, PLUGIN_MODULE, desktop_file, plugin_dir
 
 SKIP = ("__pycache__", ".pyc", ".pyo")
-INSTALLED_FILE = "installed.json"   # beside the plugin's modules; ganvas_krita/settings.py reads it
+INSTALLED_FILE = "installed.json"  # beside the plugin's modules; ganvas_krita/settings.py reads it
 
 
 class InstallError(Exception):
@@ -65,8 +66,12 @@ def _plugin_files():
     if not (source / "__init__.py").is_file() or not desktop_file().is_file():
         raise InstallError(f"the plugin files are missing from {source.parent} (a broken ganvas install?)")
     for path in sorted(source.rglob("*")):
-        if (path.is_file() and not any(part == SKIP[0] for part in path.parts) and not path.name.endswith(SKIP[1:])
-                and path.relative_to(source).as_posix() != INSTALLED_FILE):
+        if (
+            path.is_file()
+            and not any(part == SKIP[0] for part in path.parts)
+            and not path.name.endswith(SKIP[1:])
+            and path.relative_to(source).as_posix() != INSTALLED_FILE
+        ):
             yield path.relative_to(source), path
 
 
@@ -75,8 +80,17 @@ def installed_record(server_command: str | None = None) -> str:
     full path of this Python, since Krita's PATH rarely has the environment ganvas lives in)."""
     from .ganvas_krita import __version__
 
-    return json.dumps({"server_command": server_command or local_server_command(), "python": sys.executable,
-                       "plugin_version": __version__}, indent=2) + "\n"
+    return (
+        json.dumps(
+            {
+                "server_command": server_command or local_server_command(),
+                "python": sys.executable,
+                "plugin_version": __version__,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
 
 
 def install(resources: Path, server_command: str | None = None) -> Path:
@@ -134,6 +148,7 @@ def build_zip(out: Path) -> Path:
 
 
 # --- kritarc (KConfig INI) ---------------------------------------------------------------------------------
+
 
 def _section_of(line: str) -> str | None:
     stripped = line.strip()

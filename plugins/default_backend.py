@@ -9,6 +9,7 @@ Upsamplers: every checkpoint folder under models/upsamplers/ (e.g. models/upsamp
 every folder of GANVAS_MODELS_PATH (or a subfolder `upsamplers/` of one) whose config.json has an
 "upsampler" section, by folder name. An upsampler folder is never registered as a model.
 """
+
 from __future__ import annotations
 
 import json
@@ -81,8 +82,9 @@ def ganvas_register_datasets(register):
     def imagefolder(path, resolution, split=None, subset="all", channels=None, caption_field="text"):
         from ganvas.core.datasets import formats
 
-        return formats.imagefolder(path, resolution, split=split, subset=subset, channels=channels,
-                                   caption_field=caption_field)
+        return formats.imagefolder(
+            path, resolution, split=split, subset=subset, channels=channels, caption_field=caption_field
+        )
 
     def sidecar(path, resolution):
         from ganvas.core.datasets import formats
@@ -90,7 +92,9 @@ def ganvas_register_datasets(register):
         return formats.sidecar(path, resolution)
 
     register("shapes", shapes, description="procedural coloured shapes with exact captions (SHAPES.md)")
-    register("imagefolder", imagefolder, description="Hugging Face imagefolder: images + metadata.jsonl (file_name, text)")
+    register(
+        "imagefolder", imagefolder, description="Hugging Face imagefolder: images + metadata.jsonl (file_name, text)"
+    )
     register("sidecar", sidecar, description="a folder of images, each with a .txt caption beside it")
 
 

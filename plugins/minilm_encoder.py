@@ -1,4 +1,5 @@
 """The default text encoder: all-MiniLM-L6-v2 sentence vectors (core/text_encoder.py), loaded lazily."""
+
 from __future__ import annotations
 
 from ganvas.core.hookspecs import hookimpl

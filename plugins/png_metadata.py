@@ -12,6 +12,7 @@ Fields (all PNG text chunks, also in image.info):
 The prompt is deliberately not stored under the keyword "prompt": ComfyUI reads a "prompt" chunk as
 its own JSON graph and would fail to load the image, where it falls back to "parameters" otherwise.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,11 +26,27 @@ def _num(value: float) -> str:
     return f"{value:g}"
 
 
-def a1111_parameters(prompt: str, seed: int, width: int, height: int, model: str, model_hash: str,
-                     truncation: float, style: str | None = None, extra: str | None = None) -> str:
+def a1111_parameters(
+    prompt: str,
+    seed: int,
+    width: int,
+    height: int,
+    model: str,
+    model_hash: str,
+    truncation: float,
+    style: str | None = None,
+    extra: str | None = None,
+) -> str:
     """<prompt>\\nSteps: 1, Sampler: GAN, Seed: 7, Size: 64x64, Model hash: ..., Model: ..., ..."""
-    fields = [("Steps", "1"), ("Sampler", "GAN"), ("Seed", str(seed)), ("Size", f"{width}x{height}"),
-              ("Model hash", model_hash), ("Model", model), ("Truncation", _num(truncation))]
+    fields = [
+        ("Steps", "1"),
+        ("Sampler", "GAN"),
+        ("Seed", str(seed)),
+        ("Size", f"{width}x{height}"),
+        ("Model hash", model_hash),
+        ("Model", model),
+        ("Truncation", _num(truncation)),
+    ]
     if style:
         fields.append(("Style", style))
     if extra:
@@ -59,9 +76,19 @@ def ganvas_image_metadata(request, result, index):
         "model_hash": result.model.hash,
         "truncation": _num(request.truncation),
         "ganvas_version": __version__,
-        "parameters": a1111_parameters(prompt, seed, image.width, image.height, result.model.name,
-                                       result.model.hash, request.truncation, request.style, extra),
+        "parameters": a1111_parameters(
+            prompt,
+            seed,
+            image.width,
+            image.height,
+            result.model.name,
+            result.model.hash,
+            request.truncation,
+            request.style,
+            extra,
+        ),
         # default=str: a plugin option in request.extra that JSON cannot hold must not cost the whole record
-        "ganvas": json.dumps(reproduction_record(request, result, index), ensure_ascii=False, sort_keys=True,
-                             default=str),
+        "ganvas": json.dumps(
+            reproduction_record(request, result, index), ensure_ascii=False, sort_keys=True, default=str
+        ),
     }

@@ -4,6 +4,7 @@ The XMP packet goes into an iTXt chunk with the keyword "XML:com.adobe.xmp" (XMP
 Adobe tools, exiftool and content-credential checkers look for it. On by default; disable with
 GANVAS_DISABLE_PLUGINS=provenance.
 """
+
 from __future__ import annotations
 
 from xml.sax.saxutils import quoteattr

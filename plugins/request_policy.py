@@ -1,4 +1,5 @@
 """Built-in plugin: refuse requests outside the request policy (limits and blocklist: core/policy.py)."""
+
 from __future__ import annotations
 
 from ganvas.core.errors import RequestRefused

@@ -10,6 +10,7 @@ uses exact vectors), rebuilt into the fp32 embedding cache on unpacking.
 
 No pickles: numpy arrays are read with allow_pickle=False, embeddings are safetensors.
 """
+
 from __future__ import annotations
 
 import io
@@ -36,8 +37,11 @@ def pack(root: Path, carry: Path, split: str = "train"):
     from ganvas.core.text.encoder import MINILM_NAME, EmbeddingCache, caption_key, default_cache_dir
 
     folder = root / split
-    rows = [json.loads(line) for line in (folder / "metadata.jsonl").read_text(encoding="utf-8").splitlines()
-            if line.strip()]
+    rows = [
+        json.loads(line)
+        for line in (folder / "metadata.jsonl").read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
     keep = ("file_name", "text", "label", "style", "codepoints")
     meta = "".join(json.dumps({k: r[k] for k in keep if k in r}, ensure_ascii=False) + "\n" for r in rows)
     arrays = []
@@ -55,9 +59,11 @@ def pack(root: Path, carry: Path, split: str = "train"):
     captions = sorted({c for r in rows for c in _forms(r)})
     vectors = EmbeddingCache(default_cache_dir()).lookup(captions, log=print)
     scale = vectors.abs().amax(1, keepdim=True).clamp(min=1e-8) / 127
-    save_file({"int8": (vectors / scale).round().to(torch.int8), "scale": scale.squeeze(1).contiguous()},
-              str(carry / "embeddings.safetensors"),
-              metadata={"keys": json.dumps([caption_key(MINILM_NAME, c) for c in captions])})
+    save_file(
+        {"int8": (vectors / scale).round().to(torch.int8), "scale": scale.squeeze(1).contiguous()},
+        str(carry / "embeddings.safetensors"),
+        metadata={"keys": json.dumps([caption_key(MINILM_NAME, c) for c in captions])},
+    )
     print(f"packed {len(rows)} images, {len(captions)} caption embeddings into {carry}")
 
 

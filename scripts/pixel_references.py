@@ -4,6 +4,7 @@ Made once from main before a refactor (commit 7ce1adb, before the issue-13 reorg
 (`tests/test_same_pixels.py`) regenerates every case and asserts identical pixels. Only the public API is
 used (`ganvas.Pipeline`), so the script runs unchanged on either side of a reorganisation.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,17 @@ def main(out: Path) -> None:
         result = Pipeline.load(model)(prompt, n=1, seed=seed, truncation=truncation, style=style, size=size)
         name = case_name(index, (model,))
         result.images[0].save(out / name)  # pixels only: metadata (hashes, versions) may legitimately change
-        manifest.append({"file": name, "model": model, "prompt": prompt, "style": style, "seed": seed,
-                         "truncation": truncation, "size": size})
+        manifest.append(
+            {
+                "file": name,
+                "model": model,
+                "prompt": prompt,
+                "style": style,
+                "seed": seed,
+                "truncation": truncation,
+                "size": size,
+            }
+        )
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
 
 

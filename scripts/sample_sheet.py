@@ -4,6 +4,7 @@ drawn through the same pipeline call every host uses, with each row's prompt wri
     python scripts/sample_sheet.py                     # default model -> docs/emoji-samples.png
     python scripts/sample_sheet.py --model shapes --prompts "a red circle" "a blue star" --out /tmp/s.png
 """
+
 from __future__ import annotations
 
 import argparse

@@ -6,6 +6,7 @@ produced them, the recipe and compute the trainer recorded, and the attributions
     python scripts/ship_emoji_model.py runs/emoji64a --evaluator runs/evaluator \
         --data ../shared/data/emoji64a --history runs/history.md --limits runs/limits.md
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,27 +25,49 @@ PROMPT_TEMPLATE = "{prompt}; {style} style"  # config.json "prompt_template": ho
 # Style word -> (licence, attribution), from the dataset README's "Sources and licences" table.
 SOURCES = {
     "noto": ("Apache-2.0", "Noto Emoji, Copyright Google Inc. <https://github.com/googlefonts/noto-emoji>"),
-    "twemoji": ("CC-BY-4.0", "Twemoji, Copyright 2014-2021 Twitter, Inc and other contributors; 2022-present "
-                "Jason Sofonia & Justine De Caires (jdecked/twemoji) <https://github.com/jdecked/twemoji>"),
-    "fluent-flat": ("MIT", "Fluent Emoji (Flat), Copyright (c) Microsoft Corporation "
-                    "<https://github.com/microsoft/fluentui-emoji>"),
-    "fluent-color": ("MIT", "Fluent Emoji (Color), Copyright (c) Microsoft Corporation "
-                     "<https://github.com/microsoft/fluentui-emoji>"),
-    "emojione": ("CC-BY-4.0", "Emoji artwork provided by Emojitwo, originally released as Emojione 2.2 by "
-                 "Ranks.com (https://www.emojione.com) with contributions from the Emojitwo community "
-                 "<https://github.com/EmojiTwo/emojitwo>"),
-    "noto-v1": ("Apache-2.0", "Noto Emoji v1 (2016 design), Copyright Google Inc. "
-                "<https://github.com/googlefonts/noto-emoji>"),
-    "fxemoji": ("CC-BY-4.0", "FxEmoji (Firefox OS Emoji), Copyright 2015 Mozilla Foundation "
-                "<https://github.com/mozilla/fxemoji>"),
-    "streamline": ("CC-BY-4.0", "Streamline Emojis by Streamline (webalys) "
-                   "<https://github.com/webalys-hq/streamline-vectors>"),
+    "twemoji": (
+        "CC-BY-4.0",
+        "Twemoji, Copyright 2014-2021 Twitter, Inc and other contributors; 2022-present "
+        "Jason Sofonia & Justine De Caires (jdecked/twemoji) <https://github.com/jdecked/twemoji>",
+    ),
+    "fluent-flat": (
+        "MIT",
+        "Fluent Emoji (Flat), Copyright (c) Microsoft Corporation <https://github.com/microsoft/fluentui-emoji>",
+    ),
+    "fluent-color": (
+        "MIT",
+        "Fluent Emoji (Color), Copyright (c) Microsoft Corporation <https://github.com/microsoft/fluentui-emoji>",
+    ),
+    "emojione": (
+        "CC-BY-4.0",
+        "Emoji artwork provided by Emojitwo, originally released as Emojione 2.2 by "
+        "Ranks.com (https://www.emojione.com) with contributions from the Emojitwo community "
+        "<https://github.com/EmojiTwo/emojitwo>",
+    ),
+    "noto-v1": (
+        "Apache-2.0",
+        "Noto Emoji v1 (2016 design), Copyright Google Inc. <https://github.com/googlefonts/noto-emoji>",
+    ),
+    "fxemoji": (
+        "CC-BY-4.0",
+        "FxEmoji (Firefox OS Emoji), Copyright 2015 Mozilla Foundation <https://github.com/mozilla/fxemoji>",
+    ),
+    "streamline": (
+        "CC-BY-4.0",
+        "Streamline Emojis by Streamline (webalys) <https://github.com/webalys-hq/streamline-vectors>",
+    ),
 }
 
-DESIGNS = {"noto": "Noto Emoji (Google)", "twemoji": "Twemoji (Twitter, now jdecked)",
-           "fluent-flat": "Fluent Emoji Flat (Microsoft)", "fluent-color": "Fluent Emoji Color (Microsoft)",
-           "emojione": "Emojione 2.2 / Emojitwo", "noto-v1": "Noto Emoji v1, 2016 design (Google)",
-           "fxemoji": "FxEmoji (Mozilla, Firefox OS)", "streamline": "Streamline Emojis (webalys)"}
+DESIGNS = {
+    "noto": "Noto Emoji (Google)",
+    "twemoji": "Twemoji (Twitter, now jdecked)",
+    "fluent-flat": "Fluent Emoji Flat (Microsoft)",
+    "fluent-color": "Fluent Emoji Color (Microsoft)",
+    "emojione": "Emojione 2.2 / Emojitwo",
+    "noto-v1": "Noto Emoji v1, 2016 design (Google)",
+    "fxemoji": "FxEmoji (Mozilla, Firefox OS)",
+    "streamline": "Streamline Emojis (webalys)",
+}
 
 CARD = """---
 library_name: ganvas
@@ -155,8 +178,22 @@ them carries these notices. Licence texts are in `LICENSES/` beside this card.
 
 
 def run_eval(target: Path, data: Path, split: str, json_out: Path) -> str:
-    cmd = ["ganvas", "eval", "--model", str(target), "--data", str(data), "--split", split, "--seed", "0",
-           "--threads", "1", "--json-out", str(json_out)]
+    cmd = [
+        "ganvas",
+        "eval",
+        "--model",
+        str(target),
+        "--data",
+        str(data),
+        "--split",
+        split,
+        "--seed",
+        "0",
+        "--threads",
+        "1",
+        "--json-out",
+        str(json_out),
+    ]
     text = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()
     return text.replace(str(target), "models/emoji64").replace(str(data), "emoji64a")
 
@@ -200,21 +237,28 @@ def main():
     styles = Counter(r["style"] for r in rows)
     config = json.loads((target / "config.json").read_text())
     trained = config["trained"]
-    compute = (f"{trained.get('images_seen')} images seen in {trained.get('train_hours')} h of training on "
-               f"{trained.get('processes')} {trained.get('device')} process(es) ({trained.get('device_hours')} "
-               f"device-hours, {trained.get('cpu_core_hours')} CPU-core-hours of the training processes)")
+    compute = (
+        f"{trained.get('images_seen')} images seen in {trained.get('train_hours')} h of training on "
+        f"{trained.get('processes')} {trained.get('device')} process(es) ({trained.get('device_hours')} "
+        f"device-hours, {trained.get('cpu_core_hours')} CPU-core-hours of the training processes)"
+    )
     card = CARD.format(
-        train_images=len(rows), train_concepts=len({r["label"] for r in rows}),
-        resolution=config["resolution"], images_seen=trained.get("images_seen"),
+        train_images=len(rows),
+        train_concepts=len({r["label"] for r in rows}),
+        resolution=config["resolution"],
+        images_seen=trained.get("images_seen"),
         style_list=", ".join(SOURCES),
         style_rows="\n".join(f"| `{s}` | {DESIGNS[s]} | {styles[s]} |" for s in SOURCES),
-        history=args.history.read_text().strip(), trained=json.dumps(trained, indent=2),
+        history=args.history.read_text().strip(),
+        trained=json.dumps(trained, indent=2),
         compute=compute,
         evaluator_command="ganvas train-evaluator --data emoji64a --out EVALUATOR --epochs 40 --holdout-validation",
-        report_validation=reports["validation"], report_test=reports["test"],
+        report_validation=reports["validation"],
+        report_test=reports["test"],
         report_unseen=reports["unseen_concepts"],
         limits=args.limits.read_text().strip(),
-        attribution_rows="\n".join(f"| `{s}` | {lic} | {who} |" for s, (lic, who) in SOURCES.items()))
+        attribution_rows="\n".join(f"| `{s}` | {lic} | {who} |" for s, (lic, who) in SOURCES.items()),
+    )
     (target / "README.md").write_text(card)
     print(reports["validation"], reports["test"], reports["unseen_concepts"], sep="\n\n")
 

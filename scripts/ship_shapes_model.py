@@ -3,6 +3,7 @@ with `ganvas eval`, and write the model card with the numbers and the command th
 
     python scripts/ship_shapes_model.py runs/shapes32 --classifier runs/attr_classifier
 """
+
 from __future__ import annotations
 
 import argparse
@@ -86,7 +87,9 @@ def main():
     ap.add_argument("run", type=Path)
     ap.add_argument("--classifier", type=Path, required=True)
     ap.add_argument("--name", default="shapes")
-    ap.add_argument("--limits", default="See the evaluation table: attributes below their ceiling are not reliably drawn.")
+    ap.add_argument(
+        "--limits", default="See the evaluation table: attributes below their ceiling are not reliably drawn."
+    )
     args = ap.parse_args()
     target = REPO / "models" / args.name
     target.mkdir(parents=True, exist_ok=True)
@@ -95,15 +98,33 @@ def main():
     for f in args.classifier.glob("attribute_classifier.*"):
         shutil.copy2(f, target / f.name)
     report_json = args.run / "eval_shapes.json"
-    cmd = ["ganvas", "eval", "--model", str(target), "--data", "shapes", "--seed", "0", "--threads", "1",
-           "--json-out", str(report_json)]
+    cmd = [
+        "ganvas",
+        "eval",
+        "--model",
+        str(target),
+        "--data",
+        "shapes",
+        "--seed",
+        "0",
+        "--threads",
+        "1",
+        "--json-out",
+        str(report_json),
+    ]
     text = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()
     text = text.replace(str(target), f"models/{args.name}")
     config = json.loads((target / "config.json").read_text())
     trained = config["trained"]
-    (target / "README.md").write_text(CARD.format(resolution=config["resolution"], images_seen=trained.get("images_seen"),
-                                                  trained=json.dumps(trained, indent=2), report=text,
-                                                  limits=args.limits))
+    (target / "README.md").write_text(
+        CARD.format(
+            resolution=config["resolution"],
+            images_seen=trained.get("images_seen"),
+            trained=json.dumps(trained, indent=2),
+            report=text,
+            limits=args.limits,
+        )
+    )
     print(text)
 
 

@@ -5,6 +5,7 @@ entry-point loading off for the shared manager (GANVAS_PLUGINS=""), so neither t
 environment nor whatever is installed can change the results; tests that exercise entry points
 install their plugins into a private folder and opt in. GANVAS_THREADS and GANVAS_CACHE are left alone.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -34,9 +35,21 @@ REPO = Path(__file__).resolve().parent.parent
 SHIPPED_MODELS = sorted(p.name for p in (REPO / "models").glob("*") if (p / "config.json").exists())
 EXAMPLE_PLUGIN = REPO / "examples" / "ganvas-example-plugin"
 BROKEN_PLUGIN = REPO / "tests" / "fixtures" / "broken-plugin"
-PLUGIN_ENV = ("GANVAS_PLUGINS", "GANVAS_DISABLE_PLUGINS", "GANVAS_TRACE_PLUGINS", "GANVAS_STRICT_PLUGINS",
-              "GANVAS_MODEL", "GANVAS_MODELS_PATH", "GANVAS_DEVICE", "GANVAS_BLOCKLIST", "GANVAS_MAX_N",
-              "GANVAS_MAX_PROMPT_CHARS", "GANVAS_DEBUG", "GANVAS_VERBOSITY", "GANVAS_EXAMPLE_HISTORY")
+PLUGIN_ENV = (
+    "GANVAS_PLUGINS",
+    "GANVAS_DISABLE_PLUGINS",
+    "GANVAS_TRACE_PLUGINS",
+    "GANVAS_STRICT_PLUGINS",
+    "GANVAS_MODEL",
+    "GANVAS_MODELS_PATH",
+    "GANVAS_DEVICE",
+    "GANVAS_BLOCKLIST",
+    "GANVAS_MAX_N",
+    "GANVAS_MAX_PROMPT_CHARS",
+    "GANVAS_DEBUG",
+    "GANVAS_VERBOSITY",
+    "GANVAS_EXAMPLE_HISTORY",
+)
 
 
 def make_tiny_generator(seed: int = 0, text_encoder: str = "minilm"):
@@ -46,8 +59,11 @@ def make_tiny_generator(seed: int = 0, text_encoder: str = "minilm"):
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        generator = Generator(ModelConfig(resolution=32, z_dim=16, g_channels=8, d_channels=8, cond_dim=32,
-                                          max_mult=4, text_encoder=text_encoder))
+        generator = Generator(
+            ModelConfig(
+                resolution=32, z_dim=16, g_channels=8, d_channels=8, cond_dim=32, max_mult=4, text_encoder=text_encoder
+            )
+        )
         for name, param in generator.named_parameters():
             if ".proj." in name:
                 torch.nn.init.normal_(param, std=0.1)
@@ -69,15 +85,23 @@ def set_prompt_template(folder: Path, template: str | None = EMOJI_PROMPT_TEMPLA
     return folder
 
 
-def save_tiny_checkpoint(folder: Path, seed: int = 0, text_encoder: str = "minilm",
-                         styles: list[str] | None = None,
-                         prompt_template: str | None = EMOJI_PROMPT_TEMPLATE) -> Path:
+def save_tiny_checkpoint(
+    folder: Path,
+    seed: int = 0,
+    text_encoder: str = "minilm",
+    styles: list[str] | None = None,
+    prompt_template: str | None = EMOJI_PROMPT_TEMPLATE,
+) -> Path:
     """A tiny checkpoint; by default it takes style words as emoji64 does (prompt_template=None: no styles)."""
     from ganvas.core.io.checkpoint import save_model
 
     trained = {"note": "random weights for tests", **({"styles": styles} if styles else {})}
-    folder = save_model(folder, make_tiny_generator(seed, text_encoder), trained=trained,
-                        card="# tiny\n\nRandom weights, for tests only.\n")
+    folder = save_model(
+        folder,
+        make_tiny_generator(seed, text_encoder),
+        trained=trained,
+        card="# tiny\n\nRandom weights, for tests only.\n",
+    )
     return set_prompt_template(folder, prompt_template)
 
 
@@ -127,8 +151,21 @@ def installed_plugins(tmp_path_factory) -> Path:
     # Offline build with the environment's setuptools when it has one (Python < 3.12 venvs do);
     # otherwise let pip fetch setuptools into an isolated build environment.
     offline = ["--no-build-isolation", "--no-index"] if importlib.util.find_spec("setuptools") else []
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", *offline,
-                    "--target", str(target), *map(str, sources)], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            *offline,
+            "--target",
+            str(target),
+            *map(str, sources),
+        ],
+        check=True,
+    )
     return target
 
 
@@ -142,8 +179,14 @@ def run_ganvas(args: list[str], env_extra: dict | None = None, cwd: Path | None 
     """Run the real command line in a fresh process (the console script's code path)."""
     env = {k: v for k, v in os.environ.items() if k not in PLUGIN_ENV}
     env.update(env_extra or {})
-    return subprocess.run([sys.executable, "-m", "ganvas.core.hosts.cli.main", *args], capture_output=True, text=True,
-                          env=env, cwd=cwd, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "ganvas.core.hosts.cli.main", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture
@@ -156,8 +199,9 @@ def messy_imagefolder(tmp_path):
     for i in range(12):
         arr = rng.integers(0, 255, (40, 56, 3), dtype=np.uint8)  # non-square: centre-cropped
         Image.fromarray(arr).save(folder / f"img{i}.png")
-        rows.append({"file_name": f"img{i}.png", "text": f"caption number {i % 4}",
-                     "style": ["noto", "twemoji", "noto"][i % 3]})
+        rows.append(
+            {"file_name": f"img{i}.png", "text": f"caption number {i % 4}", "style": ["noto", "twemoji", "noto"][i % 3]}
+        )
     rgba = Image.new("RGBA", (32, 32), (255, 0, 0, 0))  # fully transparent red -> white
     rgba.save(folder / "alpha.png")
     rows.append({"file_name": "alpha.png", "text": "a transparent image"})

@@ -1,5 +1,6 @@
 """The tree is the architecture: the layer contracts hold, lint and format are clean, and the documented tree,
 the installed packages and the folders on disk agree."""
+
 from __future__ import annotations
 
 import re
@@ -20,7 +21,7 @@ def core_packages() -> list[str]:
 
 def test_every_package_under_core_is_in_the_documented_tree():
     doc = (REPO / "docs" / "architecture.md").read_text()
-    tree = doc[doc.index("```", doc.index("## 0. The tree")):]
+    tree = doc[doc.index("```", doc.index("## 0. The tree")) :]
     tree = tree[: tree.index("```", 3)]
     missing = [pkg for pkg in core_packages() if not re.search(rf"\b{re.escape(pkg.split('/')[-1])}/", tree)]
     assert core_packages() and not missing, f"docs/architecture.md §0 does not show {missing}"
@@ -29,10 +30,13 @@ def test_every_package_under_core_is_in_the_documented_tree():
 def test_every_package_is_installed_not_only_in_an_editable_checkout():
     """pyproject lists packages by hand (the repo root is the `ganvas` package): a new folder must be added."""
     text = (REPO / "pyproject.toml").read_text()
-    listed = set(re.findall(r'"(ganvas(?:\.[a-z_]+)*)"', text[text.index("packages = ["):]))
+    listed = set(re.findall(r'"(ganvas(?:\.[a-z_]+)*)"', text[text.index("packages = [") :]))
     on_disk = {"ganvas.core." + pkg.replace("/", ".") for pkg in core_packages()}
-    on_disk |= {"ganvas." + str(p.parent.relative_to(REPO)).replace("/", ".")
-                for folder in ("plugins", "comfy_nodes", "krita_bridge") for p in (REPO / folder).rglob("__init__.py")}
+    on_disk |= {
+        "ganvas." + str(p.parent.relative_to(REPO)).replace("/", ".")
+        for folder in ("plugins", "comfy_nodes", "krita_bridge")
+        for p in (REPO / folder).rglob("__init__.py")
+    }
     assert not on_disk - listed, f"missing from pyproject.toml [tool.setuptools] packages: {sorted(on_disk - listed)}"
 
 

@@ -1,4 +1,5 @@
 """Meta-tests: every hook has a test and documentation, and the documented examples really work."""
+
 from __future__ import annotations
 
 import ast
@@ -29,7 +30,7 @@ def documented_hooks() -> dict[str, tuple[list[str], str]]:
     sections = {}
     for i, match in enumerate(matches):
         end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
-        body = text[match.end():end].split("\n## ", 1)[0]
+        body = text[match.end() : end].split("\n## ", 1)[0]
         code = re.search(r"```python\n(.*?)```", body, re.DOTALL)
         args = [a.strip() for a in match.group(2).split(",") if a.strip()]
         sections[match.group(1)] = (args, code.group(1) if code else "")
@@ -43,8 +44,11 @@ def test_hooks_exist():
 def test_every_hook_has_a_test():
     names = set()
     for path in (REPO / "tests").glob("test_*.py"):
-        names |= {node.name for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
-                  if isinstance(node, ast.FunctionDef)}
+        names |= {
+            node.name
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+            if isinstance(node, ast.FunctionDef)
+        }
     missing = [hook for hook in HOOK_NAMES if f"test_hook_{hook}" not in names]
     assert not missing, f"hooks without a test_hook_<name> test: {missing}"
 

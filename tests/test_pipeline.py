@@ -1,4 +1,5 @@
 """The generation pipeline: determinism, caching, thread safety, interpolation, request handling."""
+
 from __future__ import annotations
 
 import json
@@ -48,8 +49,9 @@ def test_same_seed_same_pixels_in_another_process(pipe, tiny_checkpoint, tmp_pat
 
     out = tmp_path / "other.npy"
     env = {"GANVAS_PLUGINS": "", "PATH": "/usr/bin:/bin"}
-    subprocess.run([sys.executable, "-c", script, str(tiny_checkpoint), PROMPT, str(out)], check=True, env=env,
-                   timeout=120)
+    subprocess.run(
+        [sys.executable, "-c", script, str(tiny_checkpoint), PROMPT, str(out)], check=True, env=env, timeout=120
+    )
     here = np.stack([pixels(im) for im in pipe(PROMPT, n=3, seed=77).images])
     assert np.array_equal(np.load(out), here)
 
@@ -159,10 +161,18 @@ def test_requested_size_is_a_resize(pipe):
     assert "Size: 64x64" in result.images[0].info["parameters"]
 
 
-@pytest.mark.parametrize("changes, param", [
-    ({"n": 0}, "n"), ({"truncation": 0}, "truncation"), ({"truncation": 1.5}, "truncation"),
-    ({"seed": -1}, "seed"), ({"prompt": "   "}, "prompt"), ({"size": 4}, "size"), ({"model": "other"}, "model"),
-])
+@pytest.mark.parametrize(
+    "changes, param",
+    [
+        ({"n": 0}, "n"),
+        ({"truncation": 0}, "truncation"),
+        ({"truncation": 1.5}, "truncation"),
+        ({"seed": -1}, "seed"),
+        ({"prompt": "   "}, "prompt"),
+        ({"size": 4}, "size"),
+        ({"model": "other"}, "model"),
+    ],
+)
 def test_invalid_requests_name_the_field(pipe, changes, param):
     request = GenerationRequest(PROMPT, seed=1).replace(**changes)
     with pytest.raises(InvalidRequest) as info:
@@ -208,6 +218,7 @@ def test_loader_models_and_lazy_package_exports(plugins):
 
 # --- style words: each model's prompt template (config.json "prompt_template") --------------------------------
 
+
 def test_the_style_word_goes_in_with_the_models_own_template(plugins, tmp_path):
     folder = save_tiny_checkpoint(tmp_path / "prefixed", prompt_template="{style} drawing of {prompt}")
     pipe = Pipeline.load(str(folder), plugins=plugins)
@@ -228,9 +239,11 @@ def test_a_model_without_a_template_refuses_a_style_naming_the_field(plugins, tm
     rather than drawn without the style the user asked for (the HTTP server and Krita show no warnings)."""
     pipe = Pipeline.load(str(save_tiny_checkpoint(tmp_path / "plain", prompt_template=None)), plugins=plugins)
     assert pipe.info.prompt_template is None
-    for call in (lambda: pipe(PROMPT, seed=1, style="noto"),
-                 lambda: pipe.interpolate([PROMPT, "a cat"], steps=2, seed=1, style="noto"),
-                 lambda: pipe.generate(GenerationRequest(PROMPT, seed=1, style="noto"))):
+    for call in (
+        lambda: pipe(PROMPT, seed=1, style="noto"),
+        lambda: pipe.interpolate([PROMPT, "a cat"], steps=2, seed=1, style="noto"),
+        lambda: pipe.generate(GenerationRequest(PROMPT, seed=1, style="noto")),
+    ):
         with pytest.raises(InvalidRequest, match="style 'noto': model 'plain' has no prompt template") as refused:
             call()
         assert refused.value.param == "style"
@@ -250,8 +263,18 @@ def test_shipped_models_prompt_templates(plugins):
     assert prompt_template(read_config(MODELS_DIR / "shapes")) is None
 
 
-@pytest.mark.parametrize("template", ["{prompt}", "{style}", "{prompt} {prompt} {style}", "{prompt}, {style}, {seed}",
-                                      "{prompt!r} {style}", "{prompt", 7])
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{prompt}",
+        "{style}",
+        "{prompt} {prompt} {style}",
+        "{prompt}, {style}, {seed}",
+        "{prompt!r} {style}",
+        "{prompt",
+        7,
+    ],
+)
 def test_a_malformed_template_is_a_load_error_naming_the_file(plugins, tmp_path, template):
     folder = set_prompt_template(save_tiny_checkpoint(tmp_path / "bad"), template)
     with pytest.raises(GanvasError, match=r"config\.json: prompt_template") as failed:
@@ -294,8 +317,15 @@ def test_pipeline_interpolate_checks_the_frame_count_before_building_frames(tmp_
                 print(exc)
     """)
     cap = 3 << 30  # the process needs ~1.3 GB; the old frame list alone needed 8 GB
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (cap, cap)))
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (cap, cap)),
+    )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.splitlines() == ["request refused by request_policy: n=1000000001 images requested; "
-                                        "the limit is 100"] * 2
+    assert (
+        done.stdout.splitlines()
+        == ["request refused by request_policy: n=1000000001 images requested; the limit is 100"] * 2
+    )

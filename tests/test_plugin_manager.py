@@ -1,5 +1,6 @@
 """Hooks (one test_hook_<name> each, checked by test_docs.py), failure isolation, entry points, switches,
 and the built-in plugins (PNG metadata, provenance, request policy)."""
+
 from __future__ import annotations
 
 import json
@@ -31,6 +32,7 @@ def registered(plugins: GanvasPlugins, plugin, name: str = "inline"):
 
 
 # --- one test per hook ---------------------------------------------------------------------------------------
+
 
 def test_hook_ganvas_register_models(plugins, tiny_checkpoint):
     class Models:
@@ -184,8 +186,11 @@ def test_hook_ganvas_register_datasets(plugins, tmp_path):
     class Datasets:
         @hookimpl
         def ganvas_register_datasets(self, register):
-            register("solid", lambda path, resolution: ("solid images from", path, resolution),
-                     description="one colour per image")
+            register(
+                "solid",
+                lambda path, resolution: ("solid images from", path, resolution),
+                description="one colour per image",
+            )
 
     registered(plugins, Datasets())
     datasets = plugins.datasets()
@@ -196,12 +201,18 @@ def test_hook_ganvas_register_datasets(plugins, tmp_path):
 
 # --- isolation --------------------------------------------------------------------------------------------------
 
+
 def _raising_plugin():
     namespace = {}
     for hook in HOOK_NAMES:
-        args = {"ganvas_register_commands": "cli", "ganvas_after_generate": "result",
-                "ganvas_postprocess": "image, request, index", "ganvas_image_metadata": "request, result, index",
-                "ganvas_check_request": "request", "ganvas_prepare_request": "request"}.get(hook, "register")
+        args = {
+            "ganvas_register_commands": "cli",
+            "ganvas_after_generate": "result",
+            "ganvas_postprocess": "image, request, index",
+            "ganvas_image_metadata": "request, result, index",
+            "ganvas_check_request": "request",
+            "ganvas_prepare_request": "request",
+        }.get(hook, "register")
         exec(f"def {hook}({args}):\n    raise RuntimeError('boom in {hook}')", namespace)
         namespace[hook] = hookimpl(namespace[hook])
     return type("RaisingPlugin", (), {k: staticmethod(v) for k, v in namespace.items() if k in HOOK_NAMES})()
@@ -215,10 +226,18 @@ def test_a_raising_hook_is_named_and_skipped(pipe, plugins, caplog):
         plugins.register_commands(group)
         assert "shapes" in plugins.datasets()
     assert len(result.images) == 2 and "ganvas" in result.metadata[0]  # built-ins still ran
-    for hook in ("ganvas_prepare_request", "ganvas_check_request", "ganvas_postprocess", "ganvas_image_metadata",
-                 "ganvas_after_generate"):
+    for hook in (
+        "ganvas_prepare_request",
+        "ganvas_check_request",
+        "ganvas_postprocess",
+        "ganvas_image_metadata",
+        "ganvas_after_generate",
+    ):
         assert f"plugin kaboom failed in {hook}: RuntimeError: boom in {hook}" in result.warnings
-    assert result.warnings.count("plugin kaboom failed in ganvas_postprocess: RuntimeError: boom in ganvas_postprocess") == 1
+    assert (
+        result.warnings.count("plugin kaboom failed in ganvas_postprocess: RuntimeError: boom in ganvas_postprocess")
+        == 1
+    )
     assert "plugin kaboom failed in ganvas_register_commands" in caplog.text
     assert Pipeline.load(pipe.info.path, plugins=plugins)  # models/encoders hooks raising do not block loading
 
@@ -266,6 +285,7 @@ def test_trace_switch_logs_hook_calls(tiny_checkpoint, caplog):
 
 # --- entry points: plugins installed for real -------------------------------------------------------------------
 
+
 def test_installed_plugins_through_entry_points(installed_plugins, tiny_checkpoint, monkeypatch, tmp_path):
     monkeypatch.syspath_prepend(str(installed_plugins))
     history = tmp_path / "history.jsonl"
@@ -311,6 +331,7 @@ def test_plugin_switches(installed_plugins, monkeypatch, tiny_checkpoint):
 
 # --- built-in: PNG metadata -------------------------------------------------------------------------------------
 
+
 def test_png_metadata_fields_and_a1111_parameters(pipe, tmp_path):
     result = pipe("a cat, smiling", seed=7, truncation=0.8, style="noto")
     path = result.save(tmp_path)[0]
@@ -321,8 +342,10 @@ def test_png_metadata_fields_and_a1111_parameters(pipe, tmp_path):
     assert text["model_hash"] == pipe.info.hash and text["ganvas_version"] == "0.1.0"
     prompt_line, params = text["parameters"].split("\n")
     assert prompt_line == "a cat, smiling; noto style"
-    assert params == (f"Steps: 1, Sampler: GAN, Seed: 7, Size: 32x32, Model hash: {pipe.info.hash}, Model: tiny, "
-                      f"Truncation: 0.8, Style: noto, Version: ganvas 0.1.0")
+    assert params == (
+        f"Steps: 1, Sampler: GAN, Seed: 7, Size: 32x32, Model hash: {pipe.info.hash}, Model: tiny, "
+        f"Truncation: 0.8, Style: noto, Version: ganvas 0.1.0"
+    )
     record = read_reproduction_record(text)
     assert record["request"]["seed"] == 7 and record["request"]["n"] == 1 and record["request"]["style"] == "noto"
     again = pipe.generate(GenerationRequest.from_dict(record["request"]))
@@ -343,10 +366,11 @@ def test_read_reproduction_record_errors():
 
 # --- built-in: provenance ---------------------------------------------------------------------------------------
 
+
 def test_provenance_marks_images_as_ai_generated(pipe, tmp_path):
     path = pipe(PROMPT, seed=1).save(tmp_path)[0]
     xmp = read_png_text(path)[XMP_KEY]
-    root = ET.fromstring(xmp[xmp.index("<x:xmpmeta"):xmp.index("</x:xmpmeta>") + len("</x:xmpmeta>")])
+    root = ET.fromstring(xmp[xmp.index("<x:xmpmeta") : xmp.index("</x:xmpmeta>") + len("</x:xmpmeta>")])
     description = root.find(".//{http://www.w3.org/1999/02/22-rdf-syntax-ns#}Description")
     source_type = description.get("{http://iptc.org/std/Iptc4xmpExt/2008-02-29/}DigitalSourceType")
     assert source_type == "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
@@ -355,6 +379,7 @@ def test_provenance_marks_images_as_ai_generated(pipe, tmp_path):
 
 
 # --- built-in: request policy -----------------------------------------------------------------------------------
+
 
 def test_request_policy_blocklist_file(pipe, tmp_path, monkeypatch):
     blocklist = tmp_path / "blocklist.txt"

@@ -1,5 +1,6 @@
 """The checkpoints shipped in models/: loadable by name, documented, licensed, and (emoji64) evaluated by the
 project's own command with numbers that reproduce."""
+
 from __future__ import annotations
 
 import json
@@ -46,8 +47,13 @@ def test_emoji_model_offers_its_styles_and_carries_its_licences(plugins):
     card = (EMOJI / "README.md").read_text(encoding="utf-8")
     for style in EMOJI_STYLES:
         assert f"| `{style}` |" in card
-    for licence in ("Apache-2.0.txt", "CC-BY-4.0.txt", "MIT-fluentui-emoji.txt", "MIT-emojibase-data.txt",
-                    "Unicode-3.0-CLDR.txt"):
+    for licence in (
+        "Apache-2.0.txt",
+        "CC-BY-4.0.txt",
+        "MIT-fluentui-emoji.txt",
+        "MIT-emojibase-data.txt",
+        "Unicode-3.0-CLDR.txt",
+    ):
         assert (EMOJI / "LICENSES" / licence).stat().st_size > 300
     assert "https://creativecommons.org/licenses/by/4.0/" in card and "Copyright Google Inc." in card
     assert load_evaluator(EMOJI).config.resolution == 64  # the evaluator the card's numbers come from
@@ -69,8 +75,24 @@ def test_emoji_card_numbers_are_the_saved_evaluation():
 def test_emoji_evaluation_reproduces_on_unseen_concepts(tmp_path):
     """Re-run the card's command: the same seeds and evaluator give the same numbers."""
     out = tmp_path / "unseen.json"
-    result = CliRunner().invoke(main, ["eval", "--model", "emoji64", "--data", str(DATA), "--split",
-                                       "unseen_concepts", "--seed", "0", "--threads", "1", "--json-out", str(out)])
+    result = CliRunner().invoke(
+        main,
+        [
+            "eval",
+            "--model",
+            "emoji64",
+            "--data",
+            str(DATA),
+            "--split",
+            "unseen_concepts",
+            "--seed",
+            "0",
+            "--threads",
+            "1",
+            "--json-out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     fresh, saved = json.loads(out.read_text()), json.loads((EMOJI / "evaluation.json").read_text())["unseen_concepts"]
     for key in ("generated", "generated_typed", "real", "shuffled"):

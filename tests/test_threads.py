@@ -7,6 +7,7 @@ move by one level (2 of the 8 images rendered here, on the machine this was writ
 mean something there. Every test also records the thread count torch had inside the generator's forward,
 which fails on any machine if the pipeline does not set its own.
 """
+
 from __future__ import annotations
 
 import json
@@ -99,27 +100,32 @@ print(json.dumps({"host": before, "after": torch.get_num_threads(), "forward": s
 """
 
 
-@pytest.mark.parametrize("set_threads, omp", [(4, None), (0, "2")],
-                         ids=["set_num_threads-4", "OMP_NUM_THREADS-2"])
+@pytest.mark.parametrize("set_threads, omp", [(4, None), (0, "2")], ids=["set_num_threads-4", "OMP_NUM_THREADS-2"])
 def test_same_seed_same_png_pixels_in_another_process_whatever_its_threads(shipped, tmp_path, set_threads, omp):
     env = {"GANVAS_PLUGINS": "", "PATH": "/usr/bin:/bin", **({"OMP_NUM_THREADS": omp} if omp else {})}
-    done = subprocess.run([sys.executable, "-c", HOST_SCRIPT, str(SHIPPED), str(tmp_path), str(set_threads),
-                           json.dumps(CASES)], capture_output=True, text=True, env=env, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", HOST_SCRIPT, str(SHIPPED), str(tmp_path), str(set_threads), json.dumps(CASES)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
     # torch may cap OMP_NUM_THREADS and its default at the machine's cores: the host's count is what it reported.
     assert report["forward"] == [1] and report["after"] == report["host"] == (set_threads or report["host"])
-    theirs = np.stack([np.asarray(Image.open(tmp_path / f"{k}_{i}.png").convert("RGB"))
-                       for k in range(len(CASES)) for i in range(4)])
+    theirs = np.stack(
+        [np.asarray(Image.open(tmp_path / f"{k}_{i}.png").convert("RGB")) for k in range(len(CASES)) for i in range(4)]
+    )
     assert np.array_equal(theirs, renders(shipped))
 
 
 def test_thread_count_comes_from_the_pipeline_and_goes_back_even_after_an_error(pipe, pipeline_default, monkeypatch):
     with host_threads(2), forward_threads(pipe) as seen:
-        pipe(PROMPT, seed=1)                      # default: 1
+        pipe(PROMPT, seed=1)  # default: 1
         monkeypatch.setenv("GANVAS_THREADS", "3")
         pipe(PROMPT, seed=1)
-        pipe.threads = 4                          # the pipeline's own setting wins over the environment
+        pipe.threads = 4  # the pipeline's own setting wins over the environment
         pipe(PROMPT, seed=1)
         assert seen == [1, 3, 4] and torch.get_num_threads() == 2
 
@@ -142,14 +148,15 @@ def test_thread_count_comes_from_the_pipeline_and_goes_back_even_after_an_error(
 
 def test_configure_threads_sets_torch_and_every_pipelines_count(pipe, pipeline_default):
     with host_threads(1), forward_threads(pipe) as seen:
-        assert configure_threads(3) == 3 and torch.get_num_threads() == 3   # the command line's --threads
-        torch.set_num_threads(2)                                            # a host changing it afterwards
+        assert configure_threads(3) == 3 and torch.get_num_threads() == 3  # the command line's --threads
+        torch.set_num_threads(2)  # a host changing it afterwards
         pipe(PROMPT, seed=1)
         assert seen == [3] and torch.get_num_threads() == 2
 
 
-def test_concurrent_renders_take_turns_with_the_process_wide_setting(plugins, tiny_checkpoint, tmp_path,
-                                                                      pipeline_default):
+def test_concurrent_renders_take_turns_with_the_process_wide_setting(
+    plugins, tiny_checkpoint, tmp_path, pipeline_default
+):
     """Two models (each with its own lock) rendered from two threads at different thread counts: the second
     render starts only after the first has finished and put the setting back."""
     first = Pipeline.load(str(tiny_checkpoint), plugins=plugins)
@@ -167,11 +174,15 @@ def test_concurrent_renders_take_turns_with_the_process_wide_setting(plugins, ti
     def note(module, args):
         log.append(("second", torch.get_num_threads()))
 
-    handles = [first.model.generator.register_forward_pre_hook(hold),
-               second.model.generator.register_forward_pre_hook(note)]
+    handles = [
+        first.model.generator.register_forward_pre_hook(hold),
+        second.model.generator.register_forward_pre_hook(note),
+    ]
     try:
-        workers = [threading.Thread(target=first, args=(PROMPT,), kwargs={"seed": 1}),
-                   threading.Thread(target=second, args=(PROMPT,), kwargs={"seed": 1})]
+        workers = [
+            threading.Thread(target=first, args=(PROMPT,), kwargs={"seed": 1}),
+            threading.Thread(target=second, args=(PROMPT,), kwargs={"seed": 1}),
+        ]
         workers[0].start()
         assert entered.wait(60)
         workers[1].start()
@@ -201,7 +212,7 @@ def test_comfyui_nodes_render_through_the_pipeline_and_leave_threads_alone(shipp
 
     node_pipe = generation.load_pipeline(str(SHIPPED))
     assert node_pipe.model is shipped.model
-    with host_threads(2), forward_threads(node_pipe) as seen:   # ComfyUI keeps torch at its own 2 threads
+    with host_threads(2), forward_threads(node_pipe) as seen:  # ComfyUI keeps torch at its own 2 threads
         prompt, style = CASES[0]
         images, seeds = generation.generate(node_pipe, prompt, seed=3, batch_size=4, style=style)
         batch = generation.to_image_batch(images)

@@ -1,6 +1,7 @@
 """Upsamplers: checkpoint folders, the registration hook, `size` above a model's native side in the pipeline
 (and so in every host), `Pipeline.upscale`, `ganvas upscale`, training/evaluation on tiny fixtures, and
 (slow) the shipped upsampler's quality beside Lanczos on the emoji256a mini set."""
+
 from __future__ import annotations
 
 import json
@@ -36,8 +37,9 @@ def tiny_upsampler(in_resolution=32, scale=4, seed=0, channels=4) -> Upsampler:
     """A few hundred parameters, tail initialised at random so it differs from bilinear."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        module = Upsampler(UpsamplerConfig(in_resolution=in_resolution, scale=scale, channels=channels, width=4,
-                                           blocks=1))
+        module = Upsampler(
+            UpsamplerConfig(in_resolution=in_resolution, scale=scale, channels=channels, width=4, blocks=1)
+        )
         torch.nn.init.normal_(module.tail.weight, std=0.05)
     return module.eval()
 
@@ -66,6 +68,7 @@ class TinyUpsamplers:
 
 # --- the network and its checkpoint folder -------------------------------------------------------------------
 
+
 def test_checkpoint_round_trip_and_refusals(tmp_path, tiny_upsampler_folder):
     module, config = load_upsampler(tiny_upsampler_folder)
     assert config["architecture"] == ARCHITECTURE and (config["in_resolution"], config["out_resolution"]) == (32, 128)
@@ -93,8 +96,9 @@ def test_untrained_upsampler_is_bilinear_and_keeps_transparency():
     with torch.inference_mode():
         expected = torch.nn.functional.interpolate(x, scale_factor=4, mode="bilinear", align_corners=False)
         assert torch.allclose(module(x), expected)
-    loaded = ups.LoadedUpsampler(ups.UpsamplerInfo("t", "h", 16, 4, 4), module, torch.device("cpu"),
-                                 __import__("threading").Lock())
+    loaded = ups.LoadedUpsampler(
+        ups.UpsamplerInfo("t", "h", 16, 4, 4), module, torch.device("cpu"), __import__("threading").Lock()
+    )
     clear = Image.new("RGBA", (16, 16), (0, 0, 0, 0))
     out = ups.upscale_image(loaded, clear)
     assert out.mode == "RGBA" and out.size == (64, 64) and np.asarray(out).max() == 0
@@ -111,6 +115,7 @@ def test_upsampler_folders_are_not_models(tmp_path, tiny_upsampler_folder, monke
 
 
 # --- the hook ----------------------------------------------------------------------------------------------
+
 
 def test_hook_ganvas_register_upsamplers(plugins, tiny_checkpoint, tiny_upsampler_folder):
     class CodeUpsampler(torch.nn.Module):
@@ -132,7 +137,7 @@ def test_hook_ganvas_register_upsamplers(plugins, tiny_checkpoint, tiny_upsample
     found = plugins.upsamplers()
     assert found["from-code"].plugin == "third-party" and found["from-code"].description == "nearest x2"
     pipe = Pipeline.load(str(tiny_checkpoint), plugins=plugins)
-    assert pipe.load_upsampler().info.name == "from-code"   # first registered for the model's 32 px
+    assert pipe.load_upsampler().info.name == "from-code"  # first registered for the model's 32 px
     result = pipe(PROMPT, seed=2, size=64)
     native = pipe(PROMPT, seed=2).images[0]
     assert result.images[0].size == (64, 64) and result.metadata[0]["upsampler"].startswith("from-code")
@@ -145,6 +150,7 @@ def test_hook_ganvas_register_upsamplers(plugins, tiny_checkpoint, tiny_upsample
 
 
 # --- the pipeline's size rule -------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def upipe(plugins, tiny_checkpoint, tiny_upsampler_folder):
@@ -161,10 +167,13 @@ def test_size_above_native_uses_the_upsampler_and_never_stretches(upipe):
     assert np.array_equal(pixels(big.images[0]), pixels(upipe.upscale(native)))
     assert not np.array_equal(pixels(big.images[0]), pixels(native.resize((128, 128), Image.LANCZOS)))
     # between native and one pass: upsample, then Lanczos down; beyond one pass: upsample, then resize
-    assert np.array_equal(pixels(upipe(PROMPT, seed=5, size=50).images[0]),
-                          pixels(upipe.upscale(native).resize((50, 50), Image.LANCZOS)))
-    assert np.array_equal(pixels(upipe(PROMPT, seed=5, size=200).images[0]),
-                          pixels(upipe.upscale(native).resize((200, 200), Image.LANCZOS)))
+    assert np.array_equal(
+        pixels(upipe(PROMPT, seed=5, size=50).images[0]), pixels(upipe.upscale(native).resize((50, 50), Image.LANCZOS))
+    )
+    assert np.array_equal(
+        pixels(upipe(PROMPT, seed=5, size=200).images[0]),
+        pixels(upipe.upscale(native).resize((200, 200), Image.LANCZOS)),
+    )
     small = upipe(PROMPT, seed=5, size=16)
     assert "upsampler" not in small.metadata[0] and "upscale" not in small.timings
     assert np.array_equal(pixels(small.images[0]), pixels(native.resize((16, 16), Image.LANCZOS)))
@@ -188,10 +197,10 @@ def test_pipeline_upscale_any_image(upipe):
     rgba = upipe.upscale(sprite(32))
     assert rgba.mode == "RGBA" and rgba.size == (128, 128)
     a = np.asarray(rgba)[..., 3]
-    assert a[0, 0] == 0 and a[50, 50] > 150        # transparent corner, (nearly) opaque inside
+    assert a[0, 0] == 0 and a[50, 50] > 150  # transparent corner, (nearly) opaque inside
     rgb, other = upipe.upscale([sprite(32, alpha=False), sprite(20)], size=64)
     assert (rgb.mode, rgb.size, other.mode, other.size) == ("RGB", (64, 64), "RGBA", (64, 64))
-    assert upipe.upscale(sprite(48)).size == (192, 192)   # own resolution x4, nothing resized to 32 first
+    assert upipe.upscale(sprite(48)).size == (192, 192)  # own resolution x4, nothing resized to 32 first
     with pytest.raises(InvalidRequest):
         upipe.upscale(Image.new("RGB", (600, 600)))
 
@@ -206,8 +215,9 @@ def test_cli_upscale_and_upsamplers(tmp_path, tiny_upsampler_folder, monkeypatch
     runner = CliRunner()
     listed = runner.invoke(main, ["upsamplers", "--json"])
     assert listed.exit_code == 0, listed.output
-    assert {"name": "tiny-x4", "in_resolution": 32, "out_resolution": 128}.items() <= \
-        [r for r in json.loads(listed.output) if r["name"] == "tiny-x4"][0].items()
+    assert {"name": "tiny-x4", "in_resolution": 32, "out_resolution": 128}.items() <= [
+        r for r in json.loads(listed.output) if r["name"] == "tiny-x4"
+    ][0].items()
     out = runner.invoke(main, ["upscale", str(src), "--out", str(tmp_path / "out"), "--upsampler", "tiny-x4"])
     assert out.exit_code == 0, out.output
     path = Path(out.output.split()[0])
@@ -215,8 +225,9 @@ def test_cli_upscale_and_upsamplers(tmp_path, tiny_upsampler_folder, monkeypatch
     with Image.open(path) as im:
         assert im.size == (128, 128) and im.mode == "RGBA"
     assert read_png_text(path)["upsampler"].startswith("tiny-x4")
-    again = runner.invoke(main, ["upscale", str(src), "--out", str(tmp_path / "out"), "--size", "100",
-                                 "--upsampler", "tiny-x4"])
+    again = runner.invoke(
+        main, ["upscale", str(src), "--out", str(tmp_path / "out"), "--size", "100", "--upsampler", "tiny-x4"]
+    )
     assert again.exit_code == 0 and Path(again.output.split()[0]).name == "sprite-100px.png"
     bad = runner.invoke(main, ["upscale", str(src), "--upsampler", "nope"])
     assert bad.exit_code == 1 and "unknown upsampler 'nope'" in bad.output
@@ -232,6 +243,7 @@ def test_server_and_hot_folder_sizes_reach_the_pipeline():
 
 
 # --- training and evaluation on a tiny fixture ---------------------------------------------------------------
+
 
 def make_dataset(root: Path, side=32, per_split=(12, 4)) -> Path:
     """An imagefolder of RGBA sprites (train/ and test/) with metadata.jsonl, like emoji256a's layout."""
@@ -256,8 +268,19 @@ def test_train_resume_and_evaluate_on_a_tiny_set(tmp_path):
     from ganvas.core.training.upsampler import UpsamplerTrainOptions, evaluate_upsampler, info_for, train_upsampler
 
     data = make_dataset(tmp_path / "data")
-    opts = UpsamplerTrainOptions(data=str(data), out=str(tmp_path / "run"), hr_side=32, width=4, blocks=1, steps=4,
-                                 batch=2, crop=4, val_every=2, checkpoint_every=2, val_images=4)
+    opts = UpsamplerTrainOptions(
+        data=str(data),
+        out=str(tmp_path / "run"),
+        hr_side=32,
+        width=4,
+        blocks=1,
+        steps=4,
+        batch=2,
+        crop=4,
+        val_every=2,
+        checkpoint_every=2,
+        val_images=4,
+    )
     first = train_upsampler(opts, log=lambda m: None)
     assert first["step"] == 4 and (tmp_path / "run" / "model" / "model.safetensors").exists()
     module, config = load_upsampler(tmp_path / "run" / "model")
@@ -275,18 +298,34 @@ def test_train_resume_and_evaluate_on_a_tiny_set(tmp_path):
 # The reconstruction-only recipe before the adversarial options existed (commit 1058c50): per-tensor sums of the
 # upsampler after 6 steps on make_dataset, and the logged MSE of each validation window.
 RECONSTRUCTION_ONLY_SUMS = {
-    "body.0.conv1.bias": -0.08896438521333039, "body.0.conv1.weight": -1.6302206459222361,
-    "body.0.conv2.bias": -0.2373255006968975, "body.0.conv2.weight": 1.7553258144762367,
-    "head.bias": -0.1100936399307102, "head.weight": -0.5905086257262155,
-    "tail.bias": -0.0069333674109657295, "tail.weight": 0.1905345437780852}
+    "body.0.conv1.bias": -0.08896438521333039,
+    "body.0.conv1.weight": -1.6302206459222361,
+    "body.0.conv2.bias": -0.2373255006968975,
+    "body.0.conv2.weight": 1.7553258144762367,
+    "head.bias": -0.1100936399307102,
+    "head.weight": -0.5905086257262155,
+    "tail.bias": -0.0069333674109657295,
+    "tail.weight": 0.1905345437780852,
+}
 RECONSTRUCTION_ONLY_MSE = [0.115781769156456, 0.10913572832942009, 0.12416296824812889]
 
 
 def tiny_options(tmp_path, data, out="run", **kw):
     from ganvas.core.training.upsampler import UpsamplerTrainOptions
 
-    base = dict(data=str(data), out=str(tmp_path / out), hr_side=32, width=4, blocks=1, steps=6, batch=2, crop=4,
-                val_every=2, checkpoint_every=2, val_images=4)
+    base = dict(
+        data=str(data),
+        out=str(tmp_path / out),
+        hr_side=32,
+        width=4,
+        blocks=1,
+        steps=6,
+        batch=2,
+        crop=4,
+        val_every=2,
+        checkpoint_every=2,
+        val_images=4,
+    )
     return UpsamplerTrainOptions(**{**base, **kw})
 
 
@@ -298,7 +337,7 @@ def test_adv_weight_zero_is_the_reconstruction_only_recipe(tmp_path):
     data = make_dataset(tmp_path / "data")
     train_upsampler(tiny_options(tmp_path, data, adv_weight=0.0), log=lambda m: None)
     state = load_file(str(tmp_path / "run" / "training_state.safetensors"))
-    sums = {k[len("model/"):]: float(v.double().sum()) for k, v in state.items() if k.startswith("model/")}
+    sums = {k[len("model/") :]: float(v.double().sum()) for k, v in state.items() if k.startswith("model/")}
     assert sums == pytest.approx(RECONSTRUCTION_ONLY_SUMS, rel=1e-5, abs=1e-7)
     stats = [json.loads(line) for line in (tmp_path / "run" / "stats.jsonl").read_text().splitlines()]
     assert [s["mse"] for s in stats] == pytest.approx(RECONSTRUCTION_ONLY_MSE, rel=1e-5)
@@ -343,19 +382,24 @@ def test_adversarial_fine_tune_resumes_exactly_and_keeps_its_critic_in_the_run(t
     stats = [json.loads(line) for line in (tmp_path / "resumed" / "stats.jsonl").read_text().splitlines()]
     assert [s["step"] for s in stats][-2:] == [2, 4] and "g_adv" in stats[-1] and "val_gmsd_rgb" in stats[-1]
     shipped = REPO / "models" / "upsamplers" / "upsampler-x4"
-    assert not any(k.startswith("disc") or "parametrizations" in k for k in load_file(str(shipped / "model.safetensors")))
+    assert not any(
+        k.startswith("disc") or "parametrizations" in k for k in load_file(str(shipped / "model.safetensors"))
+    )
     assert not list(shipped.glob("training_state*"))
 
 
-@pytest.mark.parametrize("option, value, message", [
-    ("adv_weight", -0.1, "--adv-weight must be a finite number >= 0"),
-    ("adv_weight", float("nan"), "--adv-weight must be a finite number >= 0"),
-    ("adv_start_step", -1, "--adv-start-step must be an integer >= 0"),
-    ("d_lr", 0.0, "--d-lr must be a finite number > 0"),
-    ("adv_loss", "wgan", "--adv-loss must be hinge or nonsaturating"),
-    ("keep", "worst", "--keep must be best or last"),
-    ("d_width", 0, "--d-width must be an integer in 1..256"),
-])
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("adv_weight", -0.1, "--adv-weight must be a finite number >= 0"),
+        ("adv_weight", float("nan"), "--adv-weight must be a finite number >= 0"),
+        ("adv_start_step", -1, "--adv-start-step must be an integer >= 0"),
+        ("d_lr", 0.0, "--d-lr must be a finite number > 0"),
+        ("adv_loss", "wgan", "--adv-loss must be hinge or nonsaturating"),
+        ("keep", "worst", "--keep must be best or last"),
+        ("d_width", 0, "--d-width must be an integer in 1..256"),
+    ],
+)
 def test_bad_adversarial_options_are_refused_by_name(tmp_path, option, value, message):
     from ganvas.core.training.upsampler import train_upsampler
 
@@ -374,8 +418,9 @@ def test_init_must_fit_and_the_cli_names_bad_values(tmp_path):
         train_upsampler(tiny_options(tmp_path, data, init=str(wide)), log=lambda m: None)
     with pytest.raises(ValueError, match="--init .*not a ganvas upsampler|--init .*config.json"):
         train_upsampler(tiny_options(tmp_path, data, init=str(data)), log=lambda m: None)
-    out = CliRunner().invoke(main, ["train-upsampler", "--data", str(data), "--out", str(tmp_path / "cli"),
-                                    "--adv-weight", "-1"])
+    out = CliRunner().invoke(
+        main, ["train-upsampler", "--data", str(data), "--out", str(tmp_path / "cli"), "--adv-weight", "-1"]
+    )
     assert out.exit_code == 2 and "--adv-weight must be a finite number >= 0" in out.output, out.output
 
 
@@ -396,6 +441,7 @@ def test_measures_are_exact_on_known_images():
 
 
 # --- the shipped upsampler (slow) ----------------------------------------------------------------------------
+
 
 @pytest.mark.slow
 def test_shipped_upsampler_beats_lanczos_on_the_mini_set(plugins):

@@ -4,6 +4,7 @@ Formats: a Hugging Face `imagefolder` (images + metadata.jsonl with file_name/te
 with `.txt` caption sidecars, or the built-in procedural `shapes` task. Every format ends up as the
 same `CaptionedImages`, so training and evaluation never care where pixels came from.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -39,13 +40,13 @@ def typed_prompt(label: str, style: str | None) -> str:
 
 @dataclass
 class CaptionedImages:
-    images: torch.Tensor                 # (N, C, R, R) uint8: RGB, or RGBA with premultiplied colour
-    captions: list[str]                  # distinct captions
-    caption_index: torch.Tensor          # (N,) int64 into `captions`: each image's full caption
+    images: torch.Tensor  # (N, C, R, R) uint8: RGB, or RGBA with premultiplied colour
+    captions: list[str]  # distinct captions
+    caption_index: torch.Tensor  # (N,) int64 into `captions`: each image's full caption
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason) never fatal
     source: str = ""
     styles: list[str] = field(default_factory=list)  # distinct metadata "style" words, most frequent first
-    labels: list[str] | None = None      # per image: the concept's name (metadata "label"), when known
+    labels: list[str] | None = None  # per image: the concept's name (metadata "label"), when known
     image_styles: list[str] | None = None  # per image: its design's style word, when known
     caption_forms: torch.Tensor | None = None  # (N, len(CAPTION_FORMS)) into `captions`, when labels are known
 
@@ -101,8 +102,9 @@ def image_channels(folder: Path, names: list[str]) -> int:
     return 3
 
 
-def _assemble(pairs: list[tuple[Path, str]], resolution: int, source: str, channels: int = 3,
-              rows: list[dict] | None = None) -> CaptionedImages:
+def _assemble(
+    pairs: list[tuple[Path, str]], resolution: int, source: str, channels: int = 3, rows: list[dict] | None = None
+) -> CaptionedImages:
     arrays, caption_ids, skipped, kept = [], [], [], []
     captions: dict[str, int] = {}
     for k, (path, text) in enumerate(pairs):
@@ -174,8 +176,9 @@ def validation_holdout(rows: list[dict], fraction: float = 0.05) -> set[str]:
     return chosen
 
 
-def load_imagefolder(folder: Path, resolution: int, caption_field: str = "text", channels: int | None = None,
-                     subset: str = "all") -> CaptionedImages:
+def load_imagefolder(
+    folder: Path, resolution: int, caption_field: str = "text", channels: int | None = None, subset: str = "all"
+) -> CaptionedImages:
     """An imagefolder split. subset: "all", "train" (without the validation hold-out) or "validation"."""
     rows, skipped = read_metadata(folder, caption_field)
     if subset != "all":
@@ -214,11 +217,17 @@ def load_sidecar_folder(folder: Path, resolution: int) -> CaptionedImages:
 
 # Sample-grid captions for shapes runs: one per shape, two of them held-out pairs (composition), one pair.
 SHAPES_SAMPLE_CAPTIONS = [
-    "a large red circle in the centre", "a small blue square on the left", "a large green star at the top",
-    "a large yellow triangle at the bottom", "a small pink cross on the right", "a large cyan diamond in the centre",
-    "a large red star in the centre", "a large blue diamond on the left",
+    "a large red circle in the centre",
+    "a small blue square on the left",
+    "a large green star at the top",
+    "a large yellow triangle at the bottom",
+    "a small pink cross on the right",
+    "a large cyan diamond in the centre",
+    "a large red star in the centre",
+    "a large blue diamond on the left",
     "a large orange square on the left and a small purple circle on the right",
 ]
+
 
 def shapes_caption_bank(seed: int = 0, two_object_scenes: int = 2000, variants: int = 3):
     """Fixed (objects, caption) pairs for training: every non-held-out single object in up to `variants`
@@ -249,16 +258,19 @@ def _render_chunk(args):
     return out
 
 
-def make_shapes(resolution: int, size: int = 20000, seed: int = 0, two_object_prob: float = 0.25,
-                workers: int = 1) -> CaptionedImages:
+def make_shapes(
+    resolution: int, size: int = 20000, seed: int = 0, two_object_prob: float = 0.25, workers: int = 1
+) -> CaptionedImages:
     """Render a deterministic pool of shapes images (same seed -> same pool, whatever `workers` is)."""
     single, double = shapes_caption_bank(seed)
     rng = random.Random(seed + 1)
     scenes = [rng.choice(double if rng.random() < two_object_prob else single) for _ in range(size)]
     backgrounds = [rng.choice(("white", "black")) for _ in range(size)]
     chunk = 1024
-    jobs = [([(scenes[j][0], backgrounds[j]) for j in range(i, min(i + chunk, size))], resolution, seed * 7919 + i)
-            for i in range(0, size, chunk)]
+    jobs = [
+        ([(scenes[j][0], backgrounds[j]) for j in range(i, min(i + chunk, size))], resolution, seed * 7919 + i)
+        for i in range(0, size, chunk)
+    ]
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
             parts = list(pool.map(_render_chunk, jobs))
@@ -270,8 +282,9 @@ def make_shapes(resolution: int, size: int = 20000, seed: int = 0, two_object_pr
     return CaptionedImages(images, list(captions), torch.tensor(index), [], "shapes")
 
 
-def load_dataset(spec: str, resolution: int, shapes_size: int = 20000, seed: int = 0,
-                 workers: int = 1, subset: str = "all") -> CaptionedImages:
+def load_dataset(
+    spec: str, resolution: int, shapes_size: int = 20000, seed: int = 0, workers: int = 1, subset: str = "all"
+) -> CaptionedImages:
     """`shapes`, a folder with metadata.jsonl (imagefolder), or a folder of images with .txt sidecars,
     through the built-in formats only (core/datasets/formats.py). Hosts resolve `--data` through the
     formats plugins register (`ganvas_register_datasets`) instead."""

@@ -17,6 +17,7 @@ values are never passed):
   channels  3 = RGB on white (what the evaluators judge); absent = the dataset's own
   seed, size, workers   for generated datasets (shapes: the pool's seed, size and rendering processes)
 """
+
 from __future__ import annotations
 
 import inspect
@@ -41,8 +42,11 @@ def split_folder(root: Path, split: str | None) -> Path:
     """The imagefolder a split lives in: ROOT/SPLIT; with no split (training), ROOT/train when ROOT holds
     no metadata.jsonl itself. "train" falls back to ROOT for a root that is itself one split folder."""
     if split is None:
-        return root / "train" if not (root / "metadata.jsonl").exists() and \
-            (root / "train" / "metadata.jsonl").exists() else root
+        return (
+            root / "train"
+            if not (root / "metadata.jsonl").exists() and (root / "train" / "metadata.jsonl").exists()
+            else root
+        )
     folder = root / split
     if split == "train" and not (folder / "metadata.jsonl").exists() and (root / "metadata.jsonl").exists():
         return root
@@ -53,18 +57,30 @@ def split_folder(root: Path, split: str | None) -> Path:
 
 # --- the built-in formats ------------------------------------------------------------------------------------
 
+
 def shapes(path, resolution: int, seed: int = 0, size: int = 20000, workers: int = 1) -> CaptionedImages:
     """The procedural shapes task (SHAPES.md); `path` is ignored."""
     return make_shapes(resolution, size=size, seed=seed, workers=workers)
 
 
-def imagefolder(path, resolution: int, split: str | None = None, subset: str = "all", channels: int | None = None,
-                caption_field: str = "text") -> CaptionedImages:
+def imagefolder(
+    path,
+    resolution: int,
+    split: str | None = None,
+    subset: str = "all",
+    channels: int | None = None,
+    caption_field: str = "text",
+) -> CaptionedImages:
     """A Hugging Face imagefolder (images + metadata.jsonl with file_name/text), or a root of split folders."""
     if path is None:
         raise DatasetError("the imagefolder format needs a folder: --data imagefolder:PATH")
-    return load_imagefolder(split_folder(dataset_root(path), split), resolution, caption_field=caption_field,
-                            channels=channels, subset=subset)
+    return load_imagefolder(
+        split_folder(dataset_root(path), split),
+        resolution,
+        caption_field=caption_field,
+        channels=channels,
+        subset=subset,
+    )
 
 
 def sidecar(path, resolution: int) -> CaptionedImages:
@@ -78,6 +94,7 @@ BUILTIN_FORMATS: dict[str, Loader] = {"shapes": shapes, "imagefolder": imagefold
 
 
 # --- specs ---------------------------------------------------------------------------------------------------
+
 
 @dataclass
 class DatasetChoice:
@@ -103,6 +120,7 @@ def resolve_dataset(spec: str, formats: Mapping[str, Any]) -> DatasetChoice:
     """`NAME`, `NAME:PATH` or a folder -> the format's loader and path. `formats`: name -> loader (or a
     plugin manager Registration, whose `.value` is the loader). Raises DatasetError (one line) naming the
     registered formats when the spec is none of these."""
+
     def loader(name):
         value = formats[name]
         return getattr(value, "value", value)
@@ -119,8 +137,9 @@ def resolve_dataset(spec: str, formats: Mapping[str, Any]) -> DatasetChoice:
         if fmt in formats:
             return DatasetChoice(spec, fmt, str(folder), loader(fmt))
     names = ", ".join(sorted(formats)) or "none"
-    raise DatasetError(f"unknown dataset {spec!r}: not a registered format (registered: {names}), "
-                       f"FORMAT:PATH, or an existing folder")
+    raise DatasetError(
+        f"unknown dataset {spec!r}: not a registered format (registered: {names}), FORMAT:PATH, or an existing folder"
+    )
 
 
 def call_loader(loader: Loader, path, resolution: int, name: str = "dataset", **options) -> CaptionedImages:

@@ -4,6 +4,7 @@ Image tower: a small CNN. Text tower: the frozen MiniLM sentence vector through 
 No public FID/CLIP weights can be downloaded here, so R-precision, FID and KID are measured in this
 evaluator's feature space; the evaluator is saved next to the model so numbers can be reproduced.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,9 +41,15 @@ class ImageTower(nn.Module):
         layers = [nn.Conv2d(3, w, 4, stride=2, padding=1), nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
         ch, side = w, cfg.resolution // 2
         for out in (2 * w, 4 * w, 8 * w):
-            layers += [nn.Conv2d(ch, out, 3, padding=1), nn.BatchNorm2d(out), nn.ReLU(inplace=True),
-                       nn.Conv2d(out, out, 3, padding=1), nn.BatchNorm2d(out), nn.ReLU(inplace=True),
-                       nn.MaxPool2d(2)]
+            layers += [
+                nn.Conv2d(ch, out, 3, padding=1),
+                nn.BatchNorm2d(out),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(out, out, 3, padding=1),
+                nn.BatchNorm2d(out),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(2),
+            ]
             ch, side = out, side // 2
         self.body = nn.Sequential(*layers)
         self.feature_dim = ch
@@ -57,14 +64,16 @@ class ContrastiveEvaluator(nn.Module):
         self.config = cfg
         self.image_tower = ImageTower(cfg)
         self.image_proj = nn.Linear(self.image_tower.feature_dim, cfg.embed_dim)
-        self.text_proj = nn.Sequential(nn.Linear(cfg.text_dim, cfg.embed_dim), nn.ReLU(),
-                                       nn.Linear(cfg.embed_dim, cfg.embed_dim))
+        self.text_proj = nn.Sequential(
+            nn.Linear(cfg.text_dim, cfg.embed_dim), nn.ReLU(), nn.Linear(cfg.embed_dim, cfg.embed_dim)
+        )
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
 
     def _prepare(self, images):
         if images.shape[-1] != self.config.resolution:
-            images = F.interpolate(images, size=self.config.resolution, mode="bilinear", antialias=True,
-                                   align_corners=False)
+            images = F.interpolate(
+                images, size=self.config.resolution, mode="bilinear", antialias=True, align_corners=False
+            )
         return images
 
     def image_features(self, images):
@@ -81,7 +90,7 @@ class ContrastiveEvaluator(nn.Module):
         images are judged composited on white, as the evaluator only learnt RGB."""
         feats, embs = [], []
         for i in range(0, len(images), batch):
-            f = self.image_features(on_white(images[i:i + batch]))
+            f = self.image_features(on_white(images[i : i + batch]))
             feats.append(f)
             embs.append(F.normalize(self.image_proj(f), dim=-1))
         return torch.cat(feats), torch.cat(embs)
@@ -95,9 +104,17 @@ def pairwise_spread(features: torch.Tensor) -> float:
     return float(torch.cdist(f, f).sum() / (len(f) * (len(f) - 1)))
 
 
-def train_evaluator(images_uint8: torch.Tensor, text_vectors: torch.Tensor, caption_index: torch.Tensor,
-                    epochs: int = 20, batch: int = 256, lr: float = 2e-3, seed: int = 0, device: str = "cpu",
-                    log=print) -> ContrastiveEvaluator:
+def train_evaluator(
+    images_uint8: torch.Tensor,
+    text_vectors: torch.Tensor,
+    caption_index: torch.Tensor,
+    epochs: int = 20,
+    batch: int = 256,
+    lr: float = 2e-3,
+    seed: int = 0,
+    device: str = "cpu",
+    log=print,
+) -> ContrastiveEvaluator:
     """Symmetric InfoNCE on (image, caption) pairs; light translation augmentation (no colour changes)."""
     torch.manual_seed(seed)
     cfg = EvaluatorConfig(resolution=images_uint8.shape[-1], text_dim=text_vectors.shape[1])
@@ -107,15 +124,18 @@ def train_evaluator(images_uint8: torch.Tensor, text_vectors: torch.Tensor, capt
     batch = min(batch, n)  # a dataset smaller than one batch still trains (one batch per epoch)
     steps = epochs * (n // batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
-    images_uint8, text_vectors, caption_index = (images_uint8.to(device), text_vectors.to(device),
-                                                 caption_index.to(device))
+    images_uint8, text_vectors, caption_index = (
+        images_uint8.to(device),
+        text_vectors.to(device),
+        caption_index.to(device),
+    )
     gen = torch.Generator().manual_seed(seed)
     start, step = time.time(), 0
     model.train()
     for epoch in range(epochs):
         order = torch.randperm(n, generator=gen).to(device)
         for i in range(0, n - batch + 1, batch):
-            idx = order[i:i + batch]
+            idx = order[i : i + batch]
             x = translate(images_uint8[idx].float() / 127.5 - 1, ratio=0.0625)
             caps = caption_index[idx]
             img = model.embed_images(x)
@@ -124,8 +144,10 @@ def train_evaluator(images_uint8: torch.Tensor, text_vectors: torch.Tensor, capt
             # Duplicate captions inside a batch are not negatives of each other.
             same = caps[:, None] == caps[None, :]
             target = same.float() / same.float().sum(1, keepdim=True)
-            loss = (torch.sum(-target * F.log_softmax(logits, 1), 1).mean()
-                    + torch.sum(-target * F.log_softmax(logits.t(), 1), 1).mean()) / 2
+            loss = (
+                torch.sum(-target * F.log_softmax(logits, 1), 1).mean()
+                + torch.sum(-target * F.log_softmax(logits.t(), 1), 1).mean()
+            ) / 2
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -152,8 +174,10 @@ def load_evaluator(folder: str | Path) -> ContrastiveEvaluator:
 
     folder = Path(folder)
     if not (folder / CONFIG).exists() or not (folder / WEIGHTS).exists():
-        raise CheckpointError(f"{folder}: no evaluator ({CONFIG} + {WEIGHTS}); train one with `ganvas "
-                              f"train-evaluator --data DATASET --out {folder}` or pass --evaluator FOLDER")
+        raise CheckpointError(
+            f"{folder}: no evaluator ({CONFIG} + {WEIGHTS}); train one with `ganvas "
+            f"train-evaluator --data DATASET --out {folder}` or pass --evaluator FOLDER"
+        )
     try:
         meta = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
         model = ContrastiveEvaluator(EvaluatorConfig(**meta["config"]))

@@ -5,6 +5,7 @@ captioned datasets (emoji64): the contrastive evaluator of evaluator.py, trained
 R-precision@1/top-5 against 99 captions of other concepts, FID/KID in its feature space with the
 real-vs-real floor, and a diversity figure, each beside the real-image ceiling and the shuffled floor.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -31,8 +32,9 @@ def _embeddings_for(generator, embeddings: EmbeddingCache | None) -> EmbeddingCa
     return embeddings or EmbeddingCache(default_cache_dir(), generator.config.text_encoder)
 
 
-def load_eval_data(load, split: str, resolution: int, splits: bool = True
-                   ) -> tuple[CaptionedImages, CaptionedImages | None]:
+def load_eval_data(
+    load, split: str, resolution: int, splits: bool = True
+) -> tuple[CaptionedImages, CaptionedImages | None]:
     """(the split's images, the whole train split or None) for `ganvas eval`, RGB on white at `resolution`.
 
     `load(resolution, **options)` reads the dataset (a format's loader, see core/datasets/formats.py).
@@ -41,8 +43,9 @@ def load_eval_data(load, split: str, resolution: int, splits: bool = True
     if not splits:
         return load(resolution, channels=3), None
     if split == "validation":
-        return load(resolution, split="train", subset="validation", channels=3), load(resolution, split="train",
-                                                                                         channels=3)
+        return load(resolution, split="train", subset="validation", channels=3), load(
+            resolution, split="train", channels=3
+        )
     data = load(resolution, split=split, channels=3)
     if split == "train":
         return data, None
@@ -60,20 +63,28 @@ def _builtin_eval_data(root, split: str, resolution: int):
 
 
 @torch.no_grad()
-def generate_from_vectors(generator, text_vectors: torch.Tensor, seeds: list[int], batch: int = 256,
-                          truncation: float = 1.0) -> torch.Tensor:
+def generate_from_vectors(
+    generator, text_vectors: torch.Tensor, seeds: list[int], batch: int = 256, truncation: float = 1.0
+) -> torch.Tensor:
     out = []
     for i in range(0, len(seeds), batch):
-        z = noise(generator.config.z_dim, seeds[i:i + batch]) * truncation
-        out.append(generator(z, text_vectors[i:i + batch]).float())
+        z = noise(generator.config.z_dim, seeds[i : i + batch]) * truncation
+        out.append(generator(z, text_vectors[i : i + batch]).float())
     return torch.cat(out) if out else torch.zeros(0, 3, generator.config.resolution, generator.config.resolution)
 
 
 # --- shapes ---------------------------------------------------------------------------------------------------
 
-def evaluate_shapes_model(model: str, seed: int = 0, threads: int | None = None, n_per_caption: int = 4,
-                          log=print, folder: Path | None = None, embeddings: EmbeddingCache | None = None
-                          ) -> tuple[dict, str]:
+
+def evaluate_shapes_model(
+    model: str,
+    seed: int = 0,
+    threads: int | None = None,
+    n_per_caption: int = 4,
+    log=print,
+    folder: Path | None = None,
+    embeddings: EmbeddingCache | None = None,
+) -> tuple[dict, str]:
     """`model`: its name as typed (for the report); `folder`: its checkpoint folder (default: `model`)."""
     from ganvas.core.evaluation.shapes import (
         evaluate,
@@ -105,9 +116,19 @@ def evaluate_shapes_model(model: str, seed: int = 0, threads: int | None = None,
 
 # --- captioned datasets ------------------------------------------------------------------------------------------
 
-def train_split_evaluator(root: Path, out: Path, epochs: int = 20, device: str = "auto", threads=None,
-                          batch: int = 256, holdout_validation: bool = False, log=print,
-                          data: CaptionedImages | None = None, embeddings: EmbeddingCache | None = None) -> Path:
+
+def train_split_evaluator(
+    root: Path,
+    out: Path,
+    epochs: int = 20,
+    device: str = "auto",
+    threads=None,
+    batch: int = 256,
+    holdout_validation: bool = False,
+    log=print,
+    data: CaptionedImages | None = None,
+    embeddings: EmbeddingCache | None = None,
+) -> Path:
     """`data`: the train split at 64 px, RGB on white (the host loads it through the dataset's format; default:
     ROOT/train or ROOT as an imagefolder). `embeddings`: the text encoder's cache (default: MiniLM)."""
     from ganvas.core.evaluation.evaluator import save_evaluator, train_evaluator
@@ -120,16 +141,25 @@ def train_split_evaluator(root: Path, out: Path, epochs: int = 20, device: str =
 
         # RGB on white whatever the dataset holds: the evaluator judges transparent models composited on white.
         data = imagefolder(root, 64, split="train", channels=3, subset="train" if holdout_validation else "all")
-    full_captions = data.captions[:int(data.caption_index.max()) + 1]  # prompt forms come after: not needed here
+    full_captions = data.captions[: int(data.caption_index.max()) + 1]  # prompt forms come after: not needed here
     text = (embeddings or EmbeddingCache(default_cache_dir())).lookup(full_captions, log=log)
-    model = train_evaluator(data.images, text, data.caption_index, epochs=epochs, batch=batch, device=device,
-                            log=log)
-    return save_evaluator(model, out, {"data": data.source, "images": len(data), "epochs": epochs,
-                                       "batch": min(batch, len(data)), "holdout_validation": holdout_validation})
+    model = train_evaluator(data.images, text, data.caption_index, epochs=epochs, batch=batch, device=device, log=log)
+    return save_evaluator(
+        model,
+        out,
+        {
+            "data": data.source,
+            "images": len(data),
+            "epochs": epochs,
+            "batch": min(batch, len(data)),
+            "holdout_validation": holdout_validation,
+        },
+    )
 
 
-def r_precision(img_emb, txt_emb, concept_of_row, pool_concepts, pool_emb, draws: int = 5, distractors: int = 99,
-                seed: int = 0) -> dict:
+def r_precision(
+    img_emb, txt_emb, concept_of_row, pool_concepts, pool_emb, draws: int = 5, distractors: int = 99, seed: int = 0
+) -> dict:
     """Rank each image's true caption among `distractors` captions of *other* concepts. Returns means/stds."""
     rng = np.random.default_rng(seed)
     top1, top5 = [], []
@@ -139,15 +169,19 @@ def r_precision(img_emb, txt_emb, concept_of_row, pool_concepts, pool_emb, draws
         for i in range(len(img_emb)):
             others = np.flatnonzero(pool_concepts != concept_of_row[i])
             pick = rng.choice(others, size=min(distractors, len(others)), replace=False)
-            cands = torch.cat([txt_emb[i:i + 1], pool_emb[pick]])
+            cands = torch.cat([txt_emb[i : i + 1], pool_emb[pick]])
             scores = cands @ img_emb[i]
             rank = int((scores > scores[0]).sum())
             hits1 += rank == 0
             hits5 += rank < 5
         top1.append(hits1 / len(img_emb))
         top5.append(hits5 / len(img_emb))
-    return {"r_precision_at_1": float(np.mean(top1)), "r_precision_at_1_std": float(np.std(top1)),
-            "top5": float(np.mean(top5)), "top5_std": float(np.std(top5))}
+    return {
+        "r_precision_at_1": float(np.mean(top1)),
+        "r_precision_at_1_std": float(np.std(top1)),
+        "top5": float(np.mean(top5)),
+        "top5_std": float(np.std(top5)),
+    }
 
 
 def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -161,8 +195,9 @@ def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * covmean))
 
 
-def kernel_inception_distance(a: torch.Tensor, b: torch.Tensor, subsets: int = 20, size: int = 200,
-                              seed: int = 0) -> float:
+def kernel_inception_distance(
+    a: torch.Tensor, b: torch.Tensor, subsets: int = 20, size: int = 200, seed: int = 0
+) -> float:
     """Unbiased MMD^2 with the cubic polynomial kernel (Binkowski et al.), averaged over subsets."""
     rng = np.random.default_rng(seed)
     a, b = a.double().numpy(), b.double().numpy()
@@ -173,8 +208,9 @@ def kernel_inception_distance(a: torch.Tensor, b: torch.Tensor, subsets: int = 2
         x = a[rng.choice(len(a), m, replace=False)]
         y = b[rng.choice(len(b), m, replace=False)]
         kxx, kyy, kxy = ((x @ x.T) / d + 1) ** 3, ((y @ y.T) / d + 1) ** 3, ((x @ y.T) / d + 1) ** 3
-        values.append((kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
-                      - 2 * kxy.mean())
+        values.append(
+            (kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1)) - 2 * kxy.mean()
+        )
     return float(np.mean(values))
 
 
@@ -185,11 +221,21 @@ def _concepts(data: CaptionedImages) -> list[str]:
 
 
 @torch.no_grad()
-def evaluate_dataset_model(model: str, root: Path, split: str, evaluator: str | None = None, seed: int = 0,
-                           threads: int | None = None, diversity_seeds: int = 8, diversity_concepts: int = 100,
-                           log=print, folder: Path | None = None, data: CaptionedImages | None = None,
-                           train: CaptionedImages | None = None, embeddings: EmbeddingCache | None = None
-                           ) -> tuple[dict, str]:
+def evaluate_dataset_model(
+    model: str,
+    root: Path,
+    split: str,
+    evaluator: str | None = None,
+    seed: int = 0,
+    threads: int | None = None,
+    diversity_seeds: int = 8,
+    diversity_concepts: int = 100,
+    log=print,
+    folder: Path | None = None,
+    data: CaptionedImages | None = None,
+    train: CaptionedImages | None = None,
+    embeddings: EmbeddingCache | None = None,
+) -> tuple[dict, str]:
     """Both prompt forms are scored against the *full* caption: `generated` for images drawn from the full
     caption, `generated_typed` for images drawn from what users type (`name; style style`, the default
     backend's --style rule). Transparent models are judged composited on white, like the real images.
@@ -210,8 +256,11 @@ def evaluate_dataset_model(model: str, root: Path, split: str, evaluator: str | 
         log(f"skipped {len(real_set.skipped)} unreadable images in {real_set.source}")
     captions = [real_set.captions[i] for i in real_set.caption_index.tolist()]
     concepts = _concepts(real_set)
-    typed = ([typed_prompt(label, style) for label, style in zip(real_set.labels, real_set.image_styles)]
-             if real_set.labels is not None else list(captions))
+    typed = (
+        [typed_prompt(label, style) for label, style in zip(real_set.labels, real_set.image_styles)]
+        if real_set.labels is not None
+        else list(captions)
+    )
     cache = _embeddings_for(generator, embeddings)
     text_vectors = cache.lookup(captions, log=log)
     typed_vectors = cache.lookup(typed, log=log)
@@ -231,31 +280,42 @@ def evaluate_dataset_model(model: str, root: Path, split: str, evaluator: str | 
     # Distractor pool: every caption of the split, each tagged with its concept.
     rp = lambda emb, txt, s: r_precision(emb, txt, concepts, concepts, txt_emb, seed=s)  # noqa: E731
     perm = torch.from_numpy(np.random.default_rng(seed).permutation(len(captions)))
-    report = {"model": str(folder), "split": split, "images": len(captions), "resolution": resolution,
-              "channels": generator.config.channels,
-              "generated": rp(fake_emb, txt_emb, seed), "generated_typed": rp(typed_emb, txt_emb, seed),
-              "real": rp(real_emb, txt_emb, seed), "shuffled": rp(fake_emb, txt_emb[perm], seed),
-              "chance_r_precision_at_1": 0.01}
+    report = {
+        "model": str(folder),
+        "split": split,
+        "images": len(captions),
+        "resolution": resolution,
+        "channels": generator.config.channels,
+        "generated": rp(fake_emb, txt_emb, seed),
+        "generated_typed": rp(typed_emb, txt_emb, seed),
+        "real": rp(real_emb, txt_emb, seed),
+        "shuffled": rp(fake_emb, txt_emb[perm], seed),
+        "chance_r_precision_at_1": 0.01,
+    }
     # FID/KID: generated half A vs real half B, beside real half A vs real half B (the floor).
     half = len(captions) // 2
-    a, b = perm[:half], perm[half:2 * half]
-    report["fid"] = {"generated_vs_real": frechet_distance(fake_feat[a], real_feat[b]),
-                     "real_vs_real": frechet_distance(real_feat[a], real_feat[b])}
-    report["kid"] = {"generated_vs_real": kernel_inception_distance(fake_feat[a], real_feat[b]),
-                     "real_vs_real": kernel_inception_distance(real_feat[a], real_feat[b])}
+    a, b = perm[:half], perm[half : 2 * half]
+    report["fid"] = {
+        "generated_vs_real": frechet_distance(fake_feat[a], real_feat[b]),
+        "real_vs_real": frechet_distance(real_feat[a], real_feat[b]),
+    }
+    report["kid"] = {
+        "generated_vs_real": kernel_inception_distance(fake_feat[a], real_feat[b]),
+        "real_vs_real": kernel_inception_distance(real_feat[a], real_feat[b]),
+    }
     # A test concept's other designs live in train/: both the style and the diversity figures look there.
     # The validation hold-out's other designs are the rest of train/ (which holds the hold-out itself).
     others = [train] if split == "validation" and train is not None else [real_set] + ([train] if train else [])
-    report["style"] = _style_accuracy(others, captions, concepts, cache, ev, real_emb, log,
-                                      generated=fake_emb, generated_typed=typed_emb)
+    report["style"] = _style_accuracy(
+        others, captions, concepts, cache, ev, real_emb, log, generated=fake_emb, generated_typed=typed_emb
+    )
     styles = _concept_styles(others, concepts, diversity_concepts, embed)
     typed_of = dict(zip(concepts, typed_vectors))
     report["diversity"] = _diversity(generator, ev, concepts, typed_of, cache, styles, diversity_seeds, seed)
     return report, format_dataset_report(report, model, root, split, seed)
 
 
-def _style_accuracy(sources: list[CaptionedImages], captions, concepts, cache, ev, real_emb, log,
-                    **generated) -> dict:
+def _style_accuracy(sources: list[CaptionedImages], captions, concepts, cache, ev, real_emb, log, **generated) -> dict:
     """Style control: rank each image's caption among the captions of the *same* concept in its other designs
     (taken from `sources`: the split and train/); a hit when its own design's caption wins. Images of concepts
     drawn in one design only are left out. Chance is the mean of 1 / number of designs. `generated` maps a
@@ -302,30 +362,44 @@ def _diversity(generator, ev, concepts, typed_of: dict, cache, styles: dict, n_s
     typed prompt (`name; style style`: one design, ratio well below 1), each over the real spread of that
     concept across its designs, in evaluator feature space."""
     if not styles:
-        return {"concepts": 0, "seeds": n_seeds, "name_ratio": float("nan"), "typed_ratio": float("nan"),
-                "real_style_spread": float("nan"), "generated_pixel_std": float("nan")}
+        return {
+            "concepts": 0,
+            "seeds": n_seeds,
+            "name_ratio": float("nan"),
+            "typed_ratio": float("nan"),
+            "real_style_spread": float("nan"),
+            "generated_pixel_std": float("nan"),
+        }
     name_vectors = cache.lookup(list(styles))
     seeds = [seed * 1_000_000 + 500_000 + k for k in range(n_seeds)]
     name_spread, typed_spread, real_spread, pixel_std = [], [], [], []
     for k, (concept, real_features) in enumerate(styles.items()):
-        names = on_white(generate_from_vectors(generator, name_vectors[k:k + 1].expand(n_seeds, -1), seeds))
+        names = on_white(generate_from_vectors(generator, name_vectors[k : k + 1].expand(n_seeds, -1), seeds))
         typed = on_white(generate_from_vectors(generator, typed_of[concept][None].expand(n_seeds, -1), seeds))
         name_spread.append(pairwise_spread(ev.image_features(names)))
         typed_spread.append(pairwise_spread(ev.image_features(typed)))
         pixel_std.append(float(names.std(0).mean()))
         real_spread.append(pairwise_spread(real_features))
     r = float(np.mean(real_spread))
-    return {"concepts": len(styles), "seeds": n_seeds, "real_style_spread": r,
-            "name_seed_spread": float(np.mean(name_spread)), "typed_seed_spread": float(np.mean(typed_spread)),
-            "name_ratio": float(np.mean(name_spread)) / r if r else float("nan"),
-            "typed_ratio": float(np.mean(typed_spread)) / r if r else float("nan"),
-            "generated_pixel_std": float(np.mean(pixel_std))}
+    return {
+        "concepts": len(styles),
+        "seeds": n_seeds,
+        "real_style_spread": r,
+        "name_seed_spread": float(np.mean(name_spread)),
+        "typed_seed_spread": float(np.mean(typed_spread)),
+        "name_ratio": float(np.mean(name_spread)) / r if r else float("nan"),
+        "typed_ratio": float(np.mean(typed_spread)) / r if r else float("nan"),
+        "generated_pixel_std": float(np.mean(pixel_std)),
+    }
 
 
 def format_dataset_report(r: dict, model, root, split, seed) -> str:
     def rp(x):
-        return (f"R@1 {x['r_precision_at_1'] * 100:5.1f}% ± {x['r_precision_at_1_std'] * 100:.1f}   "
-                f"top-5 {x['top5'] * 100:5.1f}%")
+        return (
+            f"R@1 {x['r_precision_at_1'] * 100:5.1f}% ± {x['r_precision_at_1_std'] * 100:.1f}   "
+            f"top-5 {x['top5'] * 100:5.1f}%"
+        )
+
     d = r["diversity"]
     ceiling = max(r["real"]["r_precision_at_1"], 1e-9)
     lines = [

@@ -59,7 +59,9 @@ def prepare(images: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"expected images of shape (N,3,H,W), got {tuple(images.shape)}")
     images = images.float().clamp(-1, 1)
     if images.shape[-2:] != (INPUT_SIZE, INPUT_SIZE):
-        images = F.interpolate(images, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False, antialias=True)
+        images = F.interpolate(
+            images, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False, antialias=True
+        )
     return images
 
 
@@ -236,7 +238,9 @@ class _Group:
         if by_pair:
             ok = torch.stack([pred[a] == labels[a] for a in ATTRIBUTES]).all(0).float()
             pairs = [f"{o.colour} {o.shape}" for o in self.objects for _ in range(self.n)]
-            out["by_pair"] = {p: ok[[i for i, q in enumerate(pairs) if q == p]].mean().item() for p in dict.fromkeys(pairs)}
+            out["by_pair"] = {
+                p: ok[[i for i, q in enumerate(pairs) if q == p]].mean().item() for p in dict.fromkeys(pairs)
+            }
         return out
 
 

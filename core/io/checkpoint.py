@@ -2,6 +2,7 @@
 
 Everything is safetensors + JSON: loading never unpickles, so a checkpoint cannot run code.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -35,24 +36,32 @@ def save_safetensors(path: str | os.PathLike, tensors: dict, metadata: dict | No
     return Path(path)
 
 
-def save_model(folder: str | os.PathLike, generator: Generator, trained: dict | None = None,
-               card: str | None = None, prompt_template: str | None = None) -> Path:
+def save_model(
+    folder: str | os.PathLike,
+    generator: Generator,
+    trained: dict | None = None,
+    card: str | None = None,
+    prompt_template: str | None = None,
+) -> Path:
     """Write the inference checkpoint folder from a (normally EMA) generator. `prompt_template`: how a style
     word enters its prompts (a model trained on styled captions), None for a model without styles."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     cfg = generator.config
     save_safetensors(folder / "model.safetensors", generator.state_dict(), {"format": "pt"})
-    atomic.write_json(folder / "config.json", {
-        "format": FORMAT,
-        "version": FORMAT_VERSION,
-        "architecture": ARCHITECTURE,
-        "resolution": cfg.resolution,
-        "text_encoder": {"name": cfg.text_encoder, "dim": cfg.text_dim},
-        "generator": cfg.to_dict(),
-        "trained": trained or {},
-        **({"prompt_template": prompt_template} if prompt_template else {}),
-    })
+    atomic.write_json(
+        folder / "config.json",
+        {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "architecture": ARCHITECTURE,
+            "resolution": cfg.resolution,
+            "text_encoder": {"name": cfg.text_encoder, "dim": cfg.text_dim},
+            "generator": cfg.to_dict(),
+            "trained": trained or {},
+            **({"prompt_template": prompt_template} if prompt_template else {}),
+        },
+    )
     if card is not None:
         atomic.write_text(folder / "README.md", card)
     return folder
@@ -61,8 +70,7 @@ def save_model(folder: str | os.PathLike, generator: Generator, trained: dict | 
 def read_config(folder: str | os.PathLike) -> dict:
     path = Path(folder) / "config.json"
     if not path.exists():
-        raise CheckpointError(f"{path}: missing (a ganvas checkpoint folder holds config.json and "
-                              f"model.safetensors)")
+        raise CheckpointError(f"{path}: missing (a ganvas checkpoint folder holds config.json and model.safetensors)")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -70,20 +78,24 @@ def read_config(folder: str | os.PathLike) -> dict:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a ganvas checkpoint (expected \"format\": \"{FORMAT}\")")
     if data.get("version") != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint format version {data.get('version')!r}; "
-                              f"this ganvas reads version {FORMAT_VERSION}")
+        raise CheckpointError(
+            f"{path}: checkpoint format version {data.get('version')!r}; this ganvas reads version {FORMAT_VERSION}"
+        )
     return data
 
 
-def load_generator(folder: str | os.PathLike, expected_text_encoder: str | None = None,
-                   map_location: str = "cpu") -> tuple[Generator, dict]:
+def load_generator(
+    folder: str | os.PathLike, expected_text_encoder: str | None = None, map_location: str = "cpu"
+) -> tuple[Generator, dict]:
     """Load the generator of a checkpoint folder. Raises CheckpointError naming the bad file."""
     folder = Path(folder)
     data = read_config(folder)
     cfg = _model_config(folder / "config.json", data)
     if expected_text_encoder and cfg.text_encoder != expected_text_encoder:
-        raise CheckpointError(f"{folder}: made for text encoder {cfg.text_encoder!r}, but the configured "
-                              f"text encoder is {expected_text_encoder!r}")
+        raise CheckpointError(
+            f"{folder}: made for text encoder {cfg.text_encoder!r}, but the configured "
+            f"text encoder is {expected_text_encoder!r}"
+        )
     weights = folder / "model.safetensors"
     if not weights.exists():
         raise CheckpointError(f"{weights}: missing")
@@ -146,8 +158,10 @@ def _check_finite(weights: Path, state: dict) -> None:
     """NaN or inf weights would silently draw blank images; refuse them at load."""
     for key, tensor in state.items():
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise CheckpointError(f"{weights}: tensor {key!r} holds NaN or infinite values (a diverged or "
-                                  f"corrupted training run); this model would draw blank images")
+            raise CheckpointError(
+                f"{weights}: tensor {key!r} holds NaN or infinite values (a diverged or "
+                f"corrupted training run); this model would draw blank images"
+            )
 
 
 def file_hash(path: str | os.PathLike, length: int = 12) -> str:
@@ -159,6 +173,7 @@ def file_hash(path: str | os.PathLike, length: int = 12) -> str:
 
 
 # --- training state ---------------------------------------------------------------------------------------
+
 
 def _flatten_optimizer(prefix: str, opt: torch.optim.Optimizer, tensors: dict) -> dict:
     state = opt.state_dict()
@@ -204,7 +219,7 @@ def load_training_state(run_dir: Path, modules: dict, optimizers: dict) -> tuple
         raise CheckpointError(f"{run_dir}: cannot resume, training state unreadable ({exc})") from None
     for name, module in modules.items():
         prefix = f"{name}/"
-        module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+        module.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
     for name, opt in optimizers.items():
         _restore_optimizer(f"opt:{name}", opt, meta["optimizers"][name], tensors)
     rng = {name: tensors[f"rng:{name}"] for name in meta["rng"]}
@@ -213,21 +228,26 @@ def load_training_state(run_dir: Path, modules: dict, optimizers: dict) -> tuple
 
 # --- upsampler folders (the network: core/model/upsampler.py) ---------------------------------------------
 
-def save_upsampler(folder: str | os.PathLike, module: Upsampler, trained: dict | None = None,
-                   card: str | None = None) -> Path:
+
+def save_upsampler(
+    folder: str | os.PathLike, module: Upsampler, trained: dict | None = None, card: str | None = None
+) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     cfg = module.config
     save_safetensors(folder / "model.safetensors", module.state_dict(), {"format": "pt"})
-    atomic.write_json(folder / "config.json", {
-        "format": FORMAT,
-        "version": FORMAT_VERSION,
-        "architecture": UPSAMPLER_ARCHITECTURE,
-        "in_resolution": cfg.in_resolution,
-        "out_resolution": cfg.out_resolution,
-        "upsampler": cfg.to_dict(),
-        "trained": trained or {},
-    })
+    atomic.write_json(
+        folder / "config.json",
+        {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "architecture": UPSAMPLER_ARCHITECTURE,
+            "in_resolution": cfg.in_resolution,
+            "out_resolution": cfg.out_resolution,
+            "upsampler": cfg.to_dict(),
+            "trained": trained or {},
+        },
+    )
     if card is not None:
         atomic.write_text(folder / "README.md", card)
     return folder
@@ -239,8 +259,10 @@ def load_upsampler(folder: str | os.PathLike, map_location: str = "cpu") -> tupl
     data = read_config(folder)
     path = folder / "config.json"
     if data.get("architecture") != UPSAMPLER_ARCHITECTURE or not is_upsampler_config(data):
-        raise CheckpointError(f"{path}: not a ganvas upsampler (expected \"architecture\": \"{UPSAMPLER_ARCHITECTURE}\" "
-                              f"and an \"upsampler\" section; got {data.get('architecture')!r})")
+        raise CheckpointError(
+            f"{path}: not a ganvas upsampler (expected \"architecture\": \"{UPSAMPLER_ARCHITECTURE}\" "
+            f"and an \"upsampler\" section; got {data.get('architecture')!r})"
+        )
     try:
         cfg = UpsamplerConfig.from_dict(data["upsampler"])
     except (TypeError, ValueError) as exc:

@@ -1,4 +1,5 @@
 """Tensor <-> PIL conversion, labelled sample grids and a dependency-free loss plot."""
+
 from __future__ import annotations
 
 import math
@@ -104,8 +105,10 @@ def loss_plot(series: dict[str, list[tuple[float, float]]], size=(640, 320)) -> 
         y1 = y0 + 1
 
     def at(x, y):
-        return (margin + (x - x0) / (x1 - x0) * (width - 2 * margin),
-                height - margin - (y - y0) / (y1 - y0) * (height - 2 * margin))
+        return (
+            margin + (x - x0) / (x1 - x0) * (width - 2 * margin),
+            height - margin - (y - y0) / (y1 - y0) * (height - 2 * margin),
+        )
 
     draw.rectangle([margin, margin, width - margin, height - margin], outline=(180, 180, 180))
     font = ImageFont.load_default()

@@ -3,6 +3,7 @@
 Pillow keeps text chunks in `image.info` when it reads a PNG but does not write `.info` back on save,
 so every host saves through `save_png`, which turns the string entries of `.info` into chunks.
 """
+
 from __future__ import annotations
 
 import os
@@ -67,7 +68,11 @@ def save_result(result: "GenerationResult", folder: str | os.PathLike, stem: str
     stem = stem or slug(result.request.prompt)
     paths = []
     for i, image in enumerate(result.images):
-        name = f"{stem}-frame{result.frames[i]['index']:03d}" if result.frames is not None else f"{stem}-seed{result.seeds[i]}"
+        name = (
+            f"{stem}-frame{result.frames[i]['index']:03d}"
+            if result.frames is not None
+            else f"{stem}-seed{result.seeds[i]}"
+        )
         paths.append(_save_new(image, folder, name))
     return paths
 

@@ -1,4 +1,5 @@
 """Limits on a prompts file, shared by `ganvas generate --prompts FILE` and the hot folder (one file = one job)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

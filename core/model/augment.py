@@ -2,6 +2,7 @@
 
 Only translation and cutout: colour jitter would fight captions that name colours.
 """
+
 from __future__ import annotations
 
 import torch
@@ -27,8 +28,9 @@ def cutout(x, ratio: float = 0.25, generator=None):
     oy = torch.randint(0, h + (1 - ch % 2), (n, 1, 1), device=x.device, generator=generator)
     ox = torch.randint(0, w + (1 - cw % 2), (n, 1, 1), device=x.device, generator=generator)
     gy, gx = torch.meshgrid(torch.arange(h, device=x.device), torch.arange(w, device=x.device), indexing="ij")
-    inside = ((gy.unsqueeze(0) - oy + ch // 2).abs() < (ch + 1) // 2) & \
-             ((gx.unsqueeze(0) - ox + cw // 2).abs() < (cw + 1) // 2)
+    inside = ((gy.unsqueeze(0) - oy + ch // 2).abs() < (ch + 1) // 2) & (
+        (gx.unsqueeze(0) - ox + cw // 2).abs() < (cw + 1) // 2
+    )
     return x * (~inside).unsqueeze(1).to(x.dtype)
 
 

@@ -1,4 +1,5 @@
 """Model configuration: one dataclass, saved as the checkpoint's config.json and rebuilt from it."""
+
 from __future__ import annotations
 
 import math
@@ -43,17 +44,17 @@ def check_types(cls, values: dict) -> None:
 class ModelConfig(TypedConfig):
     _kind = "model config"
 
-    resolution: int = 64          # output side in pixels: 32, 64 or 128
-    z_dim: int = 64               # noise vector size
-    text_dim: int = 384           # sentence-vector size of the text encoder (MiniLM: 384)
+    resolution: int = 64  # output side in pixels: 32, 64 or 128
+    z_dim: int = 64  # noise vector size
+    text_dim: int = 384  # sentence-vector size of the text encoder (MiniLM: 384)
     text_encoder: str = "minilm"  # the encoder the model was trained with; another one is refused
-    g_channels: int = 32          # generator width at the last (full-resolution) block; doubles per level down to 8x
-    d_channels: int = 32          # discriminator width at the first block; doubles per level up to 8x
-    cond_dim: int = 256           # width of the mapping MLP whose output modulates every generator block
-    max_mult: int = 8             # channel multiplier cap (keeps the low-resolution stages affordable)
-    channels: int = 3             # 3 = RGB; 4 = RGBA (premultiplied inside the network, straight alpha in PNGs)
-    upsample: str = "nearest"     # generator's 2x up-sampling: "nearest" or "bilinear" (smoother, no blockiness)
-    d_mbstd: int = 0              # discriminator minibatch-stddev group size (StyleGAN); 0 = off
+    g_channels: int = 32  # generator width at the last (full-resolution) block; doubles per level down to 8x
+    d_channels: int = 32  # discriminator width at the first block; doubles per level up to 8x
+    cond_dim: int = 256  # width of the mapping MLP whose output modulates every generator block
+    max_mult: int = 8  # channel multiplier cap (keeps the low-resolution stages affordable)
+    channels: int = 3  # 3 = RGB; 4 = RGBA (premultiplied inside the network, straight alpha in PNGs)
+    upsample: str = "nearest"  # generator's 2x up-sampling: "nearest" or "bilinear" (smoother, no blockiness)
+    d_mbstd: int = 0  # discriminator minibatch-stddev group size (StyleGAN); 0 = off
 
     def __post_init__(self):
         if self.resolution not in SUPPORTED_RESOLUTIONS:

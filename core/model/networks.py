@@ -6,6 +6,7 @@ Discriminator: down-sampling residual blocks -> 4x4 features, scored against the
 concatenation head (DF-GAN) plus a projection term (Miyato & Koyama), which ties the score to the
 caption more strongly than concatenation alone.
 """
+
 from __future__ import annotations
 
 import math
@@ -67,15 +68,18 @@ class Generator(nn.Module):
         self.register_buffer("text_mean", torch.zeros(cfg.text_dim))
         self.register_buffer("text_std", torch.ones(cfg.text_dim))
         self.mapping = nn.Sequential(
-            nn.Linear(cfg.z_dim + cfg.text_dim, cfg.cond_dim), nn.LeakyReLU(0.2),
-            nn.Linear(cfg.cond_dim, cfg.cond_dim), nn.LeakyReLU(0.2),
+            nn.Linear(cfg.z_dim + cfg.text_dim, cfg.cond_dim),
+            nn.LeakyReLU(0.2),
+            nn.Linear(cfg.cond_dim, cfg.cond_dim),
+            nn.LeakyReLU(0.2),
         )
         mults = [2 ** (cfg.levels - i) for i in range(cfg.levels + 1)]  # 4x4 ... full resolution
         chans = [_channels(cfg.g_channels, m, cfg.max_mult) for m in mults]
         self.to_4x4 = nn.Linear(cfg.cond_dim + cfg.z_dim, chans[0] * 16)  # the first 4x4 feature map
         self._register_load_state_dict_pre_hook(self._upgrade_keys)
-        self.blocks = nn.ModuleList(GeneratorBlock(chans[i], chans[i + 1], cfg.cond_dim + cfg.z_dim, cfg.upsample)
-                                    for i in range(cfg.levels))
+        self.blocks = nn.ModuleList(
+            GeneratorBlock(chans[i], chans[i + 1], cfg.cond_dim + cfg.z_dim, cfg.upsample) for i in range(cfg.levels)
+        )
         self.to_rgb = nn.Conv2d(chans[-1], cfg.channels, 3, padding=1)  # RGB, or premultiplied RGBA
 
     # Checkpoints written before 0.2 call the first layer "seed" (a name that read as the random seed).
@@ -88,7 +92,7 @@ class Generator(nn.Module):
         for key, value in state.items():
             for old, new in cls.LEGACY_KEYS.items():
                 if key.startswith(prefix + old):
-                    key = prefix + new + key[len(prefix + old):]
+                    key = prefix + new + key[len(prefix + old) :]
             renamed[key] = value
         return renamed
 
@@ -133,14 +137,15 @@ class Discriminator(nn.Module):
         super().__init__()
         self.config = config
         cfg = config
-        chans = [_channels(cfg.d_channels, 2 ** i, cfg.max_mult) for i in range(cfg.levels + 1)]
+        chans = [_channels(cfg.d_channels, 2**i, cfg.max_mult) for i in range(cfg.levels + 1)]
         self.from_rgb = nn.Conv2d(cfg.channels, chans[0], 3, padding=1)
         self.blocks = nn.Sequential(*(DiscriminatorBlock(chans[i], chans[i + 1]) for i in range(cfg.levels)))
         self.mbstd = cfg.d_mbstd
         top = chans[-1] + (1 if self.mbstd else 0)
         self.text_proj = nn.Linear(cfg.text_dim, 128)
         self.head = nn.Sequential(
-            nn.Conv2d(top + 128, top, 3, padding=1), nn.LeakyReLU(0.2),
+            nn.Conv2d(top + 128, top, 3, padding=1),
+            nn.LeakyReLU(0.2),
             nn.Conv2d(top, 1, 4),
         )
         self.embed = nn.Linear(cfg.text_dim, top)

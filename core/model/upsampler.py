@@ -7,6 +7,7 @@ upsample of the input (the network predicts the residual). It works in the gener
 `in_resolution` is the size it was trained for. Loading and saving: core/io/checkpoint.py; applying it to
 images: core/upscaling.py.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -20,18 +21,18 @@ from torch.nn.utils.parametrizations import spectral_norm
 from ganvas.core.model.config import TypedConfig, check_types
 
 ARCHITECTURE = "ganvas-upsampler-v1"
-MAX_INPUT_SIDE = 512   # 512 -> 2048 at x4: the largest output a request may ask for (requests.MAX_SIZE)
+MAX_INPUT_SIDE = 512  # 512 -> 2048 at x4: the largest output a request may ask for (requests.MAX_SIZE)
 
 
 @dataclass
 class UpsamplerConfig(TypedConfig):
     _kind = "upsampler config"
 
-    in_resolution: int = 64   # the input side it was trained for (any size works: fully convolutional)
-    scale: int = 4            # output side = input side * scale
-    channels: int = 4         # 4 = RGBA (premultiplied inside), 3 = RGB
-    width: int = 32           # feature channels at the input resolution
-    blocks: int = 3           # residual blocks (two 3x3 convs each)
+    in_resolution: int = 64  # the input side it was trained for (any size works: fully convolutional)
+    scale: int = 4  # output side = input side * scale
+    channels: int = 4  # 4 = RGBA (premultiplied inside), 3 = RGB
+    width: int = 32  # feature channels at the input resolution
+    blocks: int = 3  # residual blocks (two 3x3 convs each)
 
     def __post_init__(self):
         check_types(type(self), asdict(self))  # also when built in code, not only from_dict
@@ -65,7 +66,7 @@ class Upsampler(nn.Module):
         self.config = c = config
         self.head = nn.Conv2d(c.channels, c.width, 3, padding=1)
         self.body = nn.Sequential(*(ResBlock(c.width) for _ in range(c.blocks)))
-        self.tail = nn.Conv2d(c.width, c.channels * c.scale ** 2, 3, padding=1)
+        self.tail = nn.Conv2d(c.width, c.channels * c.scale**2, 3, padding=1)
         nn.init.zeros_(self.tail.weight)  # starts as plain bilinear: training only ever adds detail
         nn.init.zeros_(self.tail.bias)
 
@@ -93,10 +94,14 @@ class PatchDiscriminator(nn.Module):
         self.conditional, self.residual_gain = conditional, residual_gain
         c = channels * (2 if conditional else 1)
         self.net = nn.Sequential(
-            spectral_norm(nn.Conv2d(c, width, 4, 2, 1)), nn.LeakyReLU(0.2),
-            spectral_norm(nn.Conv2d(width, width * 2, 4, 2, 1)), nn.LeakyReLU(0.2),
-            spectral_norm(nn.Conv2d(width * 2, width * 4, 4, 2, 1)), nn.LeakyReLU(0.2),
-            spectral_norm(nn.Conv2d(width * 4, 1, 3, 1, 1)))
+            spectral_norm(nn.Conv2d(c, width, 4, 2, 1)),
+            nn.LeakyReLU(0.2),
+            spectral_norm(nn.Conv2d(width, width * 2, 4, 2, 1)),
+            nn.LeakyReLU(0.2),
+            spectral_norm(nn.Conv2d(width * 2, width * 4, 4, 2, 1)),
+            nn.LeakyReLU(0.2),
+            spectral_norm(nn.Conv2d(width * 4, 1, 3, 1, 1)),
+        )
 
     def forward(self, image, condition=None):
         if self.conditional:

@@ -141,9 +141,7 @@ def _role(word: str) -> str | None:
 def _parse_phrase(words: list[str], text: str) -> ShapeObject:
     phrase = " ".join(words)
     if len(words) != 7:
-        raise ValueError(
-            f"cannot parse {phrase!r} in {text!r}: expected 'a <size> <colour> <shape> <position phrase>'"
-        )
+        raise ValueError(f"cannot parse {phrase!r} in {text!r}: expected 'a <size> <colour> <shape> <position phrase>'")
     if words[0] != "a":
         raise ValueError(f"expected 'a' at the start of {phrase!r}, got {words[0]!r}")
     values = {}
@@ -209,8 +207,20 @@ _POLYGONS: dict[str, tuple[tuple[float, float], ...]] = {
     "triangle": _normalised([(0, -math.sqrt(3) / 2), (0.5, 0), (-0.5, 0)]),  # equilateral, pointing up
     "star": _normalised(_star()),
     "cross": _normalised(
-        [(-_t, -0.5), (_t, -0.5), (_t, -_t), (0.5, -_t), (0.5, _t), (_t, _t),
-         (_t, 0.5), (-_t, 0.5), (-_t, _t), (-0.5, _t), (-0.5, -_t), (-_t, -_t)]
+        [
+            (-_t, -0.5),
+            (_t, -0.5),
+            (_t, -_t),
+            (0.5, -_t),
+            (0.5, _t),
+            (_t, _t),
+            (_t, 0.5),
+            (-_t, 0.5),
+            (-_t, _t),
+            (-0.5, _t),
+            (-0.5, -_t),
+            (-_t, -_t),
+        ]
     ),
     "diamond": _normalised([(0, -0.5), (0.35, 0), (0, 0.5), (-0.35, 0)]),  # 0.7 as wide as tall
 }
@@ -280,9 +290,7 @@ _HELD_PAIRS = sorted(HELD_OUT_PAIRS)
 _OPPOSITE = {"left": "right", "right": "left", "top": "bottom", "bottom": "top"}
 
 
-def sample_objects(
-    rng: random.Random, two_object_prob: float = 0.25, held_out: str = "exclude"
-) -> list[ShapeObject]:
+def sample_objects(rng: random.Random, two_object_prob: float = 0.25, held_out: str = "exclude") -> list[ShapeObject]:
     """A random scene of 1-2 objects. "exclude" never yields a held-out pair (training), "only" yields
     single held-out objects (composition test), "include" samples from everything."""
     _check_mode(held_out)

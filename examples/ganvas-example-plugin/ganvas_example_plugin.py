@@ -3,6 +3,7 @@
 Keep module import cheap (no torch at import time): `ganvas plugins` and `ganvas --help` load every
 plugin, and the heavy work belongs inside the hooks.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,7 @@ def build_tiny_model():
 
     with torch.random.fork_rng(devices=[]):  # do not disturb the host's random state
         torch.manual_seed(1234)
-        generator = Generator(ModelConfig(resolution=32, z_dim=16, g_channels=8, d_channels=8, cond_dim=32,
-                                          max_mult=4))
+        generator = Generator(ModelConfig(resolution=32, z_dim=16, g_channels=8, d_channels=8, cond_dim=32, max_mult=4))
         for name, param in generator.named_parameters():
             if ".proj." in name:  # the text modulation starts at zero; give the prompt some effect
                 torch.nn.init.normal_(param, std=0.05)
@@ -62,8 +62,9 @@ def ganvas_after_generate(result):
     path = os.environ.get("GANVAS_EXAMPLE_HISTORY")
     if path:
         with open(path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps({"prompt": result.request.prompt, "seeds": result.seeds,
-                                 "model": result.model.name}) + "\n")
+            fh.write(
+                json.dumps({"prompt": result.request.prompt, "seeds": result.seeds, "model": result.model.name}) + "\n"
+            )
 
 
 @hookimpl

@@ -5,6 +5,7 @@ Plugin Manager, or `enable_ganvas_krita=true` under [python] in kritarc). Outsid
 `ganvas krita install`) it imports without registering anything, so its modules stay usable there.
 Standard library + PyQt only: Krita's Python has no numpy or torch.
 """
+
 __version__ = "0.1.0"
 
 try:

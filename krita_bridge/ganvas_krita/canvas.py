@@ -11,6 +11,7 @@ PyQt5 keeps Python's lock during each Qt call, and Krita's UI thread needs that 
 that reaches a Python widget (the docker itself), so `render` works in strips of about STRIP_PIXELS
 pixels: no single call holds the lock for more than a few milliseconds.
 """
+
 from __future__ import annotations
 
 import sys
@@ -18,9 +19,9 @@ from dataclasses import dataclass
 
 from .qt import QByteArray, QImage, QPainter, QRectF, Qt, image_bytes
 
-FITS = ("inside", "fill", "actual")     # fit inside (letterbox), fill and crop, the image's own size
-SCALINGS = ("smooth", "pixel")          # smooth (bilinear) or nearest-neighbour ("pixel art")
-STRIP_PIXELS = 1 << 19                  # output pixels per Qt call while rendering (see the module docstring)
+FITS = ("inside", "fill", "actual")  # fit inside (letterbox), fill and crop, the image's own size
+SCALINGS = ("smooth", "pixel")  # smooth (bilinear) or nearest-neighbour ("pixel art")
+STRIP_PIXELS = 1 << 19  # output pixels per Qt call while rendering (see the module docstring)
 
 
 class CanvasError(Exception):
@@ -73,9 +74,9 @@ def place(src_w: int, src_h: int, area: tuple[int, int, int, int], fit: str, cli
         scale = (min if fit == "inside" else max)(aw / src_w, ah / src_h)
         sw, sh = max(1, round(src_w * scale)), max(1, round(src_h * scale))
         if fit == "inside":
-            sw, sh = min(sw, aw), min(sh, ah)        # rounding never spills out of the area
+            sw, sh = min(sw, aw), min(sh, ah)  # rounding never spills out of the area
         else:
-            sw, sh = max(sw, aw), max(sh, ah)        # nor leaves a gap
+            sw, sh = max(sw, aw), max(sh, ah)  # nor leaves a gap
     x, y = ax + (aw - sw) // 2, ay + (ah - sh) // 2
     if fit == "fill" or (clip and (sw > aw or sh > ah)):
         w, h = min(sw, aw), min(sh, ah)
@@ -91,10 +92,12 @@ def scale(image: QImage, width: int, height: int, scaling: str = "smooth") -> QI
         raise ValueError(f"scaling must be one of {SCALINGS}, got {scaling!r}")
     if (image.width(), image.height()) == (width, height):
         return image
-    mode = (Qt.TransformationMode.FastTransformation if scaling == "pixel"
-            else Qt.TransformationMode.SmoothTransformation)
+    mode = (
+        Qt.TransformationMode.FastTransformation if scaling == "pixel" else Qt.TransformationMode.SmoothTransformation
+    )
     return image.scaled(width, height, Qt.AspectRatioMode.IgnoreAspectRatio, mode).convertToFormat(
-        QImage.Format.Format_ARGB32)
+        QImage.Format.Format_ARGB32
+    )
 
 
 def fit(image: QImage, width: int, height: int) -> QImage:
@@ -121,8 +124,8 @@ def apply_mask(image: QImage, mask: bytes) -> QImage:
 def crop_mask(mask: bytes, mask_w: int, x: int, y: int, w: int, h: int) -> bytes:
     """The w x h window at (x, y) of a mask_w-wide 8-bit mask."""
     if (x, w) == (0, mask_w):
-        return mask[y * mask_w:(y + h) * mask_w]
-    return b"".join(mask[row * mask_w + x:row * mask_w + x + w] for row in range(y, y + h))
+        return mask[y * mask_w : (y + h) * mask_w]
+    return b"".join(mask[row * mask_w + x : row * mask_w + x + w] for row in range(y, y + h))
 
 
 @dataclass
@@ -130,16 +133,16 @@ class RenderRequest:
     """Everything `render` needs, gathered on the UI thread (Krita's API) before the worker starts."""
 
     png: bytes
-    area: tuple[int, int, int, int]          # canvas (0, 0, w, h) or the selection's bounds
+    area: tuple[int, int, int, int]  # canvas (0, 0, w, h) or the selection's bounds
     fit: str = "inside"
     scaling: str = "smooth"
-    mask: bytes | None = None                # the selection over `area`, one byte per pixel
-    clip: bool = False                       # crop to `area` (a selection)
+    mask: bytes | None = None  # the selection over `area`, one byte per pixel
+    clip: bool = False  # crop to `area` (a selection)
 
 
 @dataclass
 class Rendered:
-    pixels: QByteArray                       # B, G, R, A rows for Node.setPixelData, made on the worker thread
+    pixels: QByteArray  # B, G, R, A rows for Node.setPixelData, made on the worker thread
     x: int
     y: int
     w: int
@@ -191,8 +194,8 @@ class _Strips:
             # nearest neighbour: output pixel i samples source pixel floor((i + 0.5) * src / out)
             xs = [min(src_w - 1, int((spot.crop_x + i + 0.5) * src_w / spot.scaled_w)) for i in range(spot.w)]
             for row in range(src_h):
-                line = data[row * stride:(row + 1) * stride]
-                self.source_rows.append(b"".join(line[x * 4:x * 4 + 4] for x in xs))
+                line = data[row * stride : (row + 1) * stride]
+                self.source_rows.append(b"".join(line[x * 4 : x * 4 + 4] for x in xs))
 
     def rows(self, top: int, count: int) -> QImage:
         spot = self.spot
@@ -203,8 +206,9 @@ class _Strips:
             return self.whole.copy(spot.crop_x, y0, spot.w, count)
         if self.scaling == "pixel":
             src_h = self.image.height()
-            data = b"".join(self.source_rows[min(src_h - 1, int((y + 0.5) * src_h / spot.scaled_h))]
-                            for y in range(y0, y0 + count))
+            data = b"".join(
+                self.source_rows[min(src_h - 1, int((y + 0.5) * src_h / spot.scaled_h))] for y in range(y0, y0 + count)
+            )
             return QImage(data, spot.w, count, spot.w * 4, QImage.Format.Format_ARGB32).copy()
         strip = QImage(spot.w, count, QImage.Format.Format_ARGB32_Premultiplied)
         strip.fill(0)
@@ -222,6 +226,9 @@ def centred(outer_w: int, outer_h: int, width: int, height: int) -> tuple[int, i
 
 def thumbnail(image: QImage, side: int) -> QImage:
     """Icon for the results strip: nearest-neighbour when enlarging, so small images stay crisp."""
-    mode = (Qt.TransformationMode.FastTransformation if max(image.width(), image.height()) < side
-            else Qt.TransformationMode.SmoothTransformation)
+    mode = (
+        Qt.TransformationMode.FastTransformation
+        if max(image.width(), image.height()) < side
+        else Qt.TransformationMode.SmoothTransformation
+    )
     return image.scaled(side, side, Qt.AspectRatioMode.KeepAspectRatio, mode)

@@ -9,6 +9,7 @@ offline, timeout, cancelled, invalid (a field the server rejected; `param` names
 (a policy refusal), auth, not_found, busy (queue full or model loading; `retry_after`), server,
 bad_response.
 """
+
 from __future__ import annotations
 
 import base64
@@ -21,8 +22,8 @@ import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-MAX_SEED = 2 ** 53 - 1        # the server's limit (ganvas.core.requests.MAX_SEED); JSON-safe everywhere
-MAX_N = 10                    # OpenAI Images limit, enforced by the server too
+MAX_SEED = 2**53 - 1  # the server's limit (ganvas.core.requests.MAX_SEED); JSON-safe everywhere
+MAX_N = 10  # OpenAI Images limit, enforced by the server too
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 DEFAULT_TIMEOUT_S = 30.0
 HEALTH_TIMEOUT_S = 3.0
@@ -31,8 +32,16 @@ HEALTH_TIMEOUT_S = 3.0
 class ClientError(Exception):
     """A failed call, said in one line. `kind` is one of the names in the module docstring."""
 
-    def __init__(self, kind: str, message: str, *, status: int | None = None, param: str | None = None,
-                 code: str | None = None, retry_after: float | None = None):
+    def __init__(
+        self,
+        kind: str,
+        message: str,
+        *,
+        status: int | None = None,
+        param: str | None = None,
+        code: str | None = None,
+        retry_after: float | None = None,
+    ):
         super().__init__(message)
         self.kind, self.message, self.status = kind, message, status
         self.param, self.code, self.retry_after = param, code, retry_after
@@ -63,7 +72,7 @@ class GenerateParams:
     truncation: float | None = None
     style: str | None = None
     model: str | None = None
-    size: int | None = None          # None = the model's native resolution ("auto")
+    size: int | None = None  # None = the model's native resolution ("auto")
 
     def check(self) -> "GenerateParams":
         """The checks worth doing before a round trip; the server checks everything again."""
@@ -72,8 +81,9 @@ class GenerateParams:
         if not 1 <= self.n <= MAX_N:
             raise ClientError("invalid", f"count must be 1..{MAX_N}, got {self.n}", param="n")
         if self.seed is not None and not 0 <= self.seed <= MAX_SEED - (self.n - 1):
-            raise ClientError("invalid", f"seed must be in 0..{MAX_SEED - (self.n - 1)} for {self.n} images",
-                              param="seed")
+            raise ClientError(
+                "invalid", f"seed must be in 0..{MAX_SEED - (self.n - 1)} for {self.n} images", param="seed"
+            )
         if self.truncation is not None and not 0 < self.truncation <= 1:
             raise ClientError("invalid", f"truncation must be in (0, 1], got {self.truncation}", param="truncation")
         return self
@@ -204,8 +214,16 @@ class GanvasClient:
         self._prefix = parts.path
 
     # --- transport ---------------------------------------------------------------------------------------
-    def request(self, method: str, path: str, body: dict | None = None, *, timeout: float | None = None,
-                call: Call | None = None, accept_status: tuple[int, ...] = ()) -> tuple[int, dict]:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: dict | None = None,
+        *,
+        timeout: float | None = None,
+        call: Call | None = None,
+        accept_status: tuple[int, ...] = (),
+    ) -> tuple[int, dict]:
         """One JSON round trip. Returns (status, parsed body); raises ClientError for failures."""
         timeout = self.timeout if timeout is None else timeout
         cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
@@ -254,8 +272,11 @@ class GanvasClient:
         try:
             parsed = json.loads(payload.decode("utf-8"))
         except (ValueError, UnicodeDecodeError):
-            raise ClientError("bad_response", f"{where} answered HTTP {status} with something that is not JSON; "
-                                              "is this a ganvas server?", status=status) from None
+            raise ClientError(
+                "bad_response",
+                f"{where} answered HTTP {status} with something that is not JSON; is this a ganvas server?",
+                status=status,
+            ) from None
         if not isinstance(parsed, dict):
             raise ClientError("bad_response", f"{where} answered with JSON that is not an object", status=status)
         return status, parsed
@@ -276,17 +297,26 @@ class GanvasClient:
         data = body.get("data")
         if not isinstance(data, list):
             raise ClientError("bad_response", f"{self.base}/v1/models has no data list")
+
         def listed(value, kind):
             if not isinstance(value, list):
                 return []
             return [v for v in value if isinstance(v, kind) and not isinstance(v, bool)]
 
-        return [{"id": str(m["id"]), "resolution": m.get("resolution"), "styles": listed(m.get("styles"), str),
-                 "sizes": listed(m.get("sizes"), int)}
-                for m in data if isinstance(m, dict) and m.get("id")]
+        return [
+            {
+                "id": str(m["id"]),
+                "resolution": m.get("resolution"),
+                "styles": listed(m.get("styles"), str),
+                "sizes": listed(m.get("sizes"), int),
+            }
+            for m in data
+            if isinstance(m, dict) and m.get("id")
+        ]
 
-    def generate(self, params: GenerateParams, call: Call | None = None,
-                 timeout: float | None = None) -> tuple[list[GeneratedImage], float]:
+    def generate(
+        self, params: GenerateParams, call: Call | None = None, timeout: float | None = None
+    ) -> tuple[list[GeneratedImage], float]:
         """Generate `params.n` images; returns them and the round-trip time in seconds."""
         params.check()
         started = time.perf_counter()
@@ -313,9 +343,18 @@ def parse_images(body: dict, params: GenerateParams, where: str = "the server") 
         if not isinstance(seed, int) or isinstance(seed, bool):
             # A plain OpenAI-compatible server does not echo seeds; ganvas's rule is seed + i.
             seed = params.seed + index if params.seed is not None else None
-        images.append(GeneratedImage(png=png, seed=seed, prompt=params.prompt, model=params.model,
-                                     style=params.style, truncation=params.truncation,
-                                     revised_prompt=item.get("revised_prompt"), index=index))
+        images.append(
+            GeneratedImage(
+                png=png,
+                seed=seed,
+                prompt=params.prompt,
+                model=params.model,
+                style=params.style,
+                truncation=params.truncation,
+                revised_prompt=item.get("revised_prompt"),
+                index=index,
+            )
+        )
     return images
 
 

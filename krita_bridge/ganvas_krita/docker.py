@@ -5,6 +5,7 @@ is left (262x228 px on a fresh profile at 1920x1080). The scroll area's minimum 
 essentials (status, prompt, Generate, message, results, Insert), so Qt's dock layout makes room for
 them by shrinking the dockers above to their own minimums; everything else scrolls.
 """
+
 from __future__ import annotations
 
 from krita import DockWidget, Krita

@@ -5,6 +5,7 @@ in the docker, not that. `guarded` wraps slots: an exception is logged with its 
 which Krita's log keeps), shown through the owner's `show_internal_error`, and passed to `listeners`
 (the end-to-end test registers one so that a bug fails the test at once, not at a timeout).
 """
+
 from __future__ import annotations
 
 import functools

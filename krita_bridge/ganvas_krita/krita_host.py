@@ -15,6 +15,7 @@ layer-box entry exists: calling Document.setActiveNode right after Node.addChild
 entry existed and made Krita 5.1 log `SAFE ASSERT "shape" in kis_node_manager.cpp, line 165` on
 every insertion.
 """
+
 from __future__ import annotations
 
 import time
@@ -31,7 +32,7 @@ class InsertJob:
 
     request: RenderRequest
     name: str
-    target: str            # "canvas" or "selection"
+    target: str  # "canvas" or "selection"
     document: object = None
 
 
@@ -42,7 +43,7 @@ class KritaHost:
 
             app = Krita.instance()
         self.app = app
-        self.timings: dict[str, float] = {}   # seconds on the UI thread per step of the last insertion
+        self.timings: dict[str, float] = {}  # seconds on the UI thread per step of the last insertion
 
     def _document(self):
         doc = self.app.activeDocument()
@@ -83,7 +84,9 @@ class KritaHost:
         started = time.perf_counter()
         node = doc.createNode(job.name, "paintlayer")
         if (doc.colorModel(), doc.colorDepth()) != ("RGBA", "U8"):
-            node.setColorSpace("RGBA", "U8", RGBA8_PROFILE)  # the layer holds the image exactly; Krita converts on display
+            node.setColorSpace(
+                "RGBA", "U8", RGBA8_PROFILE
+            )  # the layer holds the image exactly; Krita converts on display
         filled = time.perf_counter()
         node.setPixelData(rendered.pixels, rendered.x, rendered.y, rendered.w, rendered.h)
         added = time.perf_counter()
@@ -97,5 +100,4 @@ class KritaHost:
         done = time.perf_counter()
         self.timings = {"create_node": filled - started, "set_pixels": added - filled, "add_node": done - added}
         where = " into the selection" if job.target == "selection" else ""
-        return (f"inserted layer \u201c{job.name}\u201d{where} ({rendered.w}x{rendered.h} at "
-                f"{rendered.x},{rendered.y})")
+        return f"inserted layer \u201c{job.name}\u201d{where} ({rendered.w}x{rendered.h} at {rendered.x},{rendered.y})"

@@ -3,6 +3,7 @@
 One server per Krita process (`SHARED`), whichever window's docker started it; it is stopped when
 Krita closes. Its output goes to a log file whose last lines the docker shows if it exits early.
 """
+
 from __future__ import annotations
 
 import os
@@ -19,14 +20,18 @@ from .client import ClientError, is_loopback_url, normalize_url, url_port
 def command_args(template: str, url: str) -> list[str]:
     """The configured command with {port} and {host} filled in from the server URL."""
     if not (template or "").strip():
-        raise ClientError("invalid", "no server command configured (e.g. ganvas serve --port {port})",
-                          param="server_command")
+        raise ClientError(
+            "invalid", "no server command configured (e.g. ganvas serve --port {port})", param="server_command"
+        )
     base = normalize_url(url)
     try:
         text = template.format(port=url_port(base), host=urlsplit(base).hostname)
     except (KeyError, IndexError, ValueError) as exc:
-        raise ClientError("invalid", f"the server command has an unknown placeholder ({exc}); use {{port}} and "
-                                     f"{{host}} only", param="server_command") from None
+        raise ClientError(
+            "invalid",
+            f"the server command has an unknown placeholder ({exc}); use {{port}} and {{host}} only",
+            param="server_command",
+        ) from None
     try:
         args = shlex.split(text)
     except ValueError as exc:
@@ -39,10 +44,12 @@ def command_args(template: str, url: str) -> list[str]:
 def not_found_message(program: str) -> str:
     """What to do when Krita cannot find the server program (usually: ganvas lives in a virtualenv that
     is not on Krita's PATH, and the plugin was enabled in Krita without `ganvas krita install`)."""
-    return (f"Start local server cannot find the program \u201c{program}\u201d. Krita does not see the environment "
-            "ganvas is installed in. Fix: run \u201cganvas krita install\u201d from that environment (it records "
-            "the full path; restart Krita), or put the full path under Server > Command, e.g. "
-            "/path/to/venv/bin/ganvas serve --port {port}.")
+    return (
+        f"Start local server cannot find the program \u201c{program}\u201d. Krita does not see the environment "
+        "ganvas is installed in. Fix: run \u201cganvas krita install\u201d from that environment (it records "
+        "the full path; restart Krita), or put the full path under Server > Command, e.g. "
+        "/path/to/venv/bin/ganvas serve --port {port}."
+    )
 
 
 class LocalServer:
@@ -62,8 +69,11 @@ class LocalServer:
         if self.running:
             raise ClientError("invalid", f"a local server is already running (pid {self.process.pid})")
         if not is_loopback_url(url):
-            raise ClientError("invalid", f"{normalize_url(url)} is not this computer; a local server needs a URL "
-                                         "like http://127.0.0.1:8000", param="url")
+            raise ClientError(
+                "invalid",
+                f"{normalize_url(url)} is not this computer; a local server needs a URL like http://127.0.0.1:8000",
+                param="url",
+            )
         args = command_args(template, url)
         if env is None:
             # The server is another Python: Krita's own PYTHONPATH/PYTHONHOME (set by some Krita builds) would break it.
@@ -73,15 +83,25 @@ class LocalServer:
         self._log = os.fdopen(fd, "wb")
         self.log_path = Path(name)
         try:
-            self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-                                            env=env, start_new_session=True)
+            self.process = subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
         except FileNotFoundError:
             self._close_log()
             raise ClientError("setup", not_found_message(args[0]), param="server_command") from None
         except OSError as exc:
             self._close_log()
-            raise ClientError("setup", f"Start local server could not run {args[0]!r}: {exc.strerror or exc}. "
-                                       "Check the command under Server > Command.", param="server_command") from None
+            raise ClientError(
+                "setup",
+                f"Start local server could not run {args[0]!r}: {exc.strerror or exc}. "
+                "Check the command under Server > Command.",
+                param="server_command",
+            ) from None
         self.args, self.url = args, normalize_url(url)
         return args
 

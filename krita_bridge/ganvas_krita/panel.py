@@ -14,6 +14,7 @@ the lock only decides whether a new random seed is drawn into the field after ea
 Insertion scales on a worker thread (tasks.submit_image + canvas.render); only the host's
 prepare/finish steps touch Krita, on the UI thread.
 """
+
 from __future__ import annotations
 
 from . import canvas
@@ -27,12 +28,12 @@ from .settings import Settings
 from .tasks import Tasks, Ticket
 from .widgets import DEFAULT_SIZES, STYLE_SUGGESTIONS, THUMB, DockerWidgets, size_label
 
-LIVE_DELAY_MS = 300                    # debounce while typing
-POLL_READY_MS = 15000                  # health check while connected (notices a server that went away)
-POLL_WAITING_MS = 2000                 # while offline or loading
-POLL_STARTING_MS = 500                 # while a local server we started is coming up
-STOP_GRACE_MS = 5000                   # "Stop local server": SIGTERM, then kill after this
-MAX_SIZE = 4096                        # the largest output size a setting may ask for
+LIVE_DELAY_MS = 300  # debounce while typing
+POLL_READY_MS = 15000  # health check while connected (notices a server that went away)
+POLL_WAITING_MS = 2000  # while offline or loading
+POLL_STARTING_MS = 500  # while a local server we started is coming up
+STOP_GRACE_MS = 5000  # "Stop local server": SIGTERM, then kill after this
+MAX_SIZE = 4096  # the largest output size a setting may ask for
 
 
 def canvas_default_size(sizes, native: int | None, canvas: tuple[int, int]) -> int:
@@ -63,7 +64,7 @@ class GanvasPanel(DockerWidgets):
         self.probe_ticket: Ticket | None = None
         self.gen_ticket: Ticket | None = None
         self.gen_params: GenerateParams | None = None
-        self.insert_jobs: dict[int, object] = {}      # ticket id -> the host's job, while its pixels render
+        self.insert_jobs: dict[int, object] = {}  # ticket id -> the host's job, while its pixels render
         self.shown_batch: Batch | None = None
         self._connect_signals()
         self._load_settings()
@@ -108,18 +109,31 @@ class GanvasPanel(DockerWidgets):
 
     def _load_settings(self) -> None:
         s = self.settings
-        widgets = (self.url, self.style, self.seed, self.seed_lock, self.count, self.size, self.truncation, self.live,
-                   self.server_command, self.api_key, self.fit, self.scaling, self.options_toggle)
+        widgets = (
+            self.url,
+            self.style,
+            self.seed,
+            self.seed_lock,
+            self.count,
+            self.size,
+            self.truncation,
+            self.live,
+            self.server_command,
+            self.api_key,
+            self.fit,
+            self.scaling,
+            self.options_toggle,
+        )
         for widget in widgets:
             widget.blockSignals(True)
         try:
             self.url.setText(s.text("server_url"))
             self.style.setEditText(s.text("style"))
-            self.seed.setText(str(s.integer("seed", 0, 2 ** 53 - 1)))
+            self.seed.setText(str(s.integer("seed", 0, 2**53 - 1)))
             self.seed_lock.setChecked(s.flag("seed_locked"))
             self.count.setValue(s.integer("count", 1, MAX_N))
             self._offer_sizes(DEFAULT_SIZES, wanted=s.integer("size", 0, MAX_SIZE))
-            self.size_picked = s.has("size")   # else the Size box follows the canvas (canvas_default_size)
+            self.size_picked = s.has("size")  # else the Size box follows the canvas (canvas_default_size)
             self.truncation.setValue(round(s.number("truncation", 0.01, 1.0) * 100))
             self.live.setChecked(s.flag("live"))
             self.server_command.setText(s.server_command())
@@ -131,8 +145,9 @@ class GanvasPanel(DockerWidgets):
             for widget in widgets:
                 widget.blockSignals(False)
         self.options.setVisible(self.options_toggle.isChecked())
-        self.options_toggle.setArrowType(Qt.ArrowType.DownArrow if self.options_toggle.isChecked()
-                                         else Qt.ArrowType.RightArrow)
+        self.options_toggle.setArrowType(
+            Qt.ArrowType.DownArrow if self.options_toggle.isChecked() else Qt.ArrowType.RightArrow
+        )
         self.truncation_label.setText(f"{self.truncation.value() / 100:.2f}")
         self.seed_lock.setText("Locked" if self.seed_lock.isChecked() else "Lock")
         self.timeout = s.number("timeout", 1.0, 600.0)
@@ -220,8 +235,9 @@ class GanvasPanel(DockerWidgets):
             self.generate_button.setToolTip("generate images for the prompt (Enter in the prompt does the same)")
         else:
             how = self._how_to_connect()
-            self.generate_button.setToolTip(f"not connected ({self.offline_reason or self.status.text()}): "
-                                            f"{how[0].upper()}{how[1:]}.")
+            self.generate_button.setToolTip(
+                f"not connected ({self.offline_reason or self.status.text()}): {how[0].upper()}{how[1:]}."
+            )
         self.cancel_button.setEnabled(busy)
         self.insert_layer_button.setEnabled(chosen)
         self.insert_selection_button.setEnabled(chosen)
@@ -283,8 +299,9 @@ class GanvasPanel(DockerWidgets):
                 self.set_status(f"loading \u2014 {client.base} is loading its model\u2026", offline=True)
             else:
                 self.offline_reason = f"{client.base} says {info.status}"
-                self.set_status(f"offline \u2014 {client.base} says {info.status}" + self._local_server_note(),
-                                offline=True)
+                self.set_status(
+                    f"offline \u2014 {client.base} says {info.status}" + self._local_server_note(), offline=True
+                )
         self._schedule_poll()
 
     def _model_card(self) -> dict:
@@ -320,8 +337,11 @@ class GanvasPanel(DockerWidgets):
             for m in models:
                 label = m["id"] + (" (default)" if m["id"] == self.server_model else "")
                 self.model.addItem(label, m["id"])
-            index = names.index(wanted) if wanted in names else (
-                names.index(self.server_model) if self.server_model in names else 0)
+            index = (
+                names.index(wanted)
+                if wanted in names
+                else (names.index(self.server_model) if self.server_model in names else 0)
+            )
             self.model.setCurrentIndex(index)
         finally:
             self.model.blockSignals(False)
@@ -372,7 +392,7 @@ class GanvasPanel(DockerWidgets):
         current = [(self.size.itemData(i), self.size.itemText(i)) for i in range(self.size.count())]
         blocked = self.size.blockSignals(True)
         if current == [(side, size_label(side, native)) for side in sizes] and (wanted in sizes or not wanted):
-            self.size.setCurrentIndex(max(0, self.size.findData(wanted)))   # same list: only the choice moves
+            self.size.setCurrentIndex(max(0, self.size.findData(wanted)))  # same list: only the choice moves
             self.size.blockSignals(blocked)
             return
         try:
@@ -431,15 +451,21 @@ class GanvasPanel(DockerWidgets):
     # --- generation --------------------------------------------------------------------------------------------
     def _params(self) -> GenerateParams:
         if not getattr(self, "size_picked", True):
-            self._offer_model_sizes()   # the canvas may have changed since the sizes were offered
+            self._offer_model_sizes()  # the canvas may have changed since the sizes were offered
         n = self.count.value()
         if not self.prompt.text().strip():
             raise ClientError("invalid", "the prompt is empty", param="prompt")
         seed = parse_seed(self.seed.text(), n)  # the typed seed is always used; the lock acts after Generate
         self.settings.set("seed", seed)
-        return GenerateParams(prompt=self.prompt.text().strip(), n=n, seed=seed,
-                              truncation=self.truncation.value() / 100, style=self.style.currentText().strip() or None,
-                              model=self.current_model(), size=self.size.currentData() or None).check()
+        return GenerateParams(
+            prompt=self.prompt.text().strip(),
+            n=n,
+            seed=seed,
+            truncation=self.truncation.value() / 100,
+            style=self.style.currentText().strip() or None,
+            model=self.current_model(),
+            size=self.size.currentData() or None,
+        ).check()
 
     @guarded
     def generate(self, *_, live: bool = False):
@@ -456,8 +482,7 @@ class GanvasPanel(DockerWidgets):
             self.gen_ticket.cancel()
         client = self.client
         self.gen_params = params
-        self.gen_ticket = self.tasks.submit("live" if live else "generate",
-                                            lambda call: client.generate(params, call))
+        self.gen_ticket = self.tasks.submit("live" if live else "generate", lambda call: client.generate(params, call))
         self.say("generating\u2026")
         self._update_buttons()
 
@@ -663,7 +688,7 @@ class GanvasPanel(DockerWidgets):
 
     @guarded
     def _size_changed(self, *_):
-        self.size_picked = True   # the user's choice from now on, not the canvas's
+        self.size_picked = True  # the user's choice from now on, not the canvas's
         self.settings.set("size", int(self.size.currentData() or 0))
 
     @guarded

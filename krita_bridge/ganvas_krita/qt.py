@@ -4,6 +4,7 @@ The rest of the plugin imports Qt names from here and spells enums in their scop
 (`Qt.AlignmentFlag.AlignLeft`, `QImage.Format.Format_ARGB32`), which both bindings accept, so moving
 to PyQt6 means touching this file only.
 """
+
 try:
     from PyQt5 import QtCore, QtGui, QtWidgets
 
@@ -15,18 +16,39 @@ except ImportError:  # Krita 6
 
 Signal = QtCore.pyqtSignal
 QEvent, QObject, QTimer, Qt = QtCore.QEvent, QtCore.QObject, QtCore.QTimer, QtCore.Qt
-QRegularExpression, QByteArray, QSize, QRectF = QtCore.QRegularExpression, QtCore.QByteArray, QtCore.QSize, QtCore.QRectF
+QRegularExpression, QByteArray, QSize, QRectF = (
+    QtCore.QRegularExpression,
+    QtCore.QByteArray,
+    QtCore.QSize,
+    QtCore.QRectF,
+)
 QRunnable, QThread, QThreadPool = QtCore.QRunnable, QtCore.QThread, QtCore.QThreadPool
 
 QColor, QIcon, QImage, QPainter, QPixmap = QtGui.QColor, QtGui.QIcon, QtGui.QImage, QtGui.QPainter, QtGui.QPixmap
 QRegularExpressionValidator = QtGui.QRegularExpressionValidator
 
 _W = QtWidgets
-QAbstractItemView, QApplication, QCheckBox, QComboBox = _W.QAbstractItemView, _W.QApplication, _W.QCheckBox, _W.QComboBox
+QAbstractItemView, QApplication, QCheckBox, QComboBox = (
+    _W.QAbstractItemView,
+    _W.QApplication,
+    _W.QCheckBox,
+    _W.QComboBox,
+)
 QFormLayout, QFrame, QGroupBox, QHBoxLayout, QLabel = _W.QFormLayout, _W.QFrame, _W.QGroupBox, _W.QHBoxLayout, _W.QLabel
 QLineEdit, QListView, QListWidget, QListWidgetItem = _W.QLineEdit, _W.QListView, _W.QListWidget, _W.QListWidgetItem
-QPlainTextEdit, QPushButton, QScrollArea, QSizePolicy = _W.QPlainTextEdit, _W.QPushButton, _W.QScrollArea, _W.QSizePolicy
-QSlider, QSpinBox, QToolButton, QVBoxLayout, QWidget = _W.QSlider, _W.QSpinBox, _W.QToolButton, _W.QVBoxLayout, _W.QWidget
+QPlainTextEdit, QPushButton, QScrollArea, QSizePolicy = (
+    _W.QPlainTextEdit,
+    _W.QPushButton,
+    _W.QScrollArea,
+    _W.QSizePolicy,
+)
+QSlider, QSpinBox, QToolButton, QVBoxLayout, QWidget = (
+    _W.QSlider,
+    _W.QSpinBox,
+    _W.QToolButton,
+    _W.QVBoxLayout,
+    _W.QWidget,
+)
 
 
 def image_bytes(image: "QImage") -> bytes:

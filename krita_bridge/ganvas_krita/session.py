@@ -1,4 +1,5 @@
 """The docker's model, without Qt: seeds, layer names, the session's history of results."""
+
 from __future__ import annotations
 
 import random
@@ -7,7 +8,7 @@ from dataclasses import dataclass, field
 
 from .client import MAX_SEED, ClientError, GeneratedImage, GenerateParams
 
-SEED_DRAW_LIMIT = 2 ** 31 - 1   # drawn seeds stay short enough to read and type back
+SEED_DRAW_LIMIT = 2**31 - 1  # drawn seeds stay short enough to read and type back
 LAYER_PROMPT_CHARS = 60
 
 _rng = random.SystemRandom()
@@ -24,8 +25,9 @@ def parse_seed(text: str, n: int = 1) -> int:
         raise ClientError("invalid", f"the seed must be a whole number (0..{MAX_SEED}), got {value!r}", param="seed")
     seed = int(value)
     if seed > MAX_SEED - (n - 1):
-        raise ClientError("invalid", f"seed {seed} is too large: seed + count - 1 must stay <= {MAX_SEED}",
-                          param="seed")
+        raise ClientError(
+            "invalid", f"seed {seed} is too large: seed + count - 1 must stay <= {MAX_SEED}", param="seed"
+        )
     return seed
 
 
@@ -33,7 +35,7 @@ def layer_name(prompt: str, seed: int | None) -> str:
     """'ganvas: a red circle (seed 7)'; long prompts are shortened with an ellipsis."""
     text = " ".join(prompt.split())
     if len(text) > LAYER_PROMPT_CHARS:
-        text = text[:LAYER_PROMPT_CHARS - 1].rstrip() + "\u2026"
+        text = text[: LAYER_PROMPT_CHARS - 1].rstrip() + "\u2026"
     return f"ganvas: {text}" + (f" (seed {seed})" if seed is not None else "")
 
 
@@ -63,13 +65,16 @@ class Batch:
         if len(prompt) > 40:
             prompt = prompt[:39] + "\u2026"
         live = "  \u00b7 live" if self.live else ""
-        return (f"{time.strftime('%H:%M:%S', time.localtime(self.created))}  {prompt}  "
-                f"({seeds_label(self.images)}){live}")
+        return (
+            f"{time.strftime('%H:%M:%S', time.localtime(self.created))}  {prompt}  ({seeds_label(self.images)}){live}"
+        )
 
     def summary(self) -> str:
         count = len(self.images)
-        return (f"{count} image{'s' if count != 1 else ''} in {self.elapsed_s * 1000:.0f} ms "
-                f"\u00b7 {seeds_label(self.images)}")
+        return (
+            f"{count} image{'s' if count != 1 else ''} in {self.elapsed_s * 1000:.0f} ms "
+            f"\u00b7 {seeds_label(self.images)}"
+        )
 
 
 class History:
@@ -78,7 +83,7 @@ class History:
     of PNG data (large sizes are megabytes per image). A live answer to exactly the request of the
     previous live batch (a repeated debounce) replaces it instead of piling up."""
 
-    def __init__(self, limit: int = 100, live_limit: int = 40, max_bytes: int = 256 * 2 ** 20):
+    def __init__(self, limit: int = 100, live_limit: int = 40, max_bytes: int = 256 * 2**20):
         self.limit, self.live_limit, self.max_bytes = limit, live_limit, max_bytes
         self.batches: list[Batch] = []
 
@@ -89,9 +94,9 @@ class History:
         else:
             self.batches.append(batch)
         live = [b for b in self.batches if b.live]
-        for old in live[:max(0, len(live) - self.live_limit)]:
+        for old in live[: max(0, len(live) - self.live_limit)]:
             self.batches.remove(old)
-        del self.batches[:-self.limit]
+        del self.batches[: -self.limit]
         while len(self.batches) > 1 and self.nbytes() > self.max_bytes:
             del self.batches[0]
         return batch

@@ -3,6 +3,7 @@
 Krita stores strings, so every value is parsed back here, and a value that no longer parses (an edited
 kritarc, an older plugin version) falls back to its default instead of breaking the docker.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,7 +15,7 @@ GROUP = "ganvas"
 # Python it was run from (Krita's PATH rarely has that environment's `ganvas`).
 INSTALLED_FILE = Path(__file__).resolve().with_name("installed.json")
 FALLBACK_SERVER_COMMAND = "ganvas serve --port {port}"
-INSTALLER_TAIL = " -m ganvas serve --port {port}"   # install.local_server_command()
+INSTALLER_TAIL = " -m ganvas serve --port {port}"  # install.local_server_command()
 # What installers before 0.2 recorded (the CLI module has moved since): such a stored command gives way too.
 LEGACY_INSTALLER_TAILS = (" -m ganvas.core.cli serve --port {port}",)
 
@@ -23,18 +24,18 @@ DEFAULTS = {
     # {port} and {host} come from the server URL; empty = the command `ganvas krita install` recorded
     # (installed.json), else FALLBACK_SERVER_COMMAND. `ganvas krita install --enable` writes it here too.
     "server_command": "",
-    "api_key": "",          # stored in plain text in kritarc, like every Krita setting; local servers need none
+    "api_key": "",  # stored in plain text in kritarc, like every Krita setting; local servers need none
     "model": "",
     "style": "",
     "count": "4",
     "truncation": "1.0",
-    "size": "0",            # 0 = the model's native resolution
+    "size": "0",  # 0 = the model's native resolution
     "seed": "0",
     "seed_locked": "false",
     "live": "false",
     "timeout": "30",
-    "fit": "inside",        # canvas.FITS
-    "scaling": "smooth",    # canvas.SCALINGS
+    "fit": "inside",  # canvas.FITS
+    "scaling": "smooth",  # canvas.SCALINGS
     "options_open": "true",
 }
 
@@ -59,8 +60,10 @@ class Settings:
         from krita import Krita
 
         app = Krita.instance()
-        return cls(lambda key, default: app.readSetting(GROUP, key, default),
-                   lambda key, value: app.writeSetting(GROUP, key, value))
+        return cls(
+            lambda key, default: app.readSetting(GROUP, key, default),
+            lambda key, value: app.writeSetting(GROUP, key, value),
+        )
 
     @classmethod
     def memory(cls, values: dict | None = None) -> "Settings":
@@ -100,7 +103,11 @@ class Settings:
         the installer's `<python> -m ganvas serve ...`) gives way to the newest recorded command."""
         stored = self.text("server_command").strip()
         recorded = recorded_server_command()
-        if stored and stored != FALLBACK_SERVER_COMMAND and not (recorded and stored.endswith((INSTALLER_TAIL, *LEGACY_INSTALLER_TAILS))):
+        if (
+            stored
+            and stored != FALLBACK_SERVER_COMMAND
+            and not (recorded and stored.endswith((INSTALLER_TAIL, *LEGACY_INSTALLER_TAILS)))
+        ):
             return stored
         return recorded or stored or FALLBACK_SERVER_COMMAND
 

@@ -6,6 +6,7 @@ and Qt queues it to the receiver's thread (the UI), where the docker ignores tic
 waits for. Network calls get a thread each (`submit`); image work (`submit_image`) runs on one
 QThreadPool thread of its own, so two large insertions never scale at once.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -53,8 +54,7 @@ class Tasks(QObject):
 
     def submit(self, kind: str, work: Callable[[Call], Any]) -> Ticket:
         ticket = Ticket(kind)
-        threading.Thread(target=self._run, args=(ticket, work), name=f"ganvas-{kind}-{ticket.id}",
-                         daemon=True).start()
+        threading.Thread(target=self._run, args=(ticket, work), name=f"ganvas-{kind}-{ticket.id}", daemon=True).start()
         return ticket
 
     def submit_image(self, kind: str, work: Callable[[Call], Any]) -> Ticket:
@@ -74,8 +74,7 @@ class Tasks(QObject):
             ticket.error = exc
         except Exception as exc:  # a bug: reported in the docker, with the traceback in Krita's log
             log.error("ganvas %s task failed:\n%s", ticket.kind, traceback.format_exc())
-            ticket.error = ClientError("internal", f"internal error in the ganvas plugin ({type(exc).__name__}: "
-                                                   f"{exc})")
+            ticket.error = ClientError("internal", f"internal error in the ganvas plugin ({type(exc).__name__}: {exc})")
         try:
             self.finished.emit(ticket)
         except RuntimeError:  # the receiver was deleted while the call ran (Krita closing)

@@ -8,6 +8,7 @@ profile at 1920x1080), so the layout puts what a painter needs first in one comp
 that block's height as the docker's minimum; the options and server settings follow below it and the
 whole panel scrolls.
 """
+
 from __future__ import annotations
 
 from .client import MAX_N
@@ -35,22 +36,51 @@ from .qt import (
     QWidget,
 )
 
-OBJECT_NAMES = ("ganvasStatus", "ganvasServerUrl", "ganvasConnect", "ganvasStartServer", "ganvasModel", "ganvasPrompt",
-                "ganvasStyle", "ganvasSeed", "ganvasSeedLock", "ganvasSeedRandom", "ganvasCount", "ganvasSize",
-                "ganvasTruncation", "ganvasLive", "ganvasGenerate", "ganvasCancel", "ganvasMessage", "ganvasResults",
-                "ganvasInsertLayer", "ganvasInsertSelection", "ganvasFit", "ganvasScaling", "ganvasHistory",
-                "ganvasOptionsToggle", "ganvasServerToggle", "ganvasServerCommand", "ganvasApiKey", "ganvasEssentials")
+OBJECT_NAMES = (
+    "ganvasStatus",
+    "ganvasServerUrl",
+    "ganvasConnect",
+    "ganvasStartServer",
+    "ganvasModel",
+    "ganvasPrompt",
+    "ganvasStyle",
+    "ganvasSeed",
+    "ganvasSeedLock",
+    "ganvasSeedRandom",
+    "ganvasCount",
+    "ganvasSize",
+    "ganvasTruncation",
+    "ganvasLive",
+    "ganvasGenerate",
+    "ganvasCancel",
+    "ganvasMessage",
+    "ganvasResults",
+    "ganvasInsertLayer",
+    "ganvasInsertSelection",
+    "ganvasFit",
+    "ganvasScaling",
+    "ganvasHistory",
+    "ganvasOptionsToggle",
+    "ganvasServerToggle",
+    "ganvasServerCommand",
+    "ganvasApiKey",
+    "ganvasEssentials",
+)
 
 # Output sizes offered when the server does not list the chosen model's own (GET /v1/models "sizes").
 # 0 = the model's native resolution; add sizes here, or let the server advertise them per model.
 DEFAULT_SIZES = (0, 256, 512, 1024)
-SIZES = DEFAULT_SIZES                  # kept for older scripts
+SIZES = DEFAULT_SIZES  # kept for older scripts
 # How a result fills the canvas or the selection (canvas.FITS / canvas.SCALINGS hold the same keys).
-FIT_CHOICES = (("inside", "Fit inside", "the whole image, as large as fits, aspect ratio kept"),
-               ("fill", "Fill (crop)", "covers the whole area, aspect ratio kept; the overflow is cropped"),
-               ("actual", "Actual size", "the image's own pixels, centred"))
-SCALING_CHOICES = (("smooth", "Smooth", "smooth (bilinear) scaling, for photos and paintings"),
-                   ("pixel", "Pixel art", "nearest-neighbour scaling: hard pixel edges, no new colours"))
+FIT_CHOICES = (
+    ("inside", "Fit inside", "the whole image, as large as fits, aspect ratio kept"),
+    ("fill", "Fill (crop)", "covers the whole area, aspect ratio kept; the overflow is cropped"),
+    ("actual", "Actual size", "the image's own pixels, centred"),
+)
+SCALING_CHOICES = (
+    ("smooth", "Smooth", "smooth (bilinear) scaling, for photos and paintings"),
+    ("pixel", "Pixel art", "nearest-neighbour scaling: hard pixel edges, no new colours"),
+)
 THUMB = 72
 # The status and message lines keep a fixed height (longer text is cut; the tooltip has all of it), so the
 # essentials block has one known height and a new message never pushes Insert out of view.
@@ -70,7 +100,7 @@ class DockerWidgets(QWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.setObjectName("ganvasPanel")
-        self.minimum_listener = None   # called with essentials_height() whenever fonts/style change it
+        self.minimum_listener = None  # called with essentials_height() whenever fonts/style change it
         self._build()
         self._fix_text_heights()
 
@@ -88,7 +118,8 @@ class DockerWidgets(QWidget):
         button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
         button.setAutoRaise(True)
         button.toggled.connect(
-            lambda on: button.setArrowType(Qt.ArrowType.DownArrow if on else Qt.ArrowType.RightArrow))
+            lambda on: button.setArrowType(Qt.ArrowType.DownArrow if on else Qt.ArrowType.RightArrow)
+        )
         button.setArrowType(Qt.ArrowType.RightArrow)
         return button
 
@@ -108,9 +139,11 @@ class DockerWidgets(QWidget):
         self.status.setWordWrap(True)
         self.status.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
         self.status.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
-        self.start_button = self._named(QPushButton("Start local server"), "ganvasStartServer",
-                                        "run the command under Server > Command on this computer and connect to "
-                                        "it; it stops when Krita closes")
+        self.start_button = self._named(
+            QPushButton("Start local server"),
+            "ganvasStartServer",
+            "run the command under Server > Command on this computer and connect to it; it stops when Krita closes",
+        )
         status_row.addWidget(self.status, 1)
         status_row.addWidget(self.start_button, 0, Qt.AlignmentFlag.AlignTop)
         top.addLayout(status_row)
@@ -124,8 +157,9 @@ class DockerWidgets(QWidget):
         self.live = self._named(QCheckBox("Live"), "ganvasLive", "regenerate while you type")
         self.generate_button = self._named(QPushButton("Generate"), "ganvasGenerate")
         self.generate_button.setDefault(True)
-        self.cancel_button = self._named(QPushButton("Cancel"), "ganvasCancel",
-                                         "stop waiting for the request in flight")
+        self.cancel_button = self._named(
+            QPushButton("Cancel"), "ganvasCancel", "stop waiting for the request in flight"
+        )
         gen_row.addWidget(self.live)
         gen_row.addWidget(self.generate_button, 1)
         gen_row.addWidget(self.cancel_button)
@@ -146,16 +180,22 @@ class DockerWidgets(QWidget):
         self.results.setMovement(QListView.Movement.Static)
         self.results.setWrapping(True)
         self.results.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.results.setMinimumHeight(THUMB + 30)       # one row of thumbnails, always
+        self.results.setMinimumHeight(THUMB + 30)  # one row of thumbnails, always
         self.results.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Expanding)
         top.addWidget(self.results, 1)
 
         insert_row = QHBoxLayout()
-        self.insert_layer_button = self._named(QPushButton("Insert as layer"), "ganvasInsertLayer",
-                                               "the chosen result as a new layer, fitted to the canvas as Fit says")
-        self.insert_selection_button = self._named(QPushButton("Into selection"), "ganvasInsertSelection",
-                                                   "Insert into selection: the chosen result fitted to the selection "
-                                                   "as Fit says and cut to its shape, as a new layer")
+        self.insert_layer_button = self._named(
+            QPushButton("Insert as layer"),
+            "ganvasInsertLayer",
+            "the chosen result as a new layer, fitted to the canvas as Fit says",
+        )
+        self.insert_selection_button = self._named(
+            QPushButton("Into selection"),
+            "ganvasInsertSelection",
+            "Insert into selection: the chosen result fitted to the selection "
+            "as Fit says and cut to its shape, as a new layer",
+        )
         insert_row.addWidget(self.insert_layer_button, 1)
         insert_row.addWidget(self.insert_selection_button, 1)
         top.addLayout(insert_row)
@@ -172,11 +212,12 @@ class DockerWidgets(QWidget):
         fit_row.addWidget(self.fit, 1)
         fit_row.addWidget(self.scaling, 1)
         top.addLayout(fit_row)
-        root.addWidget(self.essentials, 1)   # extra height goes to the results
+        root.addWidget(self.essentials, 1)  # extra height goes to the results
 
         # --- options: the request's details and the session's history ----------------------------------------
-        self.options_toggle = self._section_toggle("Options", "ganvasOptionsToggle",
-                                                   "model, style, seed, count, size, truncation, history")
+        self.options_toggle = self._section_toggle(
+            "Options", "ganvasOptionsToggle", "model, style, seed, count, size, truncation, history"
+        )
         root.addWidget(self.options_toggle)
         self.options = QWidget()
         form = QFormLayout(self.options)
@@ -186,22 +227,31 @@ class DockerWidgets(QWidget):
         form.addRow("History", self.history_box)
         self.model = self._named(QComboBox(), "ganvasModel", "models offered by the server (GET /v1/models)")
         form.addRow("Model", self.model)
-        self.style = self._named(QComboBox(), "ganvasStyle",
-                                 "style word, put into the prompt by the model's prompt template "
-                                 '(emoji64: "<prompt>; <style> style"); leave it empty for a model without one')
+        self.style = self._named(
+            QComboBox(),
+            "ganvasStyle",
+            "style word, put into the prompt by the model's prompt template "
+            '(emoji64: "<prompt>; <style> style"); leave it empty for a model without one',
+        )
         self.style.setEditable(True)
         self.style.addItems(STYLE_SUGGESTIONS)
         form.addRow("Style", self.style)
 
         seed_row = QHBoxLayout()
-        self.seed = self._named(QLineEdit("0"), "ganvasSeed",
-                                "the seed of the next Generate (image i of a batch uses seed + i); type one to "
-                                "reproduce a layer's \u201cseed N\u201d")
+        self.seed = self._named(
+            QLineEdit("0"),
+            "ganvasSeed",
+            "the seed of the next Generate (image i of a batch uses seed + i); type one to "
+            "reproduce a layer's \u201cseed N\u201d",
+        )
         self.seed.setValidator(QRegularExpressionValidator(QRegularExpression(r"[0-9]{0,16}"), self.seed))
         self.seed.setMinimumWidth(40)
-        self.seed_lock = self._named(QToolButton(), "ganvasSeedLock",
-                                     "locked: the seed stays after each Generate; unlocked: a new random seed is "
-                                     "drawn after each Generate (a typed seed is always used first)")
+        self.seed_lock = self._named(
+            QToolButton(),
+            "ganvasSeedLock",
+            "locked: the seed stays after each Generate; unlocked: a new random seed is "
+            "drawn after each Generate (a typed seed is always used first)",
+        )
         self.seed_lock.setText("Lock")
         self.seed_lock.setCheckable(True)
         self.seed_random = self._named(QToolButton(), "ganvasSeedRandom", "draw a new random seed")
@@ -214,14 +264,21 @@ class DockerWidgets(QWidget):
         self.count = self._named(QSpinBox(), "ganvasCount", "images per Generate")
         self.count.setRange(1, MAX_N)
         form.addRow("Count", self.count)
-        self.size = self._named(QComboBox(), "ganvasSize", "output size; above native the server's upsampler draws the detail (never a stretched image)")
+        self.size = self._named(
+            QComboBox(),
+            "ganvasSize",
+            "output size; above native the server's upsampler draws the detail (never a stretched image)",
+        )
         for side in DEFAULT_SIZES:
             self.size.addItem(size_label(side), side)
         form.addRow("Size", self.size)
 
         trunc_row = QHBoxLayout()
-        self.truncation = self._named(QSlider(Qt.Orientation.Horizontal), "ganvasTruncation",
-                                      "truncation: lower is more typical, higher more varied")
+        self.truncation = self._named(
+            QSlider(Qt.Orientation.Horizontal),
+            "ganvasTruncation",
+            "truncation: lower is more typical, higher more varied",
+        )
         self.truncation.setRange(1, 100)
         self.truncation_label = QLabel("1.00")
         trunc_row.addWidget(self.truncation, 1)
@@ -232,8 +289,9 @@ class DockerWidgets(QWidget):
         root.addWidget(self.options)
 
         # --- server: where the images come from ---------------------------------------------------------------
-        self.server_toggle = self._section_toggle("Server", "ganvasServerToggle",
-                                                  "server URL, the command Start local server runs, API key")
+        self.server_toggle = self._section_toggle(
+            "Server", "ganvasServerToggle", "server URL, the command Start local server runs, API key"
+        )
         root.addWidget(self.server_toggle)
         self.server_box = QWidget()
         adv = QFormLayout(self.server_box)
@@ -246,9 +304,12 @@ class DockerWidgets(QWidget):
         url_row.addWidget(self.url, 1)
         url_row.addWidget(self.connect_button)
         adv.addRow("URL", url_row)
-        self.server_command = self._named(QLineEdit(), "ganvasServerCommand",
-                                          "what Start local server runs; {port} and {host} come from the URL. "
-                                          "`ganvas krita install` fills in the full path of ganvas")
+        self.server_command = self._named(
+            QLineEdit(),
+            "ganvasServerCommand",
+            "what Start local server runs; {port} and {host} come from the URL. "
+            "`ganvas krita install` fills in the full path of ganvas",
+        )
         self.server_command.setMinimumWidth(60)
         self.api_key = self._named(QLineEdit(), "ganvasApiKey", "only for servers started with --api-key")
         self.api_key.setEchoMode(QLineEdit.EchoMode.Password)

@@ -4,6 +4,7 @@ ComfyUI is not on PyPI. Point GANVAS_COMFYUI_DIR at a checkout (and GANVAS_COMFY
 that has its requirements and ganvas installed); the variables are read once, at import, because the
 autouse fixture in conftest.py clears GANVAS_* for each test.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,10 @@ WORKFLOWS = PACK / "workflows"
 
 COMFYUI_DIR = os.environ.get("GANVAS_COMFYUI_DIR") or None
 COMFYUI_PYTHON = os.environ.get("GANVAS_COMFYUI_PYTHON") or None
-NO_CHECKOUT = ("no ComfyUI checkout configured: set GANVAS_COMFYUI_DIR to a ComfyUI folder (ComfyUI is not on "
-               "PyPI) and GANVAS_COMFYUI_PYTHON to a Python with its requirements and ganvas installed")
+NO_CHECKOUT = (
+    "no ComfyUI checkout configured: set GANVAS_COMFYUI_DIR to a ComfyUI folder (ComfyUI is not on "
+    "PyPI) and GANVAS_COMFYUI_PYTHON to a Python with its requirements and ganvas installed"
+)
 
 # Widget values of each node in a UI workflow, in the frontend's order; CONTROL is the extra value that
 # follows a widget with control_after_generate ("fixed", "randomize", ...).
@@ -26,8 +29,17 @@ CONTROL = "<control_after_generate>"
 WIDGETS = {
     "GanvasModelLoader": ["model_name", "device"],
     "GanvasGenerate": ["prompt", "seed", CONTROL, "batch_size", "truncation", "style", "size"],
-    "GanvasInterpolate": ["prompt_from", "prompt_to", "seed_from", CONTROL, "seed_to", CONTROL, "frames",
-                          "truncation", "style"],
+    "GanvasInterpolate": [
+        "prompt_from",
+        "prompt_to",
+        "seed_from",
+        CONTROL,
+        "seed_to",
+        CONTROL,
+        "frames",
+        "truncation",
+        "style",
+    ],
     "GanvasEncodePrompt": ["text"],
     "GanvasMixPrompts": ["weight"],
     "GanvasSave": ["filename_prefix"],

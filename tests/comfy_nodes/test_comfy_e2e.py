@@ -15,6 +15,7 @@ Python, model and seed, and each PNG that Ganvas Save writes must replay (`ganva
 to the same pixels. A second ComfyUI, whose Python cannot import ganvas, checks the install message.
 GANVAS_COMFY_EVIDENCE=FILE appends ComfyUI's answers to the error cases to FILE (JSON lines).
 """
+
 from __future__ import annotations
 
 import json
@@ -41,8 +42,10 @@ from ganvas.comfy_nodes.installer import install
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not COMFYUI_DIR, reason=NO_CHECKOUT),
-    pytest.mark.skipif(bool(COMFYUI_DIR) and not Path(COMFYUI_DIR or ".", "main.py").is_file(),
-                       reason=f"GANVAS_COMFYUI_DIR={COMFYUI_DIR} has no main.py: not a ComfyUI checkout"),
+    pytest.mark.skipif(
+        bool(COMFYUI_DIR) and not Path(COMFYUI_DIR or ".", "main.py").is_file(),
+        reason=f"GANVAS_COMFYUI_DIR={COMFYUI_DIR} has no main.py: not a ComfyUI checkout",
+    ),
 ]
 
 PYTHON = COMFYUI_PYTHON or sys.executable
@@ -50,8 +53,8 @@ DEFAULT_STYLES = json.loads((REPO / "models" / "emoji64" / "config.json").read_t
 START_TIMEOUT = 240
 RUN_TIMEOUT = 180
 PROMPT = "a small red circle on the left"
-MAX_SEED = 2 ** 53 - 1
-COMFY_THREADS = "2"   # ComfyUI's torch; the pipeline renders at its own 1 thread
+MAX_SEED = 2**53 - 1
+COMFY_THREADS = "2"  # ComfyUI's torch; the pipeline renders at its own 1 thread
 # Prompts the default model draws (test_threads.py: with 2 threads some of their pixels move by a level
 # unless the pipeline sets its own thread count).
 CASES = [("fox", "noto", 0), ("red apple", "none", 3), ("cat face", "noto", 3)]
@@ -135,11 +138,25 @@ def _start_comfyui(tmp: Path, block_ganvas: Path | None = None):
     config.write_text(f"ganvas_test:\n  ganvas: {extra}\n")
     port = _free_port()
     log = tmp / "comfyui.log"
-    cmd = [PYTHON, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port), "--base-directory", str(base),
-           "--extra-model-paths-config", str(config), "--database-url", "sqlite:///:memory:"]
+    cmd = [
+        PYTHON,
+        "main.py",
+        "--cpu",
+        "--listen",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--base-directory",
+        str(base),
+        "--extra-model-paths-config",
+        str(config),
+        "--database-url",
+        "sqlite:///:memory:",
+    ]
     with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, cwd=COMFYUI_DIR, stdout=out, stderr=subprocess.STDOUT,
-                                env=_comfy_env(block_ganvas))
+        proc = subprocess.Popen(
+            cmd, cwd=COMFYUI_DIR, stdout=out, stderr=subprocess.STDOUT, env=_comfy_env(block_ganvas)
+        )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + START_TIMEOUT
     while True:
@@ -230,8 +247,13 @@ def png(path: Path) -> tuple[np.ndarray, str, dict]:
 
 def ganvas_cli(args: list[str], out: Path) -> dict[str, tuple[np.ndarray, str]]:
     """Run the ganvas command line with ComfyUI's Python at its default 1 thread; {file name: (pixels, mode)}."""
-    done = subprocess.run([PYTHON, "-m", "ganvas.core.hosts.cli.main", *args, "--out", str(out)], capture_output=True,
-                          text=True, env=_cli_env(), timeout=300)
+    done = subprocess.run(
+        [PYTHON, "-m", "ganvas.core.hosts.cli.main", *args, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env=_cli_env(),
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     return {p.name: png(p)[:2] for p in sorted(out.glob("*.png"))}
 
@@ -250,32 +272,52 @@ def _loader(model: str = "tiny", device: str = "cpu") -> dict:
 
 
 def _generate(prompt: str = PROMPT, seed: int = 0, batch: int = 1, style: str = "none", model=("1", 0)) -> dict:
-    return {"class_type": "GanvasGenerate", "inputs": {"model": list(model) if model else None, "prompt": prompt,
-                                                        "seed": seed, "batch_size": batch, "truncation": 1.0,
-                                                        "style": style}}
+    return {
+        "class_type": "GanvasGenerate",
+        "inputs": {
+            "model": list(model) if model else None,
+            "prompt": prompt,
+            "seed": seed,
+            "batch_size": batch,
+            "truncation": 1.0,
+            "style": style,
+        },
+    }
 
 
 def _saver(images=("2", 0), metadata=("2", 3), prefix: str = "ganvas") -> dict:
-    return {"class_type": "GanvasSave", "inputs": {"images": list(images), "metadata": list(metadata),
-                                                   "filename_prefix": prefix}}
+    return {
+        "class_type": "GanvasSave",
+        "inputs": {"images": list(images), "metadata": list(metadata), "filename_prefix": prefix},
+    }
 
 
 # --- the pack in ComfyUI ------------------------------------------------------------------------------------
 
+
 def test_the_pack_loads_and_lists_both_model_folders_and_the_trained_styles(comfyui):
     info = json.loads(_get(f"{comfyui.url}/object_info"))
-    assert {"GanvasModelLoader", "GanvasGenerate", "GanvasInterpolate", "GanvasEncodePrompt", "GanvasMixPrompts",
-            "GanvasSave"} <= set(info)
+    assert {
+        "GanvasModelLoader",
+        "GanvasGenerate",
+        "GanvasInterpolate",
+        "GanvasEncodePrompt",
+        "GanvasMixPrompts",
+        "GanvasSave",
+    } <= set(info)
     model_name = info["GanvasModelLoader"]["input"]["required"]["model_name"][1]
     assert {"tiny", "tiny_rgba", "tiny_extra", "emoji64"} <= set(model_name["options"])
     assert model_name["default"] == "emoji64"
     style = info["GanvasGenerate"]["input"]["required"]["style"][1]
-    assert style["options"][:len(DEFAULT_STYLES) + 1] == ["none", *DEFAULT_STYLES] and style["default"] == "noto"
-    assert {"flat", "outline"} <= set(style["options"])     # tiny_rgba's styles follow the default model's
+    assert style["options"][: len(DEFAULT_STYLES) + 1] == ["none", *DEFAULT_STYLES] and style["default"] == "noto"
+    assert {"flat", "outline"} <= set(style["options"])  # tiny_rgba's styles follow the default model's
     assert info["GanvasGenerate"]["output"] == ["IMAGE", "STRING", "MASK", "GANVAS_METADATA"]
     assert info["GanvasSave"]["output_node"] is True
-    lines = [line for line in comfyui.log_text().splitlines() if line.rstrip().endswith(os.sep + "ganvas")
-             and "seconds" in line]
+    lines = [
+        line
+        for line in comfyui.log_text().splitlines()
+        if line.rstrip().endswith(os.sep + "ganvas") and "seconds" in line
+    ]
     assert lines and "IMPORT FAILED" not in lines[0], comfyui.log_text()[-3000:]
 
 
@@ -287,15 +329,31 @@ def test_pngs_equal_ganvas_generate_while_comfyuis_torch_runs_at_two_threads(com
         gen = str(10 + 3 * k)
         workflow[gen] = _generate(prompt, seed, 4, style)
         workflow[str(11 + 3 * k)] = _saver((gen, 0), (gen, 3), f"case{k}")
-        workflow[str(12 + 3 * k)] = {"class_type": "SaveImage", "inputs": {"images": [gen, 0],
-                                                                           "filename_prefix": f"plain{k}"}}
+        workflow[str(12 + 3 * k)] = {
+            "class_type": "SaveImage",
+            "inputs": {"images": [gen, 0], "filename_prefix": f"plain{k}"},
+        }
     entry = run_ok(comfyui, workflow)
-    threads = comfyui.wait_for_log(r"loaded model 'emoji64' \(64 px, RGBA?, hash \w+\) on cpu; it renders at "
-                                   r"(\d+) torch thread\(s\) \(ComfyUI's torch uses (\d+)\)")
+    threads = comfyui.wait_for_log(
+        r"loaded model 'emoji64' \(64 px, RGBA?, hash \w+\) on cpu; it renders at "
+        r"(\d+) torch thread\(s\) \(ComfyUI's torch uses (\d+)\)"
+    )
     assert threads.groups() == ("1", COMFY_THREADS)
     for k, (prompt, style, seed) in enumerate(CASES):
-        expected = ganvas_cli(["generate", prompt, "-n", "4", "--seed", str(seed), "--model", "emoji64",
-                               *([] if style == "none" else ["--style", style])], tmp_path / f"cli{k}")
+        expected = ganvas_cli(
+            [
+                "generate",
+                prompt,
+                "-n",
+                "4",
+                "--seed",
+                str(seed),
+                "--model",
+                "emoji64",
+                *([] if style == "none" else ["--style", style]),
+            ],
+            tmp_path / f"cli{k}",
+        )
         ganvas_saved, plain = saved_files(comfyui, entry, str(11 + 3 * k)), saved_files(comfyui, entry, str(12 + 3 * k))
         for i, (path, plain_path) in enumerate(zip(ganvas_saved, plain)):
             cli_pixels, cli_mode = by_seed(expected, seed + i)
@@ -314,17 +372,31 @@ def test_ganvas_save_pngs_replay_with_ganvas_generate_from_png(comfyui, tmp_path
     node = workflow["2"]["inputs"]
     files = saved_files(comfyui, entry, "3")
     assert len(files) == node["batch_size"]
-    expected = ganvas_cli(["generate", node["prompt"], "-n", str(node["batch_size"]), "--seed", str(node["seed"]),
-                           "--style", node["style"], "--model", "emoji64"], tmp_path / "cli")
+    expected = ganvas_cli(
+        [
+            "generate",
+            node["prompt"],
+            "-n",
+            str(node["batch_size"]),
+            "--seed",
+            str(node["seed"]),
+            "--style",
+            node["style"],
+            "--model",
+            "emoji64",
+        ],
+        tmp_path / "cli",
+    )
     for i, path in enumerate(files):
         pixels, mode, text = png(path)
         assert np.array_equal(pixels, by_seed(expected, node["seed"] + i)[0])
-        graph = json.loads(text["prompt"])                                  # ComfyUI's chunks
-        assert graph["1"].pop("is_changed")[0].startswith("emoji64|")      # ComfyUI adds it; no server path
+        graph = json.loads(text["prompt"])  # ComfyUI's chunks
+        assert graph["1"].pop("is_changed")[0].startswith("emoji64|")  # ComfyUI adds it; no server path
         assert graph == workflow and json.loads(text["workflow"]) == ui
         assert str(comfyui.base) not in text["prompt"] and str(REPO) not in text["prompt"]
-        assert text["parameters"].startswith(f"fox; noto style\nSteps: 1, Sampler: GAN, Seed: {node['seed'] + i}, "
-                                             f"Size: 64x64, Model hash: ")                    # A1111
+        assert text["parameters"].startswith(
+            f"fox; noto style\nSteps: 1, Sampler: GAN, Seed: {node['seed'] + i}, Size: 64x64, Model hash: "
+        )  # A1111
         record = json.loads(text["ganvas"])
         assert record["seed"] == node["seed"] + i and record["request"]["style"] == "noto"
         assert record["model"]["name"] == "emoji64" and text["Software"].startswith("ganvas ")
@@ -335,16 +407,29 @@ def test_ganvas_save_pngs_replay_with_ganvas_generate_from_png(comfyui, tmp_path
 
 def test_mix_and_interpolate_equal_ganvas_interpolate_and_replay(comfyui, tmp_path):
     workflow = load_workflow("ganvas_mix_interpolate_api.json")
-    workflow["1"]["inputs"]["model_name"] = "tiny"   # quick: 32 px
+    workflow["1"]["inputs"]["model_name"] = "tiny"  # quick: 32 px
     entry = run_ok(comfyui, workflow)
     model = str(comfyui.base / "models" / "ganvas" / "tiny")
     a, b = workflow["2"]["inputs"]["text"], workflow["3"]["inputs"]["text"]
 
     interp = workflow["7"]["inputs"]
     frames = saved_files(comfyui, entry, "8")
-    expected = ganvas_cli(["interpolate", interp["prompt_from"], interp["prompt_to"], "--seeds",
-                           f"{interp['seed_from']},{interp['seed_to']}", "--steps", str(interp["frames"] - 1),
-                           "--style", interp["style"], "--model", model], tmp_path / "interp")
+    expected = ganvas_cli(
+        [
+            "interpolate",
+            interp["prompt_from"],
+            interp["prompt_to"],
+            "--seeds",
+            f"{interp['seed_from']},{interp['seed_to']}",
+            "--steps",
+            str(interp["frames"] - 1),
+            "--style",
+            interp["style"],
+            "--model",
+            model,
+        ],
+        tmp_path / "interp",
+    )
     assert [png(f)[0].tobytes() for f in frames] == [expected[n][0].tobytes() for n in sorted(expected)]
     middle = frames[len(frames) // 2]
     assert np.array_equal(replay(middle, tmp_path / "replay-frame")[0], png(middle)[0])
@@ -353,8 +438,22 @@ def test_mix_and_interpolate_equal_ganvas_interpolate_and_replay(comfyui, tmp_pa
     mixed = saved_files(comfyui, entry, "6")
     seed = workflow["5"]["inputs"]["seed"]
     for i, path in enumerate(mixed):
-        frames_i = ganvas_cli(["interpolate", a, b, "--seed", str(seed + i), "--steps", "2", "--style",
-                               workflow["5"]["inputs"]["style"], "--model", model], tmp_path / f"mix{i}")
+        frames_i = ganvas_cli(
+            [
+                "interpolate",
+                a,
+                b,
+                "--seed",
+                str(seed + i),
+                "--steps",
+                "2",
+                "--style",
+                workflow["5"]["inputs"]["style"],
+                "--model",
+                model,
+            ],
+            tmp_path / f"mix{i}",
+        )
         frame1 = next(v for n, v in frames_i.items() if n.endswith("frame001.png"))[0]
         assert np.array_equal(png(path)[0], frame1), f"mixed image {i} differs"
         assert np.array_equal(replay(path, tmp_path / f"replay-mix{i}")[0], frame1)
@@ -366,21 +465,33 @@ def test_a_transparent_model_gives_image_and_mask_and_rgba_pngs(comfyui, tmp_pat
     node = workflow["2"]["inputs"]
     node["style"] = "flat"
     entry = run_ok(comfyui, workflow)
-    expected = ganvas_cli(["generate", node["prompt"], "-n", str(node["batch_size"]), "--seed", str(node["seed"]),
-                           "--style", "flat", "--model", str(comfyui.base / "models" / "ganvas" / "tiny_rgba")],
-                          tmp_path / "cli")
+    expected = ganvas_cli(
+        [
+            "generate",
+            node["prompt"],
+            "-n",
+            str(node["batch_size"]),
+            "--seed",
+            str(node["seed"]),
+            "--style",
+            "flat",
+            "--model",
+            str(comfyui.base / "models" / "ganvas" / "tiny_rgba"),
+        ],
+        tmp_path / "cli",
+    )
     ganvas_saved, joined = saved_files(comfyui, entry, "3"), saved_files(comfyui, entry, "5")
     for i, (path, via_mask) in enumerate(zip(ganvas_saved, joined)):
         cli_pixels, cli_mode = by_seed(expected, node["seed"] + i)
         assert cli_mode == "RGBA" and len(np.unique(cli_pixels[..., 3])) > 1
-        pixels, mode, _ = png(path)                      # Ganvas Save keeps the model's alpha
+        pixels, mode, _ = png(path)  # Ganvas Save keeps the model's alpha
         assert mode == "RGBA" and np.array_equal(pixels, cli_pixels), f"Ganvas Save image {i}"
-        pixels, mode, _ = png(via_mask)                  # IMAGE + MASK -> Join Image with Alpha -> Save Image
+        pixels, mode, _ = png(via_mask)  # IMAGE + MASK -> Join Image with Alpha -> Save Image
         assert mode == "RGBA" and np.array_equal(pixels, cli_pixels), f"Join Image with Alpha image {i}"
         replayed, replay_mode = replay(path, tmp_path / f"replay{i}")
         assert replay_mode == "RGBA" and np.array_equal(replayed, cli_pixels)
 
-    workflow["1"]["inputs"]["model_name"] = "tiny"       # an RGB model: MASK all zeros, so alpha 255
+    workflow["1"]["inputs"]["model_name"] = "tiny"  # an RGB model: MASK all zeros, so alpha 255
     workflow["2"]["inputs"]["style"] = "none"
     entry = run_ok(comfyui, workflow)
     for path in saved_files(comfyui, entry, "5"):
@@ -390,6 +501,7 @@ def test_a_transparent_model_gives_image_and_mask_and_rgba_pngs(comfyui, tmp_pat
 
 
 # --- errors: once, under the right input, no server paths --------------------------------------------------
+
 
 def _node_errors(body: dict, node_id: str) -> list[dict]:
     return body["node_errors"][node_id]["errors"]
@@ -402,8 +514,10 @@ def test_validation_errors_are_reported_once_under_the_right_input(comfyui):
     assert status == 400 and list(body["node_errors"]) == ["1"], body
     (error,) = _node_errors(body, "1")
     assert error["extra_info"]["input_name"] == "model_name" and error["type"] == "custom_validation_failed"
-    assert error["details"].startswith("model_name - ganvas model 'no-such-model' not found: put its checkpoint "
-                                       "folder (config.json + model.safetensors) in ComfyUI's models/ganvas folder")
+    assert error["details"].startswith(
+        "model_name - ganvas model 'no-such-model' not found: put its checkpoint "
+        "folder (config.json + model.safetensors) in ComfyUI's models/ganvas folder"
+    )
     assert "tiny_extra" in error["details"] and "emoji64" in error["details"]
     text = json.dumps(body)
     assert str(comfyui.base) not in text and str(comfyui.extra) not in text and str(REPO) not in text
@@ -426,22 +540,36 @@ def test_validation_errors_are_reported_once_under_the_right_input(comfyui):
 
 def test_errors_found_when_a_node_runs_name_the_field(comfyui):
     cases = {
-        "device not in the list": ({"1": _loader(device="gpu9"), "2": _generate(), "3": _saver()},
-                                   "1", "device", "device must be one of cpu, comfyui, got 'gpu9'"),
-        "style typo": ({"1": _loader("emoji64"), "2": _generate("fox", style="notto"), "3": _saver()},
-                       "2", "style", f"style 'notto' is not a style model 'emoji64' was trained with; its styles: "
-                                     f"{', '.join(DEFAULT_STYLES)} (or none)"),
+        "device not in the list": (
+            {"1": _loader(device="gpu9"), "2": _generate(), "3": _saver()},
+            "1",
+            "device",
+            "device must be one of cpu, comfyui, got 'gpu9'",
+        ),
+        "style typo": (
+            {"1": _loader("emoji64"), "2": _generate("fox", style="notto"), "3": _saver()},
+            "2",
+            "style",
+            f"style 'notto' is not a style model 'emoji64' was trained with; its styles: "
+            f"{', '.join(DEFAULT_STYLES)} (or none)",
+        ),
         "prompt over the limit with its style": (
             {"1": _loader("emoji64"), "2": _generate("y" * 995, style="noto"), "3": _saver()},
-            "2", "prompt", "prompt is 995 characters, 1,007 with the style suffix '; noto style'; the limit is 1,000"),
-        "model null": ({"2": _generate(model=None), "3": _saver()},
-                       "2", "model", "model is null, not a ganvas model: connect the model output of a Ganvas "
-                                     "Model Loader to model"),
+            "2",
+            "prompt",
+            "prompt is 995 characters, 1,007 with the style suffix '; noto style'; the limit is 1,000",
+        ),
+        "model null": (
+            {"2": _generate(model=None), "3": _saver()},
+            "2",
+            "model",
+            "model is null, not a ganvas model: connect the model output of a Ganvas Model Loader to model",
+        ),
         "empty prompt": ({"1": _loader(), "2": _generate("   "), "3": _saver()}, "2", "prompt", "prompt is empty"),
     }
     for name, (workflow, node_id, field, message) in cases.items():
         status, body = queue(comfyui, workflow)
-        if status == 400:   # ComfyUI versions that check V3 combo values themselves refuse these up front
+        if status == 400:  # ComfyUI versions that check V3 combo values themselves refuse these up front
             record_evidence(name, body)
             (error,) = _node_errors(body, node_id)
             assert error["extra_info"]["input_name"] == field, (name, body)
@@ -456,6 +584,7 @@ def test_errors_found_when_a_node_runs_name_the_field(comfyui):
 
 # --- memory: ComfyUI's unloading, retrained checkpoints ----------------------------------------------------
 
+
 def test_comfyuis_unload_releases_ganvas_models(comfyui):
     workflow = {"1": _loader("tiny_extra"), "2": _generate(), "3": _saver()}
     before = len(re.findall(r"loaded model 'tiny_extra'", comfyui.log_text()))
@@ -463,10 +592,11 @@ def test_comfyuis_unload_releases_ganvas_models(comfyui):
     mark = len(comfyui.log_text())
     status, _ = _post_json(f"{comfyui.url}/free", {"unload_models": True, "free_memory": True})
     assert status == 200
-    released = comfyui.wait_for_log(r"ganvas: ComfyUI unloaded its models; ganvas released (\d+) model\(s\): (.*)",
-                                    after=mark)
+    released = comfyui.wait_for_log(
+        r"ganvas: ComfyUI unloaded its models; ganvas released (\d+) model\(s\): (.*)", after=mark
+    )
     assert int(released.group(1)) >= 1 and "tiny_extra (cpu)" in released.group(2)
-    run_ok(comfyui, workflow)   # both caches were dropped: the model loads from disk again
+    run_ok(comfyui, workflow)  # both caches were dropped: the model loads from disk again
     assert len(re.findall(r"loaded model 'tiny_extra'", comfyui.log_text())) == before + 2
 
 
@@ -476,7 +606,7 @@ def test_a_retrained_checkpoint_reloads_and_replaces_the_older_one(comfyui, tmp_
     first = png(saved_files(comfyui, run_ok(comfyui, workflow), "3")[0])[0]
     mark = len(comfyui.log_text())
     time.sleep(0.01)
-    save_tiny_checkpoint(folder, seed=1)                      # "retrained" in place
+    save_tiny_checkpoint(folder, seed=1)  # "retrained" in place
     second = png(saved_files(comfyui, run_ok(comfyui, workflow), "3")[0])[0]
     comfyui.wait_for_log(re.escape(str(folder)) + r" changed on disk; its older version was released", after=mark)
     expected = ganvas_cli(["generate", PROMPT, "--seed", "4", "--model", str(folder)], tmp_path / "cli")
@@ -484,6 +614,7 @@ def test_a_retrained_checkpoint_reloads_and_replaces_the_older_one(comfyui, tmp_
 
 
 # --- ComfyUI without ganvas in its Python ----------------------------------------------------------------------
+
 
 def test_without_ganvas_the_ui_says_how_to_install_it(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("comfyui-no-ganvas")
@@ -493,7 +624,7 @@ def test_without_ganvas_the_ui_says_how_to_install_it(tmp_path_factory):
     proc, comfy = _start_comfyui(tmp, block_ganvas=blocker)
     try:
         info = json.loads(_get(f"{comfy.url}/object_info"))
-        assert "GanvasGenerate" in info   # the pack still loads
+        assert "GanvasGenerate" in info  # the pack still loads
         workflow = {"1": _loader("emoji64"), "2": _generate(), "3": _saver()}
         status, body = queue(comfy, workflow)
         record_evidence("ganvas not installed in ComfyUI's Python", body)
@@ -501,10 +632,12 @@ def test_without_ganvas_the_ui_says_how_to_install_it(tmp_path_factory):
         (error,) = _node_errors(body, "1")
         python = re.search(r"ComfyUI's Python \((.+?)\)", error["details"]).group(1)
         assert error["extra_info"]["input_name"] == "model_name"
-        assert error["details"] == (f"model_name - the ganvas Python package is not installed in ComfyUI's Python "
-                                    f"({python}): run `{python} -m pip install {REPO}` and restart ComfyUI "
-                                    f"(ComfyUI's torch is kept; ganvas needs torch>=2.4)")
+        assert error["details"] == (
+            f"model_name - the ganvas Python package is not installed in ComfyUI's Python "
+            f"({python}): run `{python} -m pip install {REPO}` and restart ComfyUI "
+            f"(ComfyUI's torch is kept; ganvas needs torch>=2.4)"
+        )
         done = subprocess.run([python, "-c", "import ganvas"], capture_output=True, env=_comfy_env(blocker))
-        assert done.returncode != 0   # the same Python really cannot import ganvas
+        assert done.returncode != 0  # the same Python really cannot import ganvas
     finally:
         _stop(proc)

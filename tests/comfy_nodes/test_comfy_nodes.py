@@ -5,6 +5,7 @@ run with a Python that has ComfyUI's requirements), and is skipped with the reas
 
     GANVAS_COMFYUI_DIR=~/ComfyUI ~/ComfyUI/.venv/bin/python -m pytest tests/comfy_nodes/test_comfy_nodes.py
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -57,11 +58,14 @@ def _touch_checkpoint(folder: Path) -> Path:
 
 # --- the pack's import ------------------------------------------------------------------------------------
 
+
 def test_pack_imports_without_comfyui_and_without_torch():
-    code = ("import sys, inspect, ganvas.comfy_nodes as pack\n"
-            "assert inspect.iscoroutinefunction(pack.comfy_entrypoint)\n"
-            "heavy = sorted(m for m in ('torch', 'comfy_api', 'folder_paths', 'ganvas.core.pipeline') if m in sys.modules)\n"
-            "print(','.join(pack.NODE_IDS), heavy)\n")
+    code = (
+        "import sys, inspect, ganvas.comfy_nodes as pack\n"
+        "assert inspect.iscoroutinefunction(pack.comfy_entrypoint)\n"
+        "heavy = sorted(m for m in ('torch', 'comfy_api', 'folder_paths', 'ganvas.core.pipeline') if m in sys.modules)\n"
+        "print(','.join(pack.NODE_IDS), heavy)\n"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == f"{','.join(NODE_IDS)} []"
@@ -88,14 +92,15 @@ def test_requirements_never_list_torch():
 
 # --- model folders ----------------------------------------------------------------------------------------
 
+
 def test_checkpoint_folders_are_found_nested_and_by_first_base(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     _touch_checkpoint(a / "emoji64")
     _touch_checkpoint(a / "runs" / "run3")
-    _touch_checkpoint(a / "emoji64" / "inner")       # inside a checkpoint: not a model of its own
+    _touch_checkpoint(a / "emoji64" / "inner")  # inside a checkpoint: not a model of its own
     _touch_checkpoint(a / ".hidden" / "x")
     (a / "notes").mkdir()
-    (a / "notes" / "config.json").write_text("{}")   # no weights: not a checkpoint
+    (a / "notes" / "config.json").write_text("{}")  # no weights: not a checkpoint
     _touch_checkpoint(b / "emoji64")
     _touch_checkpoint(b / "other")
     assert model_folders.find_checkpoints([a, b, tmp_path / "missing"]) == ["emoji64", "other", "runs/run3"]
@@ -141,7 +146,7 @@ def test_fingerprint_changes_when_the_checkpoint_is_rewritten(tmp_path):
 def test_style_combo_offers_the_default_models_styles_first_then_the_others(tmp_path):
     base = tmp_path / "models"
     save_tiny_checkpoint(base / "mine", styles=["pixel", "noto", "none"])
-    save_tiny_checkpoint(base / "plain")              # records no styles
+    save_tiny_checkpoint(base / "plain")  # records no styles
     registered = {"emoji64": REPO / "models" / "emoji64", "coded": lambda: None}
     options, default = model_folders.style_options([base], registered)
     shipped = list(model_folders.checkpoint_styles(REPO / "models" / "emoji64"))
@@ -154,6 +159,7 @@ def test_style_combo_offers_the_default_models_styles_first_then_the_others(tmp_
 
 
 # --- conditioning -----------------------------------------------------------------------------------------
+
 
 def test_mix_weights_are_fractions_the_pipeline_can_draw():
     assert mix_weight(0.5) == Fraction(1, 2)
@@ -181,6 +187,7 @@ def test_mix_rules():
 
 
 # --- generation through the pipeline ----------------------------------------------------------------------
+
 
 def test_images_are_the_pipelines_bytes_and_survive_comfys_png_conversion(pipe):
     images, seeds = generation.generate(pipe, PROMPT, seed=7, batch_size=3, truncation=0.8, style="")
@@ -216,8 +223,9 @@ def test_a_mix_is_the_pipelines_interpolation_frame(pipe):
     a, b = generation.encode(pipe, PROMPT), generation.encode(pipe, OTHER)
     mixed = mix(a, b, 0.25, None)
     calls = []
-    images, seeds = generation.generate(pipe, "", seed=11, batch_size=2, conditioning=mixed,
-                                        on_image=lambda done, total: calls.append((done, total)))
+    images, seeds = generation.generate(
+        pipe, "", seed=11, batch_size=2, conditioning=mixed, on_image=lambda done, total: calls.append((done, total))
+    )
     assert seeds == [11, 12] and calls == [(1, 2), (2, 2)]
     for i, seed in enumerate(seeds):
         frame = pipe.interpolate([PROMPT, OTHER], 4, seeds=[seed], frames=[1]).images[0]
@@ -261,20 +269,22 @@ def test_errors_name_the_problem(pipe):
 def test_prompt_limits_count_what_was_typed_and_name_the_field(pipe):
     request_policy.configure(max_prompt_chars=20, blocklist=["forbidden"])
     assert generation.prompt_problem("a" * 20) is None
-    assert generation.prompt_problem("  " + "a" * 20 + "  ") is None   # stripped, as the pipeline strips it
-    assert generation.prompt_problem("a" * 35) == ("prompt is 35 characters; the limit is 20 "
-                                                   "(GANVAS_MAX_PROMPT_CHARS)")
+    assert generation.prompt_problem("  " + "a" * 20 + "  ") is None  # stripped, as the pipeline strips it
+    assert generation.prompt_problem("a" * 35) == ("prompt is 35 characters; the limit is 20 (GANVAS_MAX_PROMPT_CHARS)")
     template = pipe.info.prompt_template  # "{prompt}; {style} style", as emoji64's
     with_style = generation.prompt_problem("a" * 15, "prompt", "noto", template)
     assert with_style.startswith("prompt is 15 characters, 27 with the style suffix '; noto style'; the limit is 20")
     assert generation.prompt_problem("a" * 15, "prompt", "none", template) is None
     prefixed = generation.prompt_problem("a" * 15, "prompt", "noto", "{style} drawing of {prompt}")
-    assert prefixed.startswith("prompt is 15 characters, 31 with style 'noto' (the model's prompt template "
-                               "'{style} drawing of {prompt}'); the limit is 20 (GANVAS_MAX_PROMPT_CHARS): "
-                               "shorten it to 4 or pick style none")
-    assert "forbidden" in generation.prompt_problem("a forbidden fox", "text") and \
-        generation.prompt_problem("a forbidden fox", "text").startswith("text: ")
-    assert generation.prompt_problem(None) is None                   # a linked input: unknown before the run
+    assert prefixed.startswith(
+        "prompt is 15 characters, 31 with style 'noto' (the model's prompt template "
+        "'{style} drawing of {prompt}'); the limit is 20 (GANVAS_MAX_PROMPT_CHARS): "
+        "shorten it to 4 or pick style none"
+    )
+    assert "forbidden" in generation.prompt_problem("a forbidden fox", "text") and generation.prompt_problem(
+        "a forbidden fox", "text"
+    ).startswith("text: ")
+    assert generation.prompt_problem(None) is None  # a linked input: unknown before the run
     with pytest.raises(GanvasError, match="prompt is 15 characters, 27 with the style suffix") as refused:
         generation.generate(pipe, "a" * 15, seed=1, style="noto")
     assert refused.value.param == "prompt"
@@ -289,8 +299,11 @@ def test_a_style_the_model_was_not_trained_with_is_refused_naming_its_styles(plu
     from ganvas.core.pipeline import Pipeline
 
     styled = Pipeline.load(str(save_tiny_checkpoint(tmp_path / "styled", styles=["noto", "pixel"])), plugins=plugins)
-    with pytest.raises(GanvasError, match=r"style 'twemoji' is not a style model 'styled' was trained with; "
-                                          r"its styles: noto, pixel \(or none\)") as refused:
+    with pytest.raises(
+        GanvasError,
+        match=r"style 'twemoji' is not a style model 'styled' was trained with; "
+        r"its styles: noto, pixel \(or none\)",
+    ) as refused:
         generation.generate(styled, PROMPT, seed=1, style="twemoji")
     assert refused.value.param == "style"
     images, _ = generation.generate(styled, PROMPT, seed=1, style="pixel")
@@ -304,10 +317,15 @@ def test_a_model_without_a_prompt_template_takes_no_style(plugins, tmp_path):
     from ganvas.core.pipeline import Pipeline
 
     plain = Pipeline.load(str(save_tiny_checkpoint(tmp_path / "plain", prompt_template=None)), plugins=plugins)
-    for call in (lambda: generation.generate(plain, PROMPT, seed=1, style="noto"),
-                 lambda: generation.interpolate(plain, PROMPT, OTHER, 1, 2, frames=3, style="noto")):
-        with pytest.raises(GanvasError, match=r"style 'noto': model 'plain' takes no style word \(its config.json "
-                                              r"has no \"prompt_template\"\); pick none") as refused:
+    for call in (
+        lambda: generation.generate(plain, PROMPT, seed=1, style="noto"),
+        lambda: generation.interpolate(plain, PROMPT, OTHER, 1, 2, frames=3, style="noto"),
+    ):
+        with pytest.raises(
+            GanvasError,
+            match=r"style 'noto': model 'plain' takes no style word \(its config.json "
+            r"has no \"prompt_template\"\); pick none",
+        ) as refused:
             call()
         assert refused.value.param == "style"
     for none in ("", "none", None):
@@ -327,7 +345,7 @@ def test_the_text_encoder_runs_at_the_pipelines_thread_count_too(pipe, monkeypat
         generation.generate(pipe, "a prompt not encoded before", seed=1)
         generation.interpolate(pipe, "another new prompt", "and one more", 1, 2, frames=2)
         generation.encode(pipe, "a third new prompt")
-        assert torch.get_num_threads() == 2                          # the host's setting comes back
+        assert torch.get_num_threads() == 2  # the host's setting comes back
     finally:
         torch.set_num_threads(before)
     assert seen == [pipeline_module.default_threads()] * 3
@@ -335,6 +353,7 @@ def test_the_text_encoder_runs_at_the_pipelines_thread_count_too(pipe, monkeypat
 
 def test_a_callback_that_raises_stops_the_batch(pipe):
     """How interruption works: ComfyUI's check raises inside the per-image callback."""
+
     class Stop(Exception):
         pass
 
@@ -351,8 +370,11 @@ def test_a_callback_that_raises_stops_the_batch(pipe):
 
 def test_missing_ganvas_is_reported_with_the_pip_line(monkeypatch):
     monkeypatch.setitem(sys.modules, "ganvas.core.pipeline", None)  # what an absent package looks like
-    with pytest.raises(RuntimeError, match=r"the ganvas Python package is not installed in ComfyUI's Python "
-                                           r"\(.*\): run `.* -m pip install .*` and restart ComfyUI"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"the ganvas Python package is not installed in ComfyUI's Python "
+        r"\(.*\): run `.* -m pip install .*` and restart ComfyUI",
+    ):
         generation.load_pipeline("shapes")
     assert generation.pip_target() == str(REPO)  # the pack is linked from this source tree
 
@@ -362,14 +384,17 @@ def test_ganvas_problem_says_how_to_install_ganvas(monkeypatch):
     monkeypatch.setattr(generation, "_ganvas_ok", False)
     monkeypatch.setitem(sys.modules, "ganvas.core.requests", None)
     problem = generation.ganvas_problem()
-    assert problem == (f"the ganvas Python package is not installed in ComfyUI's Python ({sys.executable}): run "
-                       f"`{sys.executable} -m pip install {REPO}` and restart ComfyUI (ComfyUI's torch is kept; "
-                       f"ganvas needs torch>=2.4)")
+    assert problem == (
+        f"the ganvas Python package is not installed in ComfyUI's Python ({sys.executable}): run "
+        f"`{sys.executable} -m pip install {REPO}` and restart ComfyUI (ComfyUI's torch is kept; "
+        f"ganvas needs torch>=2.4)"
+    )
     broken = ImportError("cannot import name 'x' from 'torch'", name="torch")
     assert "does not import: ImportError: cannot import name" in generation.missing_ganvas_message(broken)
 
 
 # --- transparency: IMAGE + MASK ---------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def rgba_checkpoint(tmp_path_factory) -> Path:
@@ -389,12 +414,13 @@ def test_a_transparent_model_gives_straight_rgb_and_comfys_mask(plugins, rgba_ch
         straight = np.asarray(expected)
         assert np.array_equal(np.clip(255.0 * images[i].numpy(), 0, 255).astype(np.uint8), straight[..., :3])
         assert np.allclose(masks[i].numpy(), 1 - straight[..., 3] / 255, atol=1e-6)  # ComfyUI: mask = 1 - alpha
-        assert len(np.unique(straight[..., 3])) > 1   # the fixture's alpha is not constant
+        assert len(np.unique(straight[..., 3])) > 1  # the fixture's alpha is not constant
     rgb_masks = generation.to_mask_batch([Image.new("RGB", (4, 3), "red")])
-    assert rgb_masks.shape == (1, 3, 4) and not rgb_masks.any()   # RGB models: fully opaque
+    assert rgb_masks.shape == (1, 3, 4) and not rgb_masks.any()  # RGB models: fully opaque
 
 
 # --- sizes: Generate's size input and Ganvas Upscale (the pipeline's upsampler) ------------------------------
+
 
 def _needs_upsampler(plugins):
     if not plugins.upsamplers():
@@ -411,7 +437,7 @@ def test_generate_size_is_the_requests_size(plugins, pipe):
     assert seeds == [7, 8] and [im.size for im in images] == [(128, 128)] * 2
     for got, want in zip(images, expected.images):
         assert np.array_equal(np.asarray(got), np.asarray(want))
-    assert "upsampler" in images[0].info   # recorded in the PNG fields Ganvas Save writes
+    assert "upsampler" in images[0].info  # recorded in the PNG fields Ganvas Save writes
     assert generation.generate(pipe, PROMPT, seed=7, size=96)[0][0].size == (96, 96)  # an API prompt's number
     for bad in ("huge", "7", 4096, "256x256", True):
         with pytest.raises(GanvasError, match="size must be native or a side in pixels") as err:
@@ -434,7 +460,7 @@ def test_upscale_of_generates_image_and_mask_equals_generate_at_that_size(plugin
     for got, want in zip(up, direct):
         assert got.mode == want.mode == "RGBA" and got.size == (128, 128)
         assert np.array_equal(np.asarray(got), np.asarray(want))
-    once = generation.upscale(rgba, image, mask, "x scale")   # one pass: the upsampler's scale
+    once = generation.upscale(rgba, image, mask, "x scale")  # one pass: the upsampler's scale
     scale = rgba.load_upsampler().info.scale
     assert once[0].size == (32 * scale, 32 * scale)
     assert np.array_equal(np.asarray(once[0]), np.asarray(rgba.upscale(native[0])))
@@ -448,7 +474,7 @@ def test_upscale_takes_any_image_rgb_without_a_mask_and_refuses_stretching(plugi
     _needs_upsampler(plugins)
     photo = torch.rand(1, 20, 30, 3)
     scale = pipe.load_upsampler().info.scale
-    out = generation.upscale(pipe, photo)   # default: one pass, aspect ratio kept
+    out = generation.upscale(pipe, photo)  # default: one pass, aspect ratio kept
     assert out[0].mode == "RGB" and out[0].size == (30 * scale, 20 * scale)
     assert not generation.to_mask_batch(out).any()
     with pytest.raises(GanvasError, match="square image, but the images are 30 x 20") as err:
@@ -477,13 +503,14 @@ def test_every_alpha_level_survives_join_image_with_alpha_and_save_image():
     levels = np.arange(256, dtype=np.uint8).reshape(16, 16)
     image = Image.fromarray(np.dstack([levels, levels, levels, levels]), "RGBA")
     mask = generation.to_mask_batch([image])[0]
-    alpha = (1.0 - mask).numpy()                                    # Join Image with Alpha
-    assert np.array_equal(np.clip(255.0 * alpha, 0, 255).astype(np.uint8), levels)   # Save Image
+    alpha = (1.0 - mask).numpy()  # Join Image with Alpha
+    assert np.array_equal(np.clip(255.0 * alpha, 0, 255).astype(np.uint8), levels)  # Save Image
     assert np.array_equal(np.clip(np.rint(255.0 * alpha), 0, 255).astype(np.uint8), levels)
     assert np.abs(mask.numpy() - (1 - levels / 255)).max() < 1e-6
 
 
 # --- Ganvas Save: PNGs that `ganvas generate --from-png` replays --------------------------------------------
+
 
 def _replay(png: Path, out: Path) -> Image.Image:
     from ganvas.core.hosts.cli.main import main
@@ -510,7 +537,7 @@ def test_saved_pngs_carry_ganvas_and_comfy_fields_and_replay_to_the_same_pixels(
     assert [(s.with_ganvas, s.mode) for s in saved] == [(True, "RGB"), (True, "RGB")]
     for i, path in enumerate(paths):
         image, text = _read_png(path)
-        assert json.loads(text["prompt"]) == {"1": {"class_type": "GanvasGenerate"}}   # ComfyUI's own chunks
+        assert json.loads(text["prompt"]) == {"1": {"class_type": "GanvasGenerate"}}  # ComfyUI's own chunks
         assert json.loads(text["workflow"]) == {"nodes": []}
         assert text["parameters"].startswith(f"{PROMPT}; flat style\nSteps: 1, Sampler: GAN, Seed: {7 + i},")
         record = json.loads(text["ganvas"])
@@ -528,12 +555,12 @@ def test_images_are_matched_to_their_records_by_pixels(pipe, tmp_path):
     batch = generation.to_image_batch(rendered.images)
     edited = batch[1:2].clone()
     edited[0, 0, 0, 0] = 1.0 - edited[0, 0, 0, 0]
-    images = torch.cat([batch[2:3], edited, batch[0:1]])            # reordered, one image changed on the way
+    images = torch.cat([batch[2:3], edited, batch[0:1]])  # reordered, one image changed on the way
     paths = [tmp_path / f"{i}.png" for i in range(3)]
     saved = saving.save_images(images, metadata, paths, {})
     assert [s.with_ganvas for s in saved] == [True, False, True]
     assert json.loads(_read_png(paths[0])[1]["ganvas"])["seed"] == 5
-    assert "ganvas" not in _read_png(paths[1])[1]                    # would replay to other pixels
+    assert "ganvas" not in _read_png(paths[1])[1]  # would replay to other pixels
     assert json.loads(_read_png(paths[2])[1]["ganvas"])["seed"] == 3
 
 
@@ -543,8 +570,9 @@ def test_a_transparent_models_png_is_rgba_and_replays_exactly(plugins, rgba_chec
     rgba = Pipeline.load(str(rgba_checkpoint), plugins=plugins)
     rendered = generation.render(rgba, PROMPT, seed=11, batch_size=2, style="flat")
     paths = [tmp_path / "a.png", tmp_path / "b.png"]
-    saved = saving.save_images(generation.to_image_batch(rendered.images), saving.metadata_of(rendered.images),
-                               paths, {})
+    saved = saving.save_images(
+        generation.to_image_batch(rendered.images), saving.metadata_of(rendered.images), paths, {}
+    )
     assert [s.mode for s in saved] == ["RGBA", "RGBA"]
     for i, path in enumerate(paths):
         image, _ = _read_png(path)
@@ -566,6 +594,7 @@ def test_interpolation_and_mix_frames_replay_too(pipe, tmp_path):
 
 # --- memory: ComfyUI's unloading releases ganvas's models ---------------------------------------------------
 
+
 def _cached_for(folder: Path) -> list:
     return [key for key in pipeline_module._models if str(folder.resolve()) in map(str, key)]
 
@@ -585,17 +614,17 @@ def test_comfys_unload_releases_ganvas_models_and_retraining_replaces_the_old_en
     pipe, fresh = memory.load(str(folder), "cpu", "v1")
     again, fresh_again = memory.load(str(folder), "cpu", "v1")
     assert fresh and not fresh_again and again.model is pipe.model and len(_cached_for(folder)) == 1
-    os.utime(folder / "model.safetensors", ns=(1, 1))                   # retrained: new file version
+    os.utime(folder / "model.safetensors", ns=(1, 1))  # retrained: new file version
     retrained, fresh = memory.load(str(folder), "cpu", "v2")
     assert fresh and retrained.model is not pipe.model
-    assert len(_cached_for(folder)) == 1                                # the older version was released
+    assert len(_cached_for(folder)) == 1  # the older version was released
 
     gone = weakref.ref(retrained.model)
-    fake.unload_all_models()                                            # what ComfyUI's /free calls
+    fake.unload_all_models()  # what ComfyUI's /free calls
     assert calls == ["comfy"] and pipeline_module._models == {}
     del pipe, again, retrained
     gc.collect()
-    assert gone() is None                                               # nothing of the pack keeps it alive
+    assert gone() is None  # nothing of the pack keeps it alive
 
 
 def test_unloading_moves_accelerator_models_to_the_cpu_and_back_on_use(pipe, monkeypatch):
@@ -613,6 +642,7 @@ def test_unloading_moves_accelerator_models_to_the_cpu_and_back_on_use(pipe, mon
 
 
 # --- workflows --------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", ["ganvas_generate", "ganvas_mix_interpolate", "ganvas_transparent"])
 def test_ui_and_api_workflows_agree(name):
@@ -635,6 +665,7 @@ def test_ui_and_api_workflows_agree(name):
 
 
 # --- the install command ----------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def comfy_dir(tmp_path) -> Path:
@@ -716,6 +747,7 @@ def test_the_plugin_adds_the_command_through_the_plugin_manager(plugins):
 
 # --- against the real comfy_api ---------------------------------------------------------------------------
 
+
 @pytest.fixture
 def comfy_env(tmp_path, tiny_checkpoint):
     """comfy_api + folder_paths, with a `ganvas` model folder holding the tiny checkpoint as "tiny"."""
@@ -729,7 +761,7 @@ def comfy_env(tmp_path, tiny_checkpoint):
     import comfy.utils
 
     hook = comfy.utils.PROGRESS_BAR_HOOK
-    unload = comfy.model_management.unload_all_models   # comfy_entrypoint() wraps it
+    unload = comfy.model_management.unload_all_models  # comfy_entrypoint() wraps it
     yield api, folder_paths, base
     comfy.model_management.unload_all_models = unload
     comfy.utils.PROGRESS_BAR_HOOK = hook
@@ -772,7 +804,7 @@ def test_schemas(comfy_env, plugins):
     style = generate["input"]["required"]["style"]
     assert style[0] == "COMBO" and style[1]["default"] == "noto"
     shipped = list(model_folders.checkpoint_styles(REPO / "models" / DEFAULT_MODEL))
-    assert style[1]["options"][:len(shipped) + 1] == ["none", *shipped]   # emoji64's styles, "none" first
+    assert style[1]["options"][: len(shipped) + 1] == ["none", *shipped]  # emoji64's styles, "none" first
     assert generate["input"]["optional"]["conditioning"][0] == "GANVAS_CONDITIONING"
     assert generate["input"]["required"]["batch_size"][1]["max"] == request_policy.DEFAULT_MAX_N
     interpolate = nodes.GanvasInterpolate.GET_NODE_INFO_V1()
@@ -799,8 +831,11 @@ def test_each_validate_inputs_declares_one_input_so_comfy_reports_a_message_once
         function = first_real_override(node, "validate_inputs")
         if function is not None:
             declared[node.__name__] = [a for a in inspect.getfullargspec(function).args if a != "cls"]
-    assert declared == {"GanvasModelLoader": ["model_name"], "GanvasGenerate": ["prompt"],
-                        "GanvasEncodePrompt": ["text"]}
+    assert declared == {
+        "GanvasModelLoader": ["model_name"],
+        "GanvasGenerate": ["prompt"],
+        "GanvasEncodePrompt": ["text"],
+    }
 
 
 @needs_comfy
@@ -809,8 +844,10 @@ def test_loader_validation_names_a_missing_model_without_server_paths(comfy_env)
 
     assert nodes.GanvasModelLoader.validate_inputs("tiny") is True
     message = nodes.GanvasModelLoader.validate_inputs("nope")
-    assert message.startswith("ganvas model 'nope' not found: put its checkpoint folder (config.json + "
-                              "model.safetensors) in ComfyUI's models/ganvas folder")
+    assert message.startswith(
+        "ganvas model 'nope' not found: put its checkpoint folder (config.json + "
+        "model.safetensors) in ComfyUI's models/ganvas folder"
+    )
     assert "tiny" in message and DEFAULT_MODEL in message and str(comfy_env[2]) not in message
     assert "model_name must be the name of a ganvas model, got None" in nodes.GanvasModelLoader.validate_inputs(None)
     with pytest.raises(ValueError, match="device must be one of cpu, comfyui, got 'gpu9'"):
@@ -825,7 +862,7 @@ def test_loader_validation_says_when_ganvas_is_not_installed(comfy_env, monkeypa
     monkeypatch.setitem(sys.modules, "ganvas.core.requests", None)
     message = nodes.GanvasModelLoader.validate_inputs(DEFAULT_MODEL)
     assert message.startswith(f"the ganvas Python package is not installed in ComfyUI's Python ({sys.executable})")
-    assert nodes.GanvasGenerate.validate_inputs("x" * 5000) is True   # the loader says it, once
+    assert nodes.GanvasGenerate.validate_inputs("x" * 5000) is True  # the loader says it, once
 
 
 @needs_comfy
@@ -833,9 +870,10 @@ def test_generate_validation_counts_the_prompt_as_typed(comfy_env):
     from ganvas.comfy_nodes import nodes
 
     assert nodes.GanvasGenerate.validate_inputs("fox") is True
-    assert nodes.GanvasGenerate.validate_inputs(None) is True        # linked from another node
-    assert nodes.GanvasGenerate.validate_inputs("x" * 2000) == ("prompt is 2,000 characters; the limit is 1,000 "
-                                                                 "(GANVAS_MAX_PROMPT_CHARS)")
+    assert nodes.GanvasGenerate.validate_inputs(None) is True  # linked from another node
+    assert nodes.GanvasGenerate.validate_inputs("x" * 2000) == (
+        "prompt is 2,000 characters; the limit is 1,000 (GANVAS_MAX_PROMPT_CHARS)"
+    )
     assert nodes.GanvasEncodePrompt.validate_inputs("y" * 1001).startswith("text is 1,001 characters")
 
 
@@ -843,9 +881,11 @@ def test_generate_validation_counts_the_prompt_as_typed(comfy_env):
 def test_a_null_model_is_a_clear_error(comfy_env):
     from ganvas.comfy_nodes import nodes
 
-    for call in (lambda: nodes.GanvasGenerate.execute(None, PROMPT, 1, 1, 1.0, "none"),
-                 lambda: nodes.GanvasInterpolate.execute(None, PROMPT, OTHER, 1, 2, 3, 1.0, "none"),
-                 lambda: nodes.GanvasEncodePrompt.execute(None, PROMPT)):
+    for call in (
+        lambda: nodes.GanvasGenerate.execute(None, PROMPT, 1, 1, 1.0, "none"),
+        lambda: nodes.GanvasInterpolate.execute(None, PROMPT, OTHER, 1, 2, 3, 1.0, "none"),
+        lambda: nodes.GanvasEncodePrompt.execute(None, PROMPT),
+    ):
         with pytest.raises(TypeError, match="model is null, not a ganvas model: connect the model output"):
             call()
 
@@ -893,7 +933,9 @@ def test_generate_size_and_the_upscale_node(comfy_env, plugins):
     _needs_upsampler(plugins)
     generate = nodes.GanvasGenerate.GET_NODE_INFO_V1()
     size = generate["input"]["optional"]["size"]
-    assert size[0] == "COMBO" and size[1]["options"] == ["native", "128", "256", "512"] and size[1]["default"] == "native"
+    assert (
+        size[0] == "COMBO" and size[1]["options"] == ["native", "128", "256", "512"] and size[1]["default"] == "native"
+    )
     upscale = nodes.GanvasUpscale.GET_NODE_INFO_V1()
     assert upscale["output"] == ["IMAGE", "MASK"] and upscale["input"]["required"]["images"][0] == "IMAGE"
     assert set(upscale["input"]["optional"]) == {"mask", "model"}
@@ -901,11 +943,11 @@ def test_generate_size_and_the_upscale_node(comfy_env, plugins):
     pipe = nodes.GanvasModelLoader.execute("tiny", "cpu")[0]
     big, seeds, mask, metadata = nodes.GanvasGenerate.execute(pipe, PROMPT, 7, 2, 1.0, "none", None, "128").args
     assert big.shape == (2, 128, 128, 3) and mask.shape == (2, 128, 128) and seeds == "7,8"
-    small = nodes.GanvasGenerate.execute(pipe, PROMPT, 7, 2, 1.0, "none").args   # no size: native
+    small = nodes.GanvasGenerate.execute(pipe, PROMPT, 7, 2, 1.0, "none").args  # no size: native
     assert small[0].shape == (2, 32, 32, 3)
     up_image, up_mask = nodes.GanvasUpscale.execute(small[0], "128", small[2], pipe).args
     assert torch.equal(up_image, big) and torch.equal(up_mask, mask)
-    default = nodes.GanvasUpscale.execute(small[0], "x scale").args[0]   # no model: the default model's upsampler
+    default = nodes.GanvasUpscale.execute(small[0], "x scale").args[0]  # no model: the default model's upsampler
     assert default.shape[1] > 32
 
 
@@ -958,8 +1000,9 @@ def test_save_node_writes_into_comfys_output_folder_with_its_chunks(comfy_env, t
     pipe = nodes.GanvasModelLoader.execute("tiny", "cpu")[0]
     images, _, _, metadata = nodes.GanvasGenerate.execute(pipe, PROMPT, 9, 2, 1.0, "none").args
     graph = {"2": {"class_type": "GanvasGenerate", "inputs": {"prompt": PROMPT}}}
-    save = nodes.GanvasSave.PREPARE_CLASS_CLONE({"PROMPT": graph, "EXTRA_PNGINFO": {"workflow": {"v": 1}},
-                                                "UNIQUE_ID": "3"})
+    save = nodes.GanvasSave.PREPARE_CLASS_CLONE(
+        {"PROMPT": graph, "EXTRA_PNGINFO": {"workflow": {"v": 1}}, "UNIQUE_ID": "3"}
+    )
     out = save.execute(images, metadata, "sub/ganvas")
     results = out.ui.as_dict()["images"]
     assert [r["subfolder"] for r in results] == ["sub", "sub"] and {r["type"] for r in results} == {"output"}
@@ -969,7 +1012,7 @@ def test_save_node_writes_into_comfys_output_folder_with_its_chunks(comfy_env, t
         assert json.loads(text["prompt"]) == graph and json.loads(text["workflow"]) == {"v": 1}
         assert json.loads(text["ganvas"])["seed"] == 9 + i
     again = save.execute(images[:1], metadata, "sub/ganvas").ui.as_dict()["images"]
-    assert again[0]["filename"] == "ganvas_00003_.png"               # ComfyUI's counter: never overwrites
+    assert again[0]["filename"] == "ganvas_00003_.png"  # ComfyUI's counter: never overwrites
     with pytest.raises(TypeError, match="metadata is null: connect the metadata output of Ganvas Generate"):
         save.execute(images, None, "x")
 
@@ -980,7 +1023,7 @@ def test_unload_all_models_of_comfy_releases_ganvas_models(comfy_env, monkeypatc
 
     from ganvas.comfy_nodes import nodes
 
-    asyncio.run(comfy_entrypoint())                                   # installs the hook
+    asyncio.run(comfy_entrypoint())  # installs the hook
     assert getattr(comfy.model_management.unload_all_models, memory.HOOK_FLAG)
     nodes.GanvasModelLoader.execute("tiny", "cpu")
     assert pipeline_module._models
@@ -1002,5 +1045,5 @@ def test_join_image_with_alpha_and_save_image_write_the_models_rgba(comfy_env, r
     joined = JoinImageWithAlpha.execute(images, mask).args[0]
     expected = Pipeline.load(str(rgba_checkpoint))(PROMPT, n=3, seed=2, style="flat").images
     for i in range(3):
-        saved = np.clip(255.0 * joined[i].numpy(), 0, 255).astype(np.uint8)   # Save Image's conversion
+        saved = np.clip(255.0 * joined[i].numpy(), 0, 255).astype(np.uint8)  # Save Image's conversion
         assert saved.shape == (32, 32, 4) and np.array_equal(saved, np.asarray(expected[i])), f"image {i}"

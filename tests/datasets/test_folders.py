@@ -1,4 +1,5 @@
 """core/datasets: messy image folders (bad files skipped and listed), caption sidecars, the shapes pool."""
+
 from pathlib import Path
 
 import torch

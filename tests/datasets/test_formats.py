@@ -1,4 +1,5 @@
 """core/datasets/formats.py: the `--data` spec rule (NAME, NAME:PATH, a folder) and the loader calling convention."""
+
 import json
 
 import pytest
@@ -19,8 +20,10 @@ torch.set_num_threads(1)
 
 
 def test_specs_name_a_format_a_format_and_path_or_a_folder(messy_imagefolder, tmp_path):
-    assert (resolve_dataset("shapes", BUILTIN_FORMATS).format, resolve_dataset("shapes", BUILTIN_FORMATS).path) == \
-        ("shapes", None)
+    assert (resolve_dataset("shapes", BUILTIN_FORMATS).format, resolve_dataset("shapes", BUILTIN_FORMATS).path) == (
+        "shapes",
+        None,
+    )
     explicit = resolve_dataset(f"imagefolder:{messy_imagefolder}", BUILTIN_FORMATS)
     assert (explicit.format, explicit.path) == ("imagefolder", str(messy_imagefolder))
     assert resolve_dataset(str(messy_imagefolder), BUILTIN_FORMATS).format == "imagefolder"

@@ -4,6 +4,7 @@ unseen_concepts/), built here from drawn shapes so the suite needs no shared dat
 `ganvas eval` runs against a hand-made evaluator whose answers are known exactly (every real image ranks
 its own caption first), not against one trained for a few dozen steps: R-precision over 4 images of such
 an evaluator moved between 0.25 and 0.75 with the training seed (chance 1/3)."""
+
 from __future__ import annotations
 
 import json
@@ -28,12 +29,21 @@ from ganvas.core.io.checkpoint import CheckpointError, load_generator
 from ganvas.core.io.images import from_uint8
 from ganvas.core.text.encoder import EmbeddingCache, default_cache_dir
 
-COLOURS = {"red": (220, 30, 30), "green": (30, 170, 40), "blue": (30, 60, 220), "yellow": (240, 210, 20),
-           "purple": (140, 40, 190), "orange": (250, 130, 10), "black": (10, 10, 10), "cyan": (20, 200, 210),
-           "pink": (250, 120, 190), "brown": (120, 70, 20)}
+COLOURS = {
+    "red": (220, 30, 30),
+    "green": (30, 170, 40),
+    "blue": (30, 60, 220),
+    "yellow": (240, 210, 20),
+    "purple": (140, 40, 190),
+    "orange": (250, 130, 10),
+    "black": (10, 10, 10),
+    "cyan": (20, 200, 210),
+    "pink": (250, 120, 190),
+    "brown": (120, 70, 20),
+}
 STYLES = ("solid", "ring")
 HELD_OUT = ("red", "green", "blue", "yellow")  # their "ring" design only in test/ (like emoji64's test split)
-UNSEEN = ("pink", "brown")                     # in neither train/ nor test/
+UNSEEN = ("pink", "brown")  # in neither train/ nor test/
 
 
 def draw(colour: str, style: str, jitter: int) -> Image.Image:
@@ -54,8 +64,14 @@ def write_split(folder, pairs, copies):
         for k in range(copies):
             name = f"{colour}_{style}_{k}.png"
             draw(colour, style, jitter=k - copies // 2).save(folder / name)
-            rows.append({"file_name": name, "text": f"{colour} thing; {colour}, thing; {style} style",
-                         "label": f"{colour} thing", "style": style})
+            rows.append(
+                {
+                    "file_name": name,
+                    "text": f"{colour} thing; {colour}, thing; {style} style",
+                    "label": f"{colour} thing",
+                    "style": style,
+                }
+            )
     (folder / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
 
 
@@ -63,8 +79,11 @@ def write_split(folder, pairs, copies):
 def dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("emojiish")
     seen = [c for c in COLOURS if c not in UNSEEN]
-    write_split(root / "train", [(c, s) for c in seen for s in STYLES if (c, s) not in
-                                 [(h, "ring") for h in HELD_OUT]], copies=4)
+    write_split(
+        root / "train",
+        [(c, s) for c in seen for s in STYLES if (c, s) not in [(h, "ring") for h in HELD_OUT]],
+        copies=4,
+    )
     write_split(root / "test", [(h, "ring") for h in HELD_OUT], copies=1)
     write_split(root / "unseen_concepts", [(c, s) for c in UNSEEN for s in STYLES], copies=1)
     return root
@@ -76,16 +95,32 @@ def split_rows(root, split):
 
 def split_images(root, split, resolution):
     """A split's images as `ganvas eval` reads them for a model of `resolution` px: floats in [-1, 1]."""
-    arrays = [torch.from_numpy(load_image(root / split / r["file_name"], resolution).copy()).permute(2, 0, 1)
-              for r in split_rows(root, split)]
+    arrays = [
+        torch.from_numpy(load_image(root / split / r["file_name"], resolution).copy()).permute(2, 0, 1)
+        for r in split_rows(root, split)
+    ]
     return from_uint8(torch.stack(arrays))
 
 
 @pytest.fixture(scope="module")
 def evaluator(dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("evaluator")
-    result = CliRunner().invoke(main, ["train-evaluator", "--data", str(dataset), "--out", str(out),
-                                       "--epochs", "25", "--batch", "16", "--threads", "1"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "train-evaluator",
+            "--data",
+            str(dataset),
+            "--out",
+            str(out),
+            "--epochs",
+            "25",
+            "--batch",
+            "16",
+            "--threads",
+            "1",
+        ],
+    )
     assert result.exit_code == 0, result.output
     return out
 
@@ -109,9 +144,9 @@ def exact_evaluator(dataset, tmp_path_factory):
                 module.bias.zero_()
         stem, *convs = [m for m in ev.image_tower.body if isinstance(m, torch.nn.Conv2d)]
         for c in range(3):
-            stem.weight[c, c, 1:3, 1:3] = -0.25         # ink = 1 - x, block mean (taps never on the padding)
+            stem.weight[c, c, 1:3, 1:3] = -0.25  # ink = 1 - x, block mean (taps never on the padding)
             stem.bias[c] = 1.0
-            stem.weight[3, c, 1:3, 1:3] = 1 / 12        # brightness = 1 + mean over the block and channels
+            stem.weight[3, c, 1:3, 1:3] = 1 / 12  # brightness = 1 + mean over the block and channels
         stem.bias[3] = 1.0
         for conv in convs:
             conv.weight[range(4), range(4), 1, 1] = 1.0
@@ -121,12 +156,13 @@ def exact_evaluator(dataset, tmp_path_factory):
             for row, image in zip(split_rows(dataset, split), split_images(dataset, split, resolution)):
                 images.setdefault(row["text"], []).append(image)
         texts = list(images)
-        targets = torch.stack([torch.nn.functional.normalize(ev.embed_images(torch.stack(images[t])).mean(0), dim=0)
-                               for t in texts])
+        targets = torch.stack(
+            [torch.nn.functional.normalize(ev.embed_images(torch.stack(images[t])).mean(0), dim=0) for t in texts]
+        )
         vectors = EmbeddingCache(default_cache_dir()).lookup(texts).double()
         one_hot = torch.linalg.lstsq(vectors, torch.eye(len(texts), dtype=torch.float64)).solution.T
-        ev.text_proj[0].weight[:len(texts)] = one_hot.float()
-        ev.text_proj[2].weight[:, :len(texts)] = targets.T
+        ev.text_proj[0].weight[: len(texts)] = one_hot.float()
+        ev.text_proj[2].weight[:, : len(texts)] = targets.T
         assert (ev.embed_texts(vectors.float()) - targets).abs().max() < 1e-4
         # The known answer, with room to spare: a split image (its caption's only image) scores 1 with its own
         # caption and less than 0.995 with every other caption, its concept's other design included.
@@ -134,7 +170,7 @@ def exact_evaluator(dataset, tmp_path_factory):
             if len(images[text]) == 1:
                 scores = targets @ ev.embed_images(images[text][0][None])[0]
                 assert scores[own] > 1 - 1e-4
-                assert torch.cat([scores[:own], scores[own + 1:]]).max() < 0.995, (text, scores)
+                assert torch.cat([scores[:own], scores[own + 1 :]]).max() < 0.995, (text, scores)
     out = tmp_path_factory.mktemp("exact-evaluator")
     save_evaluator(ev, out, {"note": "hand-made for tests: features are pooled ink and brightness"})
     return out
@@ -175,8 +211,14 @@ def test_evaluator_learns_the_train_split_and_is_saved_as_safetensors(dataset, e
         images = ev.embed_images(split_images(dataset, "train", 64))
         texts = ev.embed_texts(EmbeddingCache(default_cache_dir()).lookup(captions))
     learned = r_precision(images, texts, concepts, concepts, texts, draws=5)["r_precision_at_1"]
-    shuffled = r_precision(images, texts[torch.randperm(len(rows), generator=torch.Generator().manual_seed(0))],
-                           concepts, concepts, texts, draws=5)["r_precision_at_1"]
+    shuffled = r_precision(
+        images,
+        texts[torch.randperm(len(rows), generator=torch.Generator().manual_seed(0))],
+        concepts,
+        concepts,
+        texts,
+        draws=5,
+    )["r_precision_at_1"]
     assert learned >= 0.6 and shuffled <= 0.3, (learned, shuffled)
 
 
@@ -196,22 +238,44 @@ def expected_report(root, split, evaluator, checkpoint, seed=0):
         txt = ev.embed_texts(vectors)
     perm = torch.from_numpy(np.random.default_rng(seed).permutation(len(rows)))
     half = len(rows) // 2
-    a, b = perm[:half], perm[half:2 * half]
-    return {"generated": r_precision(fake_emb, txt, concepts, concepts, txt, seed=seed),
-            "shuffled": r_precision(fake_emb, txt[perm], concepts, concepts, txt, seed=seed),
-            "fid": {"generated_vs_real": frechet_distance(fake_feat[a], real_feat[b]),
-                    "real_vs_real": frechet_distance(real_feat[a], real_feat[b])},
-            "kid": {"generated_vs_real": kernel_inception_distance(fake_feat[a], real_feat[b]),
-                    "real_vs_real": kernel_inception_distance(real_feat[a], real_feat[b])}}
+    a, b = perm[:half], perm[half : 2 * half]
+    return {
+        "generated": r_precision(fake_emb, txt, concepts, concepts, txt, seed=seed),
+        "shuffled": r_precision(fake_emb, txt[perm], concepts, concepts, txt, seed=seed),
+        "fid": {
+            "generated_vs_real": frechet_distance(fake_feat[a], real_feat[b]),
+            "real_vs_real": frechet_distance(real_feat[a], real_feat[b]),
+        },
+        "kid": {
+            "generated_vs_real": kernel_inception_distance(fake_feat[a], real_feat[b]),
+            "real_vs_real": kernel_inception_distance(real_feat[a], real_feat[b]),
+        },
+    }
 
 
 @pytest.mark.parametrize("split", ["test", "unseen_concepts"])
-def test_eval_command_reports_generated_ceiling_floor_fid_and_diversity(dataset, exact_evaluator, tiny_checkpoint,
-                                                                        tmp_path, split):
+def test_eval_command_reports_generated_ceiling_floor_fid_and_diversity(
+    dataset, exact_evaluator, tiny_checkpoint, tmp_path, split
+):
     out = tmp_path / "report.json"
-    result = CliRunner().invoke(main, ["eval", "--model", str(tiny_checkpoint), "--data", str(dataset), "--split",
-                                       split, "--evaluator", str(exact_evaluator), "--threads", "1",
-                                       "--json-out", str(out)])
+    result = CliRunner().invoke(
+        main,
+        [
+            "eval",
+            "--model",
+            str(tiny_checkpoint),
+            "--data",
+            str(dataset),
+            "--split",
+            split,
+            "--evaluator",
+            str(exact_evaluator),
+            "--threads",
+            "1",
+            "--json-out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
     assert report["split"] == split and report["images"] == 4

@@ -1,4 +1,5 @@
 """core/io/checkpoint: round trips, and broken, foreign or mistyped checkpoints refused with one line naming the file."""
+
 import json
 from pathlib import Path
 
@@ -66,6 +67,7 @@ def test_a_checkpoint_for_another_text_encoder_is_refused_naming_both(tmp_path):
 
 # --- config.json and weights that do not fit: one line naming the file and the field/tensor -----------------
 
+
 def _edit_config(folder, **changes):
     path = folder / "config.json"
     data = json.loads(path.read_text())
@@ -73,9 +75,20 @@ def _edit_config(folder, **changes):
     path.write_text(json.dumps(data))  # json.dumps writes NaN as NaN, which json.loads reads back
 
 
-@pytest.mark.parametrize("field, value", [
-    ("z_dim", "64"), ("z_dim", 64.5), ("z_dim", float("nan")), ("g_channels", True), ("max_mult", None),
-    ("cond_dim", [32]), ("resolution", "32"), ("text_encoder", 5), ("text_encoder", False)])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("z_dim", "64"),
+        ("z_dim", 64.5),
+        ("z_dim", float("nan")),
+        ("g_channels", True),
+        ("max_mult", None),
+        ("cond_dim", [32]),
+        ("resolution", "32"),
+        ("text_encoder", 5),
+        ("text_encoder", False),
+    ],
+)
 def test_mistyped_config_values_name_the_file_and_the_field(tmp_path, field, value):
     folder = _save_tiny(tmp_path)
     _edit_config(folder, **{field: value})

@@ -5,6 +5,7 @@ Krita itself uses): `python3 krita_panel_driver.py PLUGIN_PARENT SERVER_URL API_
 host is a recorder (Krita's document API exists only inside Krita; the e2e test covers the real one);
 insertion still renders on the panel's image thread, as in Krita.
 """
+
 import json
 import os
 import sys
@@ -42,9 +43,17 @@ class RecordingHost:
         return InsertJob(canvas.RenderRequest(png, CANVAS, fit, scaling), name, target)
 
     def finish_insert(self, job, rendered):
-        self.calls.append([job.target, job.name, job.request.png.hex(), [rendered.x, rendered.y, rendered.w,
-                                                                          rendered.h], job.request.fit,
-                           job.request.scaling, QThread.currentThread() is app.thread()])
+        self.calls.append(
+            [
+                job.target,
+                job.name,
+                job.request.png.hex(),
+                [rendered.x, rendered.y, rendered.w, rendered.h],
+                job.request.fit,
+                job.request.scaling,
+                QThread.currentThread() is app.thread(),
+            ]
+        )
         return f"inserted {job.name}"
 
 
@@ -120,7 +129,7 @@ step("empty", wait(lambda: panel.message.text().startswith("invalid")))
 panel.live.setChecked(True)
 before = len(panel.history)
 for i in range(1, 11):
-    panel.prompt.setText("a blue star"[:i + 1])
+    panel.prompt.setText("a blue star"[: i + 1])
     app.processEvents()
 step("live", wait(lambda: len(panel.history) == before + 1 and panel.gen_ticket is None))
 wait(lambda: False, 0.6)  # longer than the debounce: no second request may follow
@@ -150,7 +159,7 @@ report["offline_message_unprompted"] = panel.message.text()
 report["offline_generate_tooltip"] = panel.generate_button.toolTip()
 report["start_visible_offline"] = panel.start_button.isVisibleTo(panel)
 panel.generate_button.click()  # disabled: a no-op
-panel.generate(live=False)     # called directly: a message, not an exception
+panel.generate(live=False)  # called directly: a message, not an exception
 report["offline_generate_message"] = panel.message.text()
 report["settings"] = dict(settings.store)
 
@@ -164,7 +173,9 @@ report["server_section_open"] = panel.server_box.isVisibleTo(panel)
 # Start/stop a local server with the configured command (a stand-in process that never answers HTTP),
 # and one that exits at once: its last output line reaches the status.
 panel.url.setText("http://127.0.0.1:9")
-panel.server_command.setText(f"{sys.executable} -c \"import time; print('serving', flush=True); time.sleep(60)\" {{port}}")
+panel.server_command.setText(
+    f"{sys.executable} -c \"import time; print('serving', flush=True); time.sleep(60)\" {{port}}"
+)
 panel.start_button.click()
 report["local_started"] = panel.local.running and panel.local.args[-1] == "9"
 report["start_button_text"] = panel.start_button.text()
@@ -186,11 +197,13 @@ rgb = image.pixelColor(0, 0)
 report["rgb_first_pixel"] = [rgb.red(), rgb.green(), rgb.blue(), rgb.alpha()]
 scaled = canvas.fit(image, 50, 20)
 report["fit_size"] = [scaled.width(), scaled.height()]
-mask = bytes([255] * 25 + [0] * 25) * 20          # left half selected
+mask = bytes([255] * 25 + [0] * 25) * 20  # left half selected
 cut = canvas.apply_mask(scaled, mask)
 alphas = image_bytes(cut.convertToFormat(QImage.Format.Format_ARGB32))[3::4]
-report["mask_alpha_left_right"] = [min(alphas[r * 50 + c] for r in range(20) for c in range(25)),
-                                   max(alphas[r * 50 + c] for r in range(20) for c in range(25, 50))]
+report["mask_alpha_left_right"] = [
+    min(alphas[r * 50 + c] for r in range(20) for c in range(25)),
+    max(alphas[r * 50 + c] for r in range(20) for c in range(25, 50)),
+]
 report["full_mask_untouched"] = canvas.apply_mask(scaled, bytes([255] * 1000)) is scaled
 try:
     canvas.decode_png(b"not a png")
@@ -211,16 +224,17 @@ for fit in canvas.FITS:
         if fit == "actual":
             report["actual_bytes_equal"] = out.data == source  # byte for byte, alpha included
         if (fit, scaling) == ("inside", "pixel"):
-            colours = {out.data[i:i + 4] for i in range(0, len(out.data), 4)}
-            report["pixel_art_new_colours"] = len(colours - {source[i:i + 4] for i in range(0, len(source), 4)})
+            colours = {out.data[i : i + 4] for i in range(0, len(out.data), 4)}
+            report["pixel_art_new_colours"] = len(colours - {source[i : i + 4] for i in range(0, len(source), 4)})
         if (fit, scaling) == ("inside", "smooth"):
             report["smooth_alpha_range"] = [min(out.data[3::4]), max(out.data[3::4])]
 report["renders"] = renders
-sel_mask = bytes([255] * 50 + [0] * 50) * 60      # a selection whose left half is selected
+sel_mask = bytes([255] * 50 + [0] * 50) * 60  # a selection whose left half is selected
 out = canvas.render(canvas.RenderRequest(rgba_png, (0, 0, 100, 60), "fill", "smooth", mask=sel_mask, clip=True))
-report["masked_fill"] = [out.x, out.y, out.w, out.h, max(out.data[3 + 4 * 60::400]), min(out.data[3 + 4 * 10::400])]
-out = canvas.render(canvas.RenderRequest(rgba_png, (5, 5, 20, 10), "actual", "smooth", mask=bytes([255] * 200),
-                                         clip=True))
+report["masked_fill"] = [out.x, out.y, out.w, out.h, max(out.data[3 + 4 * 60 :: 400]), min(out.data[3 + 4 * 10 :: 400])]
+out = canvas.render(
+    canvas.RenderRequest(rgba_png, (5, 5, 20, 10), "actual", "smooth", mask=bytes([255] * 200), clip=True)
+)
 report["actual_clipped"] = [out.x, out.y, out.w, out.h]
 try:
     canvas.render(canvas.RenderRequest(b"junk", (0, 0, 10, 10)))
@@ -233,12 +247,12 @@ panel._fill_models([{"id": "up", "resolution": 64, "styles": [], "sizes": [256, 
 report["size_choices"] = [[panel.size.itemData(i), panel.size.itemText(i)] for i in range(panel.size.count())]
 
 # History: bounded across live batches, by count and by bytes
-history = session.History(limit=6, live_limit=3, max_bytes=10 ** 9)
+history = session.History(limit=6, live_limit=3, max_bytes=10**9)
 params = [GenerateParams(f"p{i}", seed=i) for i in range(8)]
 img = lambda: [session.GeneratedImage(b"x" * 10, 1, "p")]  # noqa: E731
 for i in range(5):
     history.add(session.Batch(params[i], img(), 0.01, live=True))
-history.add(session.Batch(params[4], img(), 0.01, live=True))        # the same request again: replaces
+history.add(session.Batch(params[4], img(), 0.01, live=True))  # the same request again: replaces
 history.add(session.Batch(params[5], img(), 0.01))
 report["history_bounded"] = [(b.params.prompt, b.live) for b in history.batches]
 tight = session.History(max_bytes=25)

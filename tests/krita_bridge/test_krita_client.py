@@ -1,6 +1,7 @@
 """The Krita plugin outside Krita: its HTTP client against a real `ganvas serve`, its pure logic, the
 installer and `ganvas krita install`, and (with a Python that has PyQt5) the docker's panel driven
 offscreen against the same server. The real Krita run is tests/krita_bridge/test_krita_e2e.py (slow)."""
+
 from __future__ import annotations
 
 import ast
@@ -36,6 +37,7 @@ KEY = "krita-test-key"
 
 # --- a real server (in this process, on a loopback port) ------------------------------------------------------
 
+
 class TinyModels:
     def __init__(self, folder: Path, rgba: Path):
         self.folder, self.rgba = folder, rgba
@@ -55,8 +57,9 @@ def save_rgba_checkpoint(folder: Path) -> Path:
     from ganvas.core.model.config import ModelConfig
     from ganvas.core.model.networks import Generator
 
-    checkpoint.save_model(folder, Generator(ModelConfig(resolution=32, channels=4, g_channels=8, d_channels=8,
-                                                        cond_dim=64)).eval(), {})
+    checkpoint.save_model(
+        folder, Generator(ModelConfig(resolution=32, channels=4, g_channels=8, d_channels=8, cond_dim=64)).eval(), {}
+    )
     return folder
 
 
@@ -80,8 +83,15 @@ def server(tmp_path_factory):
     model = save_tiny_checkpoint(models / "tiny", styles=STYLES)
     plugins.register(TinyModels(model, save_rgba_checkpoint(models / RGBA_MODEL)), "test-models")
     plugins.register(Refuser(), "test-refuser")
-    config = ServerConfig(port=0, api_key=KEY, model="tiny", workers=2, max_queue=8, access_log=None,
-                          store_dir=tmp_path_factory.mktemp("krita-store"))
+    config = ServerConfig(
+        port=0,
+        api_key=KEY,
+        model="tiny",
+        workers=2,
+        max_queue=8,
+        access_log=None,
+        store_dir=tmp_path_factory.mktemp("krita-store"),
+    )
     with BackgroundServer(config, plugins) as srv:
         yield srv
 
@@ -128,6 +138,7 @@ def closed_port() -> int:
 
 
 # --- client against the real server ---------------------------------------------------------------------------
+
 
 def test_probe_reads_health_and_models(api):
     info = kc.probe(api)
@@ -236,18 +247,24 @@ def test_not_a_ganvas_server_is_a_bad_response(tmp_path):
 
 # --- client logic without a server ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("given, expected", [
-    ("127.0.0.1:8000", "http://127.0.0.1:8000"),
-    ("http://localhost:8000/v1/", "http://localhost:8000"),
-    ("https://gpu.example/ganvas/v1", "https://gpu.example/ganvas"),
-    (" http://[::1]:9000 ", "http://[::1]:9000"),
-])
+
+@pytest.mark.parametrize(
+    "given, expected",
+    [
+        ("127.0.0.1:8000", "http://127.0.0.1:8000"),
+        ("http://localhost:8000/v1/", "http://localhost:8000"),
+        ("https://gpu.example/ganvas/v1", "https://gpu.example/ganvas"),
+        (" http://[::1]:9000 ", "http://[::1]:9000"),
+    ],
+)
 def test_normalize_url(given, expected):
     assert kc.normalize_url(given) == expected
 
 
-@pytest.mark.parametrize("bad, words", [("", "empty"), ("ftp://host", "http://"), ("http://:80", "no host"),
-                                         ("http://host:99999", "bad port")])
+@pytest.mark.parametrize(
+    "bad, words",
+    [("", "empty"), ("ftp://host", "http://"), ("http://:80", "no host"), ("http://host:99999", "bad port")],
+)
 def test_bad_urls_are_named(bad, words):
     with pytest.raises(kc.ClientError) as exc:
         kc.normalize_url(bad)
@@ -255,8 +272,9 @@ def test_bad_urls_are_named(bad, words):
 
 
 def test_error_mapping_from_status_and_body():
-    body = json.dumps({"error": {"message": "busy", "type": "rate_limit_error", "param": None,
-                                 "code": "queue_full"}}).encode()
+    body = json.dumps(
+        {"error": {"message": "busy", "type": "rate_limit_error", "param": None, "code": "queue_full"}}
+    ).encode()
     busy = kc.error_from_response(429, body, {"retry-after": "3", "retry-after-ms": "2500"})
     assert busy.kind == "busy" and busy.retry_after == 2.5 and busy.code == "queue_full"
     assert kc.error_from_response(502, b"<html>Bad Gateway</html>").message == "HTTP 502: <html>Bad Gateway</html>"
@@ -265,15 +283,23 @@ def test_error_mapping_from_status_and_body():
 
 
 def test_params_are_checked_before_the_round_trip():
-    for params, param in [(kc.GenerateParams("  "), "prompt"), (kc.GenerateParams("x", n=11), "n"),
-                          (kc.GenerateParams("x", n=2, seed=MAX_SEED), "seed"),
-                          (kc.GenerateParams("x", truncation=0), "truncation")]:
+    for params, param in [
+        (kc.GenerateParams("  "), "prompt"),
+        (kc.GenerateParams("x", n=11), "n"),
+        (kc.GenerateParams("x", n=2, seed=MAX_SEED), "seed"),
+        (kc.GenerateParams("x", truncation=0), "truncation"),
+    ]:
         with pytest.raises(kc.ClientError) as exc:
             params.check()
         assert exc.value.param == param
     assert kc.MAX_SEED == MAX_SEED  # the plugin cannot import ganvas.core, so it keeps its own copy
-    assert kc.GenerateParams("x", seed=0).body() == {"prompt": "x", "n": 1, "response_format": "b64_json",
-                                                     "seed": 0, "size": "auto"}
+    assert kc.GenerateParams("x", seed=0).body() == {
+        "prompt": "x",
+        "n": 1,
+        "response_format": "b64_json",
+        "seed": 0,
+        "size": "auto",
+    }
 
 
 def test_bad_images_in_an_answer_are_named():
@@ -321,12 +347,25 @@ def test_settings_parse_and_fall_back():
 
 
 def test_local_server_command_and_refusals(tmp_path):
-    assert local_server.command_args("/opt/my venv/bin/ganvas serve --port {port}", "http://127.0.0.1:8123") == \
-        ["/opt/my", "venv/bin/ganvas", "serve", "--port", "8123"]
-    assert local_server.command_args("'/opt/my venv/python' -m x --host {host}", "localhost:9") == \
-        ["/opt/my venv/python", "-m", "x", "--host", "localhost"]
-    for template, words in [("", "no server command"), ("ganvas serve --port {prot}", "unknown placeholder"),
-                            ("ganvas 'serve", "cannot parse")]:
+    assert local_server.command_args("/opt/my venv/bin/ganvas serve --port {port}", "http://127.0.0.1:8123") == [
+        "/opt/my",
+        "venv/bin/ganvas",
+        "serve",
+        "--port",
+        "8123",
+    ]
+    assert local_server.command_args("'/opt/my venv/python' -m x --host {host}", "localhost:9") == [
+        "/opt/my venv/python",
+        "-m",
+        "x",
+        "--host",
+        "localhost",
+    ]
+    for template, words in [
+        ("", "no server command"),
+        ("ganvas serve --port {prot}", "unknown placeholder"),
+        ("ganvas 'serve", "cannot parse"),
+    ]:
         with pytest.raises(kc.ClientError, match=words):
             local_server.command_args(template, "http://127.0.0.1:8000")
     server = local_server.LocalServer()
@@ -354,6 +393,7 @@ def test_local_server_starts_and_stops_a_real_process(tmp_path):
 
 # --- the plugin stays stdlib + PyQt, and importable without Krita --------------------------------------------
 
+
 def test_plugin_imports_only_stdlib_pyqt_and_krita():
     allowed = set(sys.stdlib_module_names) | {"PyQt5", "PyQt6", "krita"}
     for path in sorted(plugin_dir().glob("*.py")):
@@ -369,16 +409,19 @@ def test_plugin_imports_only_stdlib_pyqt_and_krita():
 
 
 def test_bridge_imports_without_krita_or_torch():
-    code = ("import sys, ganvas.krita_bridge, ganvas.krita_bridge.install, ganvas.krita_bridge.ganvas_krita as p;"
-            "import ganvas.krita_bridge.ganvas_krita.client, ganvas.krita_bridge.ganvas_krita.session;"
-            "assert 'torch' not in sys.modules and 'krita' not in sys.modules, sorted(sys.modules);"
-            "print(p.__version__)")
+    code = (
+        "import sys, ganvas.krita_bridge, ganvas.krita_bridge.install, ganvas.krita_bridge.ganvas_krita as p;"
+        "import ganvas.krita_bridge.ganvas_krita.client, ganvas.krita_bridge.ganvas_krita.session;"
+        "assert 'torch' not in sys.modules and 'krita' not in sys.modules, sorted(sys.modules);"
+        "print(p.__version__)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "0.1.0"
 
 
 # --- installer and `ganvas krita install` -------------------------------------------------------------------
+
 
 def installed_files(folder: Path) -> set[str]:
     return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
@@ -400,7 +443,10 @@ def test_install_copies_plugin_and_replaces_an_old_copy(tmp_path):
     assert (resources / "pykrita" / f"{PLUGIN_MODULE}.desktop").read_text() == desktop_file().read_text()
     assert (resources / "pykrita" / "other_plugin.desktop").read_text() == "kept"
     assert sorted(p.name for p in (resources / "pykrita").iterdir()) == [
-        PLUGIN_MODULE, f"{PLUGIN_MODULE}.desktop", "other_plugin.desktop"]  # no staging leftovers
+        PLUGIN_MODULE,
+        f"{PLUGIN_MODULE}.desktop",
+        "other_plugin.desktop",
+    ]  # no staging leftovers
 
 
 def test_desktop_file_matches_what_krita_reads():
@@ -422,7 +468,9 @@ def test_zip_has_desktop_file_and_folder_at_the_root(tmp_path):
     assert not any(n.endswith(".pyc") for n in names)
 
 
-@pytest.mark.skipif(not KRITA_IMPORTER.exists(), reason="Krita's plugin_importer.py is not installed (apt-get install krita)")
+@pytest.mark.skipif(
+    not KRITA_IMPORTER.exists(), reason="Krita's plugin_importer.py is not installed (apt-get install krita)"
+)
 def test_krita_own_importer_accepts_the_zip(tmp_path):
     """The code behind Tools > Scripts > Import Python Plugin from File, run on our zip."""
     import importlib.util
@@ -432,19 +480,23 @@ def test_krita_own_importer_accepts_the_zip(tmp_path):
     spec.loader.exec_module(module)
     module.i18n = str  # Krita provides i18n as a builtin
     (tmp_path / "res").mkdir()  # Krita's resources folder always exists
-    importer = module.PluginImporter(str(install.build_zip(tmp_path / "p.zip")), str(tmp_path / "res"),
-                                     lambda plugin: True)
+    importer = module.PluginImporter(
+        str(install.build_zip(tmp_path / "p.zip")), str(tmp_path / "res"), lambda plugin: True
+    )
     imported = importer.import_all()
     assert [p["name"] for p in imported] == [PLUGIN_MODULE]
     assert installed_files(tmp_path / "res" / "pykrita" / PLUGIN_MODULE) == installed_files(plugin_dir()) - {
-        f for f in installed_files(plugin_dir()) if "__pycache__" in f} | {"installed.json"}
+        f for f in installed_files(plugin_dir()) if "__pycache__" in f
+    } | {"installed.json"}
     assert (tmp_path / "res" / "pykrita" / f"{PLUGIN_MODULE}.desktop").is_file()
 
 
 def test_kritarc_edit_keeps_everything_else(tmp_path):
     kritarc = tmp_path / "kritarc"
-    kritarc.write_text("ResourceDirectory=/custom/res\n\n[python]\nenable_scripter=true\nenable_ganvas_krita=false\n\n"
-                       "[MainWindow]\nState=AAAA==\n")
+    kritarc.write_text(
+        "ResourceDirectory=/custom/res\n\n[python]\nenable_scripter=true\nenable_ganvas_krita=false\n\n"
+        "[MainWindow]\nState=AAAA==\n"
+    )
     install.enable(kritarc, "/venv/bin/python -m ganvas.core.hosts.cli.main serve --port {port}")
     text = kritarc.read_text()
     assert "[python]\nenable_scripter=true\nenable_ganvas_krita=true\n\n[MainWindow]\nState=AAAA==" in text
@@ -460,8 +512,9 @@ def test_kritarc_edit_keeps_everything_else(tmp_path):
 def test_default_locations_follow_the_platform(tmp_path):
     none = tmp_path / "absent-kritarc"
     assert install.default_resources_dir("linux", {"XDG_DATA_HOME": "/x/data"}, none) == Path("/x/data/krita")
-    assert install.default_resources_dir("win32", {"APPDATA": "C:/Users/a/AppData/Roaming"}, none) == \
-        Path("C:/Users/a/AppData/Roaming/krita")
+    assert install.default_resources_dir("win32", {"APPDATA": "C:/Users/a/AppData/Roaming"}, none) == Path(
+        "C:/Users/a/AppData/Roaming/krita"
+    )
     assert install.default_resources_dir("darwin", {}, none).parts[-3:] == ("Library", "Application Support", "krita")
     assert install.default_kritarc("linux", {"XDG_CONFIG_HOME": "/x/cfg"}) == Path("/x/cfg/kritarc")
 
@@ -482,8 +535,9 @@ def krita_cli() -> click.Group:
 def test_krita_install_command(tmp_path):
     cli = krita_cli()
     kritarc = tmp_path / "cfg" / "kritarc"
-    result = CliRunner().invoke(cli, ["krita", "install", "--resources", str(tmp_path / "res"), "--enable",
-                                      "--kritarc", str(kritarc)])
+    result = CliRunner().invoke(
+        cli, ["krita", "install", "--resources", str(tmp_path / "res"), "--enable", "--kritarc", str(kritarc)]
+    )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "res" / "pykrita" / PLUGIN_MODULE / "panel.py").is_file()
     assert "enabled it in" in result.output and "Settings > Dockers > ganvas" in result.output
@@ -528,8 +582,12 @@ def test_server_command_setting_prefers_the_users_then_the_recorded_one(tmp_path
     assert Settings.memory().server_command().startswith("/venv/bin/python")
     # what older versions stored without asking (the fallback, or an older install's command) gives way
     # (before 0.2 installers recorded `-m ganvas.core.cli`, the CLI's old module)
-    for stale in (ks.FALLBACK_SERVER_COMMAND, "/old/bin/python -m ganvas serve --port {port}",
-                  "/old/bin/python -m ganvas.core.cli serve --port {port}", ""):
+    for stale in (
+        ks.FALLBACK_SERVER_COMMAND,
+        "/old/bin/python -m ganvas serve --port {port}",
+        "/old/bin/python -m ganvas.core.cli serve --port {port}",
+        "",
+    ):
         assert Settings.memory({"server_command": stale}).server_command().startswith("/venv/bin/python")
     mine = "/opt/ganvas/bin/ganvas serve --port {port} --model emoji64"
     assert Settings.memory({"server_command": mine}).server_command() == mine
@@ -546,6 +604,7 @@ def test_krita_install_into_an_unwritable_place_is_one_line(tmp_path):
 
 # --- the panel, offscreen, against the real server ------------------------------------------------------------
 
+
 def python_with_pyqt5() -> str | None:
     for candidate in ("/usr/bin/python3", shutil.which("python3")):
         if candidate and Path(candidate).exists():
@@ -559,13 +618,35 @@ def test_panel_offscreen_against_the_real_server(server):
     python = python_with_pyqt5()
     if python is None:
         pytest.skip("no Python with PyQt5 (apt-get install python3-pyqt5, which Krita uses too)")
-    out = subprocess.run([python, str(REPO / "tests" / "krita_bridge" / "krita_panel_driver.py"), str(plugin_dir().parent),
-                          server.url, KEY, RGBA_MODEL], capture_output=True, text=True, timeout=180)
+    out = subprocess.run(
+        [
+            python,
+            str(REPO / "tests" / "krita_bridge" / "krita_panel_driver.py"),
+            str(plugin_dir().parent),
+            server.url,
+            KEY,
+            RGBA_MODEL,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert report["errors"] == [] and report["missing_names"] == []
-    for step in ("connect", "generate", "insert_rendered", "typed_seed", "unlocked", "refused", "empty", "live",
-                 "live_second", "cancel", "offline"):
+    for step in (
+        "connect",
+        "generate",
+        "insert_rendered",
+        "typed_seed",
+        "unlocked",
+        "refused",
+        "empty",
+        "live",
+        "live_second",
+        "cancel",
+        "offline",
+    ):
         assert report[step]["ok"], (step, report[step])
     assert report["connect"]["status"].startswith("ready") and "tiny" in report["models"]
     assert report["start_visible_when_ready"] is False  # Start local server shows only when it can help
@@ -575,8 +656,9 @@ def test_panel_offscreen_against_the_real_server(server):
 
     # Insertion: prepared and finished on the UI thread, rendered off it, with the Fit and Scaling chosen.
     assert report["insert_pending_after_click"] is True
-    assert report["host_calls"] == [["canvas", "ganvas: a red circle (seed 43)", [0, 0, 100, 60], "fill", "pixel",
-                                     True]]
+    assert report["host_calls"] == [
+        ["canvas", "ganvas: a red circle (seed 43)", [0, 0, 100, 60], "fill", "pixel", True]
+    ]
     assert report["prepared_on_ui"] == [True, True]
     assert report["inserted_png"] == report["pngs"][2]
     assert "nothing is selected" in report["insert"]["message"]
@@ -598,8 +680,10 @@ def test_panel_offscreen_against_the_real_server(server):
     assert report["offline"]["status"].startswith("offline") and "connection refused" in report["offline"]["status"]
     assert report["generate_enabled_offline"] is False
     assert report["offline_message_unprompted"].startswith("Generate needs a server: press Start local server")
-    assert "not connected" in report["offline_generate_tooltip"] and "Start local server" in \
-        report["offline_generate_tooltip"]
+    assert (
+        "not connected" in report["offline_generate_tooltip"]
+        and "Start local server" in report["offline_generate_tooltip"]
+    )
     assert report["start_visible_offline"] is True
     assert report["offline_generate_message"].startswith("Generate needs a server")
     assert report["settings"]["server_url"] == "http://127.0.0.1:9" and report["settings"]["count"] == "3"
@@ -624,9 +708,14 @@ def test_panel_offscreen_against_the_real_server(server):
 
     # render(): aspect ratio kept for each fit, in a 100x60 area at (10, 20); alpha kept from RGBA PNGs.
     assert report["rgba_has_alpha"] is True and report["rgba_alpha_range"][0] < 255
-    assert report["renders"] == {"inside/smooth": [30, 20, 60, 60], "inside/pixel": [30, 20, 60, 60],
-                                 "fill/smooth": [10, 20, 100, 60], "fill/pixel": [10, 20, 100, 60],
-                                 "actual/smooth": [44, 34, 32, 32], "actual/pixel": [44, 34, 32, 32]}
+    assert report["renders"] == {
+        "inside/smooth": [30, 20, 60, 60],
+        "inside/pixel": [30, 20, 60, 60],
+        "fill/smooth": [10, 20, 100, 60],
+        "fill/pixel": [10, 20, 100, 60],
+        "actual/smooth": [44, 34, 32, 32],
+        "actual/pixel": [44, 34, 32, 32],
+    }
     assert report["actual_bytes_equal"] is True
     assert report["pixel_art_new_colours"] == 0  # nearest-neighbour invents no colours
     assert report["smooth_alpha_range"][1] < 255  # the semi-transparent model stays semi-transparent
@@ -728,17 +817,20 @@ def test_panel_size_box_lists_the_servers_sizes_and_follows_the_canvas(server, t
     assert sizes[0] == 32 and 64 in sizes and all(s > 32 for s in sizes[1:])
     driver = tmp_path / "size_driver.py"
     driver.write_text(SIZE_DRIVER)
-    out = subprocess.run([python, str(driver), str(plugin_dir().parent), server.url, KEY], capture_output=True,
-                         text=True, timeout=180)
+    out = subprocess.run(
+        [python, str(driver), str(plugin_dir().parent), server.url, KEY], capture_output=True, text=True, timeout=180
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert report["ready"] and report["errors"] == []
     expected = [[0, "native (32 px)"], *([s, f"{s} px"] for s in sizes[1:])]
     assert report["at_70x500"]["choices"] == expected
-    assert report["at_70x500"]["current"] == 64                 # the largest side <= 70
-    assert report["params_size_at_1000x800"] == max(sizes)     # followed when Generate builds the request
-    assert report["params_size_at_20x20"] == max(sizes)        # smaller than every size: the largest
-    assert report["picked"] == [None, "0"]                      # a picked size (native) stays
+    assert report["at_70x500"]["current"] == 64  # the largest side <= 70
+    assert report["params_size_at_1000x800"] == max(sizes)  # followed when Generate builds the request
+    assert report["params_size_at_20x20"] == max(sizes)  # smaller than every size: the largest
+    assert report["picked"] == [None, "0"]  # a picked size (native) stays
     assert report["generated"], report["message"]
-    assert report["png_size"] == [max(sizes)] * 2               # the server made it at that size
-    assert report["stored_choice_kept"] == 64, json.dumps([report["stored_box"], report["stored_status"]])                   # a stored choice is the user's, not the canvas's
+    assert report["png_size"] == [max(sizes)] * 2  # the server made it at that size
+    assert report["stored_choice_kept"] == 64, json.dumps(
+        [report["stored_box"], report["stored_status"]]
+    )  # a stored choice is the user's, not the canvas's

@@ -17,6 +17,7 @@ Regenerate docs/krita-docker.png with:
     GANVAS_UPDATE_SCREENSHOT=1 python -m pytest -m slow tests/krita_bridge/test_krita_e2e.py
 (GANVAS_KRITA_E2E_MODEL=<checkpoint folder> uses a trained model instead of the random tiny one).
 """
+
 from __future__ import annotations
 
 import base64
@@ -53,10 +54,22 @@ INSERTS = [
     {"name": "layer_inside", "button": "ganvasInsertLayer", "row": 0, "fit": "inside", "scaling": "pixel"},
     {"name": "layer_fill_pixel", "button": "ganvasInsertLayer", "row": 0, "fit": "fill", "scaling": "pixel"},
     {"name": "layer_actual", "button": "ganvasInsertLayer", "row": 1, "fit": "actual", "scaling": "smooth"},
-    {"name": "selection_all", "button": "ganvasInsertSelection", "row": 0, "fit": "inside", "scaling": "smooth",
-     "selection": [0, 0, *DOC]},
-    {"name": "selection_fill", "button": "ganvasInsertSelection", "row": 1, "fit": "fill", "scaling": "smooth",
-     "selection": list(SELECTION_FILL)},
+    {
+        "name": "selection_all",
+        "button": "ganvasInsertSelection",
+        "row": 0,
+        "fit": "inside",
+        "scaling": "smooth",
+        "selection": [0, 0, *DOC],
+    },
+    {
+        "name": "selection_fill",
+        "button": "ganvasInsertSelection",
+        "row": 1,
+        "fit": "fill",
+        "scaling": "smooth",
+        "selection": list(SELECTION_FILL),
+    },
 ]
 # Krita's UI thread during an insertion (it was blocked 0.7-1.2 s while the docker scaled there): the click,
 # the docker's own part on the UI thread (creating the layer, writing its pixels) and, as a sanity bound,
@@ -67,15 +80,17 @@ MAX_CLICK_S = 0.25
 MAX_OWN_UI_S = 0.3
 MAX_UI_BLOCK_S = 1.0
 KRITA_TIMEOUT_S = 600
-LOAD_TIMEOUT_S = 120          # Krita start until the driver plugin has written its first report
+LOAD_TIMEOUT_S = 120  # Krita start until the driver plugin has written its first report
 # Krita's embedded Python finds its prefix through the first `python3` on PATH: an activated venv there
 # makes it load the venv's site-packages (no PyQt5) and fail. Krita gets the system folders only.
 KRITA_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 
 if KRITA is None or XVFB is None:
-    pytest.skip("needs Krita and Xvfb (apt-get install -y krita python3-pyqt5 xvfb); "
-                f"missing: {', '.join(n for n, p in (('krita', KRITA), ('Xvfb', XVFB)) if p is None)}",
-                allow_module_level=True)
+    pytest.skip(
+        "needs Krita and Xvfb (apt-get install -y krita python3-pyqt5 xvfb); "
+        f"missing: {', '.join(n for n, p in (('krita', KRITA), ('Xvfb', XVFB)) if p is None)}",
+        allow_module_level=True,
+    )
 
 
 def serve_argv() -> list[str]:
@@ -96,9 +111,12 @@ def port_open(port: int) -> bool:
 
 def start_xvfb(tmp: Path) -> tuple[subprocess.Popen, str]:
     read, write = os.pipe()
-    proc = subprocess.Popen([XVFB, "-displayfd", str(write), "-screen", "0", f"{SCREEN[0]}x{SCREEN[1]}x24",
-                             "-nolisten", "tcp"],
-                            pass_fds=(write,), stdout=subprocess.DEVNULL, stderr=open(tmp / "xvfb.log", "wb"))
+    proc = subprocess.Popen(
+        [XVFB, "-displayfd", str(write), "-screen", "0", f"{SCREEN[0]}x{SCREEN[1]}x24", "-nolisten", "tcp"],
+        pass_fds=(write,),
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp / "xvfb.log", "wb"),
+    )
     os.close(write)
     with os.fdopen(read) as fh:
         number = fh.readline().strip()
@@ -114,15 +132,19 @@ def save_rgba_checkpoint(folder: Path) -> Path:
     from ganvas.core.model.config import ModelConfig
     from ganvas.core.model.networks import Generator
 
-    checkpoint.save_model(folder, Generator(ModelConfig(resolution=32, channels=4, g_channels=8, d_channels=8,
-                                                        cond_dim=64)).eval(), {})
+    checkpoint.save_model(
+        folder, Generator(ModelConfig(resolution=32, channels=4, g_channels=8, d_channels=8, cond_dim=64)).eval(), {}
+    )
     return folder
 
 
 def missing_command() -> str:
     """What the docker ran before `ganvas krita install` recorded a command: not on Krita's PATH."""
-    return "ganvas serve --port {port}" if shutil.which("ganvas", path=KRITA_PATH) is None else \
-        "ganvas-not-installed serve --port {port}"
+    return (
+        "ganvas serve --port {port}"
+        if shutil.which("ganvas", path=KRITA_PATH) is None
+        else "ganvas-not-installed serve --port {port}"
+    )
 
 
 def make_profile(tmp: Path, model_dir: Path, server_url: str, **config) -> dict:
@@ -131,12 +153,23 @@ def make_profile(tmp: Path, model_dir: Path, server_url: str, **config) -> dict:
     from ganvas.krita_bridge import install
 
     home = tmp / "home"
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("GANVAS_", "OPENAI_", "XDG_", "QT_", "PYTHON", "DISPLAY", "WAYLAND", "VIRTUAL_ENV"))}
-    env.update(HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"), XDG_DATA_HOME=str(home / ".local" / "share"),
-               XDG_CACHE_HOME=str(home / ".cache"), XDG_RUNTIME_DIR=str(tmp / "run"),
-               GANVAS_MODELS_PATH=str(model_dir.parent), GANVAS_MODEL=str(model_dir), GANVAS_PLUGINS="",
-               OMP_NUM_THREADS="1", GANVAS_THREADS="1")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("GANVAS_", "OPENAI_", "XDG_", "QT_", "PYTHON", "DISPLAY", "WAYLAND", "VIRTUAL_ENV"))
+    }
+    env.update(
+        HOME=str(home),
+        XDG_CONFIG_HOME=str(home / ".config"),
+        XDG_DATA_HOME=str(home / ".local" / "share"),
+        XDG_CACHE_HOME=str(home / ".cache"),
+        XDG_RUNTIME_DIR=str(tmp / "run"),
+        GANVAS_MODELS_PATH=str(model_dir.parent),
+        GANVAS_MODEL=str(model_dir),
+        GANVAS_PLUGINS="",
+        OMP_NUM_THREADS="1",
+        GANVAS_THREADS="1",
+    )
     for key in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME", "XDG_RUNTIME_DIR"):
         Path(env[key]).mkdir(parents=True, exist_ok=True, mode=0o700)
     resources = Path(env["XDG_DATA_HOME"]) / "krita"
@@ -147,10 +180,22 @@ def make_profile(tmp: Path, model_dir: Path, server_url: str, **config) -> dict:
     install.set_kritarc_entries(kritarc, "python", {"enable_ganvas_krita": "true", "enable_ganvas_autotest": "true"})
     out = tmp / "out"
     out.mkdir()
-    env["GANVAS_AUTOTEST_CONFIG"] = json.dumps({
-        "report": str(tmp / "report.json"), "out_dir": str(out), "server_url": server_url,
-        "missing_command": missing_command(), "prompt": PROMPT, "live_prompts": LIVE_PROMPTS, "seed": SEED,
-        "count": 2, "doc_size": DOC, "inserts": INSERTS, "screenshot_layer": "layer_inside", **config})
+    env["GANVAS_AUTOTEST_CONFIG"] = json.dumps(
+        {
+            "report": str(tmp / "report.json"),
+            "out_dir": str(out),
+            "server_url": server_url,
+            "missing_command": missing_command(),
+            "prompt": PROMPT,
+            "live_prompts": LIVE_PROMPTS,
+            "seed": SEED,
+            "count": 2,
+            "doc_size": DOC,
+            "inserts": INSERTS,
+            "screenshot_layer": "layer_inside",
+            **config,
+        }
+    )
     return env
 
 
@@ -159,9 +204,22 @@ class Reference:
 
     def __init__(self, tmp: Path, model_dir: Path, env: dict):
         self.log = tmp / "reference.log"
-        self.proc = subprocess.Popen([*serve_argv(), "--port", "0", "--model", str(model_dir), "--access-log", "off",
-                                      "--store", str(tmp / "ref-store")],
-                                     stdout=open(self.log, "wb"), stderr=subprocess.STDOUT, env=env)
+        self.proc = subprocess.Popen(
+            [
+                *serve_argv(),
+                "--port",
+                "0",
+                "--model",
+                str(model_dir),
+                "--access-log",
+                "off",
+                "--store",
+                str(tmp / "ref-store"),
+            ],
+            stdout=open(self.log, "wb"),
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
         self.url = None
 
     def wait_ready(self, timeout: float = 180) -> "Reference":
@@ -182,8 +240,9 @@ class Reference:
         if size:
             fields["size"] = f"{size}x{size}"
         body = json.dumps(fields).encode()
-        request = urllib.request.Request(f"{self.url}/v1/images/generations", body,
-                                         {"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            f"{self.url}/v1/images/generations", body, {"Content-Type": "application/json"}
+        )
         with urllib.request.urlopen(request, timeout=60) as response:
             item = json.load(response)["data"][0]
         assert item["seed"] == seed
@@ -220,15 +279,19 @@ def run_krita(tmp: Path, env: dict) -> dict:
             if report_path.exists():
                 report = json.loads(report_path.read_text())
                 if report.get("ok") is False:
-                    pytest.fail(f"inside Krita: {report.get('error')}\n{report.get('details', '')}\n"
-                                f"docker: {report.get('docker')}\nsteps: {[s['step'] for s in report['steps']]}")
+                    pytest.fail(
+                        f"inside Krita: {report.get('error')}\n{report.get('details', '')}\n"
+                        f"docker: {report.get('docker')}\nsteps: {[s['step'] for s in report['steps']]}"
+                    )
             if krita.poll() is not None:
                 break
             time.sleep(0.2)
         else:
             steps = [s["step"] for s in report.get("steps", [])]
-            pytest.fail(f"Krita still running after {KRITA_TIMEOUT_S} s; steps done: {steps}\n"
-                        f"{log.read_text(errors='replace')[-3000:]}")
+            pytest.fail(
+                f"Krita still running after {KRITA_TIMEOUT_S} s; steps done: {steps}\n"
+                f"{log.read_text(errors='replace')[-3000:]}"
+            )
     finally:
         if krita.poll() is None:
             krita.kill()
@@ -240,8 +303,10 @@ def run_krita(tmp: Path, env: dict) -> dict:
         xvfb.wait(10)
     if report_path.exists():
         report = json.loads(report_path.read_text())
-    assert report.get("ok") is True, (f"Krita exited {krita.returncode} before the driver finished: {report}\n"
-                                      f"{log.read_text(errors='replace')[-3000:]}")
+    assert report.get("ok") is True, (
+        f"Krita exited {krita.returncode} before the driver finished: {report}\n"
+        f"{log.read_text(errors='replace')[-3000:]}"
+    )
     return report
 
 
@@ -380,7 +445,7 @@ def test_docker_in_real_krita(tmp_path, model_dir):
         assert colours(got) <= colours(first), "pixel art scaling invented colours"
         small_got = got.resize((400, 300), Image.Resampling.NEAREST).tobytes()
         small_expected = expected.resize((400, 300), Image.Resampling.NEAREST).tobytes()
-        same = sum(small_got[i:i + 4] == small_expected[i:i + 4] for i in range(0, len(small_got), 4))
+        same = sum(small_got[i : i + 4] == small_expected[i : i + 4] for i in range(0, len(small_got), 4))
         assert same / (400 * 300) > 0.97, same
 
         # Actual size: the server's PNG byte for byte, alpha included, centred.

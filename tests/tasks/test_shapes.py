@@ -62,7 +62,9 @@ def test_two_objects_large_first_and_round_trip():
 
 def test_synonyms_parse_and_appear_in_random_captions():
     assert parse_caption("A Tiny Violet Plus in the Middle.") == [ShapeObject("purple", "cross", "small", "centre")]
-    assert parse_caption("  a big  pink diamond   in the center ") == [ShapeObject("pink", "diamond", "large", "centre")]
+    assert parse_caption("  a big  pink diamond   in the center ") == [
+        ShapeObject("pink", "diamond", "large", "centre")
+    ]
     assert parse_caption("a little red circle at the top") == [ShapeObject("red", "circle", "small", "top")]
     rng = random.Random(0)
     seen_synonyms = set()
@@ -176,7 +178,10 @@ def test_render_is_deterministic_for_a_seed():
 def test_classifier_save_load_round_trip(tmp_path):
     model = train_classifier(steps=3, batch=8, log=None)
     save_classifier(model, tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["attribute_classifier.json", "attribute_classifier.safetensors"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "attribute_classifier.json",
+        "attribute_classifier.safetensors",
+    ]
     loaded = load_classifier(tmp_path)
     x = torch.rand(5, 3, 32, 32) * 2 - 1  # a non-64 size goes through the resize path too
     with torch.no_grad():
@@ -205,8 +210,9 @@ class PixelReader(torch.nn.Module):
             centre = np.array([xs.min() + xs.max() + 1, ys.min() + ys.max() + 1]) / (2 * res)
             extent = max(xs.max() - xs.min() + 1, ys.max() - ys.min() + 1) / res
             out["colour"].append(int(np.argmin(((palette - fill) ** 2).sum(1))))
-            out["position"].append(min(range(len(POSITIONS)), key=lambda k: np.abs(
-                centre - POSITIONS[VOCAB["position"][k]]).sum()))
+            out["position"].append(
+                min(range(len(POSITIONS)), key=lambda k: np.abs(centre - POSITIONS[VOCAB["position"][k]]).sum())
+            )
             out["size"].append(min(range(len(SIZES)), key=lambda k: abs(extent - SIZES[VOCAB["size"][k]])))
             out["shape"].append(0)
         return {a: torch.tensor(v) for a, v in out.items()}
@@ -231,7 +237,9 @@ def _renderer(jitter: bool, recolour: str | None = None):
 
 
 def test_evaluate_scores_real_renders_high(quick_classifier):
-    report = evaluate(_renderer(jitter=True), n_per_caption=2, n_seen_captions=60, classifier=quick_classifier, log=None)
+    report = evaluate(
+        _renderer(jitter=True), n_per_caption=2, n_seen_captions=60, classifier=quick_classifier, log=None
+    )
     assert report["resolution"] == 32
     for source in ("generated", "real"):
         assert set(report[source]) == {"seen", "held_out"}
@@ -249,8 +257,11 @@ def test_evaluate_scores_real_renders_high(quick_classifier):
 def test_evaluate_detects_wrong_colour_and_collapse(quick_classifier):
     # A generator that ignores colour and the seed: right colour only for the red captions, diversity 0.
     report = evaluate(
-        _renderer(jitter=False, recolour="red"), n_per_caption=2, classifier=quick_classifier,
-        include_held_out=False, log=None,
+        _renderer(jitter=False, recolour="red"),
+        n_per_caption=2,
+        classifier=quick_classifier,
+        include_held_out=False,
+        log=None,
     )
     assert set(report["generated"]) == {"seen"} and report["generated"]["seen"]["n_images"] == 2 * 420
     red = [o for o in single_object_combinations("exclude") if o.colour == "red"]
@@ -263,5 +274,11 @@ def test_evaluate_detects_wrong_colour_and_collapse(quick_classifier):
 
 def test_evaluate_rejects_bad_generator_output(quick_classifier):
     with pytest.raises(ValueError, match="shape"):
-        evaluate(lambda caps, seeds: torch.zeros(len(caps), 3, 32, 16), n_per_caption=1, n_seen_captions=2,
-                 classifier=quick_classifier, include_held_out=False, log=None)
+        evaluate(
+            lambda caps, seeds: torch.zeros(len(caps), 3, 32, 16),
+            n_per_caption=1,
+            n_seen_captions=2,
+            classifier=quick_classifier,
+            include_held_out=False,
+            log=None,
+        )

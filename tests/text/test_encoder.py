@@ -8,8 +8,9 @@ torch.set_num_threads(1)
 
 
 def test_real_text_encoder_gives_normalised_sentence_vectors_and_token_states():
-    emb = get_text_encoder().encode(["a large red circle in the centre", "a small blue star on the left"],
-                                    with_tokens=True)
+    emb = get_text_encoder().encode(
+        ["a large red circle in the centre", "a small blue star on the left"], with_tokens=True
+    )
     assert emb.sentence.shape == (2, 384)
     assert torch.allclose(emb.sentence.norm(dim=1), torch.ones(2), atol=1e-5)
     assert emb.tokens.shape[0] == 2 and emb.tokens.shape[2] == 384

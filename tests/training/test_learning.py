@@ -9,6 +9,7 @@ seeds 0-6 all scored 1.0 from step 300 on (5 of 7 already at step 200); with the
 stayed at 0.5 (blue for every caption) up to step 500, hence the faster generator here. With the sign of
 the generator's loss flipped (G pushed towards what D calls fake) the score is 0.0.
 """
+
 from __future__ import annotations
 
 import random
@@ -38,8 +39,13 @@ def subset_dataset(per_caption: int = 100, resolution: int = 32, seed: int = 0) 
     rng = random.Random(seed)
     index = [i for i in range(len(SUBSET)) for _ in range(per_caption)]
     images = np.stack([np.asarray(render([SUBSET[i]], resolution, "white", rng)) for i in index])
-    return CaptionedImages(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
-                           [caption([o]) for o in SUBSET], torch.tensor(index), [], "shapes 2x2 subset")
+    return CaptionedImages(
+        torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
+        [caption([o]) for o in SUBSET],
+        torch.tensor(index),
+        [],
+        "shapes 2x2 subset",
+    )
 
 
 def colour_accuracy(generator, classifier) -> list[float]:
@@ -57,9 +63,22 @@ def colour_accuracy(generator, classifier) -> list[float]:
 def test_tiny_gan_learns_the_colour_its_caption_names(tmp_path):
     torch.set_num_threads(1)
     classifier = load_classifier(REPO / "models" / "shapes")
-    opts = TrainOptions(data="shapes 2x2 subset", out=str(tmp_path / "run"), resolution=32, steps=STEPS, batch=32,
-                        preset="tiny", lr_g=2e-4, threads=1, device="cpu", progress=False, log_every=100,
-                        sample_every=10 ** 9, checkpoint_every=10 ** 9, seed=0)
+    opts = TrainOptions(
+        data="shapes 2x2 subset",
+        out=str(tmp_path / "run"),
+        resolution=32,
+        steps=STEPS,
+        batch=32,
+        preset="tiny",
+        lr_g=2e-4,
+        threads=1,
+        device="cpu",
+        progress=False,
+        log_every=100,
+        sample_every=10**9,
+        checkpoint_every=10**9,
+        seed=0,
+    )
     trainer = Trainer(opts, dataset=subset_dataset(), log=lambda *a: None)
     before = colour_accuracy(trainer.G_ema, classifier)
     trainer.run()

@@ -1,6 +1,7 @@
 """`ganvas train`, `train-evaluator` and `eval` read data through the registered dataset formats
 (`ganvas_register_datasets`) and embed captions with the registered text encoder the model names
 (`ganvas_register_text_encoders`): a test plugin's own format and encoder, end to end through the real CLI."""
+
 from __future__ import annotations
 
 import hashlib
@@ -41,8 +42,9 @@ class TinyColours:
 
     def load(self, path, resolution, split=None, subset="all", channels=None):
         # No `seed`, `size` or `workers` here: a loader receives only the options its signature names.
-        self.calls.append({"path": path, "resolution": resolution, "split": split, "subset": subset,
-                           "channels": channels})
+        self.calls.append(
+            {"path": path, "resolution": resolution, "split": split, "subset": subset, "channels": channels}
+        )
         copies = int(path or 2)
         pairs = [(c, d) for c in COLOURS for d in DESIGNS if ((c, d) in HELD_OUT) == (split == "test")]
         captions, index, labels, styles, images = [], [], [], [], []
@@ -54,8 +56,16 @@ class TinyColours:
                 index.append(len(captions) - 1)
                 labels.append(f"{colour} thing")
                 styles.append(design)
-        return CaptionedImages(torch.stack(images), captions, torch.tensor(index), [], f"tiny-colours {split or 'all'}",
-                               styles=list(DESIGNS), labels=labels, image_styles=styles)
+        return CaptionedImages(
+            torch.stack(images),
+            captions,
+            torch.tensor(index),
+            [],
+            f"tiny-colours {split or 'all'}",
+            styles=list(DESIGNS),
+            labels=labels,
+            image_styles=styles,
+        )
 
     @hookimpl
     def ganvas_register_datasets(self, register):
@@ -96,10 +106,36 @@ def _invoke(args):
 
 def test_a_plugin_dataset_and_text_encoder_train_and_evaluate_end_to_end(tiny_colours, tmp_path):
     run, ev = tmp_path / "run", tmp_path / "evaluator"
-    result = _invoke(["train", "--data", "tiny-colours:3", "--out", str(run), "--resolution", "32", "--steps", "4",
-                      "--batch", "4", "--preset", "tiny", "--threads", "1", "--device", "cpu", "--log-every", "2",
-                      "--sample-every", "4", "--checkpoint-every", "4", "--no-progress",
-                      "--text-encoder", "tiny-words"])
+    result = _invoke(
+        [
+            "train",
+            "--data",
+            "tiny-colours:3",
+            "--out",
+            str(run),
+            "--resolution",
+            "32",
+            "--steps",
+            "4",
+            "--batch",
+            "4",
+            "--preset",
+            "tiny",
+            "--threads",
+            "1",
+            "--device",
+            "cpu",
+            "--log-every",
+            "2",
+            "--sample-every",
+            "4",
+            "--checkpoint-every",
+            "4",
+            "--no-progress",
+            "--text-encoder",
+            "tiny-words",
+        ]
+    )
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert out["step"] == 4 and out["model"] == str(run / "model")
     assert tiny_colours.calls[0] == {"path": "3", "resolution": 32, "split": None, "subset": "all", "channels": None}
@@ -111,18 +147,52 @@ def test_a_plugin_dataset_and_text_encoder_train_and_evaluate_end_to_end(tiny_co
     assert (tmp_path / "cache" / "text-embeddings" / "tiny-words.safetensors").exists()
 
     tiny_colours.calls.clear()
-    _invoke(["train-evaluator", "--data", "tiny-colours:3", "--out", str(ev), "--epochs", "2", "--batch", "8",
-             "--threads", "1", "--device", "cpu", "--text-encoder", "tiny-words"])
+    _invoke(
+        [
+            "train-evaluator",
+            "--data",
+            "tiny-colours:3",
+            "--out",
+            str(ev),
+            "--epochs",
+            "2",
+            "--batch",
+            "8",
+            "--threads",
+            "1",
+            "--device",
+            "cpu",
+            "--text-encoder",
+            "tiny-words",
+        ]
+    )
     assert tiny_colours.calls == [{"path": "3", "resolution": 64, "split": "train", "subset": "all", "channels": 3}]
     assert json.loads((ev / "evaluator.json").read_text())["config"]["text_dim"] == 16
 
     tiny_colours.calls.clear()
     report_file = tmp_path / "report.json"
-    result = _invoke(["eval", "--model", str(run / "model"), "--data", "tiny-colours:3", "--split", "test",
-                      "--evaluator", str(ev), "--threads", "1", "--json-out", str(report_file)])
+    result = _invoke(
+        [
+            "eval",
+            "--model",
+            str(run / "model"),
+            "--data",
+            "tiny-colours:3",
+            "--split",
+            "test",
+            "--evaluator",
+            str(ev),
+            "--threads",
+            "1",
+            "--json-out",
+            str(report_file),
+        ]
+    )
     # The split to judge and train/ (where a test concept's other design lives), both RGB at the model's size.
-    assert [(c["split"], c["resolution"], c["channels"]) for c in tiny_colours.calls] == [("test", 32, 3),
-                                                                                         ("train", 32, 3)]
+    assert [(c["split"], c["resolution"], c["channels"]) for c in tiny_colours.calls] == [
+        ("test", 32, 3),
+        ("train", 32, 3),
+    ]
     report = json.loads(report_file.read_text())
     assert report["split"] == "test" and report["images"] == 2 * 3 and report["resolution"] == 32
     # Each held-out concept has its other design in train/: style and diversity see both.
@@ -133,19 +203,42 @@ def test_a_plugin_dataset_and_text_encoder_train_and_evaluate_end_to_end(tiny_co
 
 def test_resume_keeps_the_runs_text_encoder(tiny_colours, tmp_path):
     run = tmp_path / "run"
-    common = ["--data", "tiny-colours:2", "--out", str(run), "--resolution", "32", "--batch", "4", "--preset", "tiny",
-              "--threads", "1", "--device", "cpu", "--log-every", "1", "--sample-every", "2", "--checkpoint-every",
-              "1", "--no-progress"]
+    common = [
+        "--data",
+        "tiny-colours:2",
+        "--out",
+        str(run),
+        "--resolution",
+        "32",
+        "--batch",
+        "4",
+        "--preset",
+        "tiny",
+        "--threads",
+        "1",
+        "--device",
+        "cpu",
+        "--log-every",
+        "1",
+        "--sample-every",
+        "2",
+        "--checkpoint-every",
+        "1",
+        "--no-progress",
+    ]
     _invoke(["train", *common, "--steps", "1", "--text-encoder", "tiny-words"])
     _invoke(["train", *common, "--steps", "2", "--resume"])  # no --text-encoder: the run's own
     assert json.loads((run / "training_state.json").read_text())["info"]["step"] == 2
     assert read_config(run / "model")["text_encoder"]["name"] == "tiny-words"
 
 
-@pytest.mark.parametrize("command", [["train", "--out", "never-written"], ["eval", "--model", "tiny"],
-                                     ["train-evaluator", "--out", "never-written"]])
-def test_an_unknown_dataset_is_one_line_naming_the_registered_formats(tiny_colours, tiny_checkpoint, tmp_path,
-                                                                       monkeypatch, command):
+@pytest.mark.parametrize(
+    "command",
+    [["train", "--out", "never-written"], ["eval", "--model", "tiny"], ["train-evaluator", "--out", "never-written"]],
+)
+def test_an_unknown_dataset_is_one_line_naming_the_registered_formats(
+    tiny_colours, tiny_checkpoint, tmp_path, monkeypatch, command
+):
     monkeypatch.chdir(tmp_path)
     command = [tiny_checkpoint.as_posix() if a == "tiny" else a for a in command]
     result = CliRunner().invoke(main, [*command, "--data", "no-such-format"])
@@ -158,7 +251,19 @@ def test_an_unknown_dataset_is_one_line_naming_the_registered_formats(tiny_colou
 
 
 def test_an_unknown_text_encoder_names_the_registered_ones(tiny_colours, tmp_path):
-    result = CliRunner().invoke(main, ["train", "--data", "tiny-colours", "--out", str(tmp_path / "run"),
-                                       "--resolution", "32", "--text-encoder", "nope"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--data",
+            "tiny-colours",
+            "--out",
+            str(tmp_path / "run"),
+            "--resolution",
+            "32",
+            "--text-encoder",
+            "nope",
+        ],
+    )
     assert result.exit_code != 0
     assert "text encoder 'nope' is not provided by any plugin (available: minilm, tiny-words)" in result.output

@@ -3,6 +3,7 @@ the negatives that make D read the words, minibatch-stddev, and a training run t
 
 Fixtures are drawn here (a coloured shape on a transparent background, two designs per concept), so the
 default suite needs no shared data."""
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,14 @@ from ganvas.core.io.images import from_uint8, on_white, to_pil
 from ganvas.core.model.networks import minibatch_stddev
 from ganvas.core.training.sampling import CaptionSampler, parse_mix
 
-COLOURS = {"red": (220, 30, 30), "green": (30, 170, 40), "blue": (30, 60, 220), "yellow": (240, 210, 20),
-           "purple": (140, 40, 190), "orange": (250, 130, 10)}
+COLOURS = {
+    "red": (220, 30, 30),
+    "green": (30, 170, 40),
+    "blue": (30, 60, 220),
+    "yellow": (240, 210, 20),
+    "purple": (140, 40, 190),
+    "orange": (250, 130, 10),
+}
 DESIGNS = ("solid", "ring", "dot")
 
 
@@ -51,13 +58,20 @@ def rgba_folder(tmp_path_factory):
         for design in DESIGNS:
             name = f"{colour}_{design}.png"
             draw(colour, design).save(folder / name)
-            rows.append({"file_name": name, "text": f"{colour} thing; {colour}, shape; {design} style",
-                         "label": f"{colour} thing", "style": design})
+            rows.append(
+                {
+                    "file_name": name,
+                    "text": f"{colour} thing; {colour}, shape; {design} style",
+                    "label": f"{colour} thing",
+                    "style": design,
+                }
+            )
     (folder / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return folder
 
 
 # --- transparency ----------------------------------------------------------------------------------------------
+
 
 def test_rgba_loads_premultiplied_and_comes_back_as_straight_alpha(tmp_path):
     image = Image.new("RGBA", (2, 2))
@@ -91,9 +105,13 @@ def test_a_transparent_imagefolder_loads_as_rgba_with_its_prompt_forms(rgba_fold
 
 # --- validation hold-out ---------------------------------------------------------------------------------------
 
+
 def test_validation_holdout_is_deterministic_about_five_percent_and_keeps_every_concept_in_train():
-    rows = [{"file_name": f"{c:04d}_{s}.png", "text": f"c{c} {s}", "label": f"c{c}", "style": s}
-            for c in range(400) for s in ("a", "b", "c")]
+    rows = [
+        {"file_name": f"{c:04d}_{s}.png", "text": f"c{c} {s}", "label": f"c{c}", "style": s}
+        for c in range(400)
+        for s in ("a", "b", "c")
+    ]
     held = validation_holdout(rows)
     assert held == validation_holdout(list(reversed(rows)))  # order does not matter
     assert 0.04 * len(rows) < len(held) < 0.06 * len(rows)
@@ -114,9 +132,14 @@ def test_train_and_validation_subsets_split_the_folder(rgba_folder):
 
 # --- prompt forms and negatives --------------------------------------------------------------------------------
 
+
 def _sampler(data, forms, negatives):
-    return CaptionSampler(data, parse_mix(forms, CAPTION_FORMS, "full"),
-                          parse_mix(negatives, ("random", "style", "concept"), "random"), "cpu")
+    return CaptionSampler(
+        data,
+        parse_mix(forms, CAPTION_FORMS, "full"),
+        parse_mix(negatives, ("random", "style", "concept"), "random"),
+        "cpu",
+    )
 
 
 def test_style_swaps_keep_the_concept_and_concept_swaps_keep_the_design(rgba_folder):
@@ -150,8 +173,9 @@ def test_style_swaps_keep_the_concept_and_concept_swaps_keep_the_design(rgba_fol
 
 def test_prompt_forms_are_drawn_in_the_asked_proportions(rgba_folder):
     data = load_imagefolder(rgba_folder, 64)
-    caps, _ = _sampler(data, "full:0.5,typed:0.3,name:0.2", "").draw(torch.arange(18).repeat(300),
-                                                                      torch.Generator().manual_seed(1))
+    caps, _ = _sampler(data, "full:0.5,typed:0.3,name:0.2", "").draw(
+        torch.arange(18).repeat(300), torch.Generator().manual_seed(1)
+    )
     kinds = Counter(2 - data.captions[c].count(";") for c in caps.tolist())  # 2 ";" full, 1 typed, 0 name
     total = sum(kinds.values())
     assert kinds[0] / total == pytest.approx(0.5, abs=0.03) and kinds[1] / total == pytest.approx(0.3, abs=0.03)
@@ -179,6 +203,7 @@ def test_forms_and_swaps_need_label_and_style_metadata(rgba_folder):
 
 # --- the discriminator's view of a batch --------------------------------------------------------------------------
 
+
 def test_minibatch_stddev_is_zero_for_a_collapsed_batch_and_positive_otherwise():
     same = torch.randn(1, 5, 4, 4).expand(8, -1, -1, -1)
     out = minibatch_stddev(same, 4)
@@ -190,8 +215,8 @@ def test_minibatch_stddev_is_zero_for_a_collapsed_batch_and_positive_otherwise()
 
 # --- a transparent model trained end to end, validation logged ----------------------------------------------------
 
-def test_rgba_training_logs_validation_records_its_recipe_and_draws_transparent_images(rgba_folder, tmp_path,
-                                                                                         plugins):
+
+def test_rgba_training_logs_validation_records_its_recipe_and_draws_transparent_images(rgba_folder, tmp_path, plugins):
     from ganvas.core.evaluation.evaluator import save_evaluator, train_evaluator
     from ganvas.core.pipeline import Pipeline
     from ganvas.core.text.encoder import EmbeddingCache, default_cache_dir
@@ -199,13 +224,27 @@ def test_rgba_training_logs_validation_records_its_recipe_and_draws_transparent_
 
     rgb = load_imagefolder(rgba_folder, 64, channels=3)
     vectors = EmbeddingCache(default_cache_dir()).lookup(rgb.captions)
-    save_evaluator(train_evaluator(rgb.images, vectors, rgb.caption_index, epochs=2, batch=18, log=lambda m: None),
-                   tmp_path / "ev")
-    opts = TrainOptions(data=str(rgba_folder), out=str(tmp_path / "run"), resolution=64, steps=4, batch=6,
-                        preset="tiny", caption_forms="full:0.5,typed:0.3,name:0.2",
-                        negatives="random:0.4,style:0.3,concept:0.3", gp_augment=True, ema_images=1000,
-                        evaluator=str(tmp_path / "ev"), val_every=2, log_every=2, sample_every=2, threads=1,
-                        progress=False)
+    save_evaluator(
+        train_evaluator(rgb.images, vectors, rgb.caption_index, epochs=2, batch=18, log=lambda m: None), tmp_path / "ev"
+    )
+    opts = TrainOptions(
+        data=str(rgba_folder),
+        out=str(tmp_path / "run"),
+        resolution=64,
+        steps=4,
+        batch=6,
+        preset="tiny",
+        caption_forms="full:0.5,typed:0.3,name:0.2",
+        negatives="random:0.4,style:0.3,concept:0.3",
+        gp_augment=True,
+        ema_images=1000,
+        evaluator=str(tmp_path / "ev"),
+        val_every=2,
+        log_every=2,
+        sample_every=2,
+        threads=1,
+        progress=False,
+    )
     Trainer(opts, log=lambda m: None).run()
     stats = [json.loads(line) for line in (tmp_path / "run" / "stats.jsonl").read_text().splitlines()]
     assert {"val_r1_full", "val_r1_typed", "val_style_typed", "val_name_spread_ratio"} <= set(stats[-1])

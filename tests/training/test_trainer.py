@@ -1,4 +1,5 @@
 """core/training: a run writes stats, samples and a loadable model; exact resume; torchrun; negatives."""
+
 import json
 import os
 import subprocess
@@ -15,9 +16,21 @@ torch.set_num_threads(1)
 
 
 def _tiny_options(tmp_path, data, steps, name="run", **kw):
-    return TrainOptions(data=str(data), out=str(tmp_path / name), resolution=32, steps=steps, batch=4,
-                        preset="tiny", threads=1, log_every=2, sample_every=4, checkpoint_every=3,
-                        progress=False, cache_dir=str(tmp_path / "cache"), **kw)
+    return TrainOptions(
+        data=str(data),
+        out=str(tmp_path / name),
+        resolution=32,
+        steps=steps,
+        batch=4,
+        preset="tiny",
+        threads=1,
+        log_every=2,
+        sample_every=4,
+        checkpoint_every=3,
+        progress=False,
+        cache_dir=str(tmp_path / "cache"),
+        **kw,
+    )
 
 
 def test_training_writes_stats_samples_plot_and_a_loadable_model(tmp_path, messy_imagefolder):
@@ -55,10 +68,33 @@ def test_resume_continues_exactly_the_same_curve(tmp_path, messy_imagefolder):
 def _torchrun_train(tmp_path, data, run, *args):
     """`ganvas train` as 2 real processes under torchrun (gloo, CPU), tiny model; fails with its stderr."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GANVAS_CACHE": str(tmp_path / "cache")}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "ganvas", "train", "--data", str(data), "--out", str(run),
-           "--resolution", "32", "--batch", "2", "--preset", "tiny", "--threads", "1",
-           "--device", "cpu", "--no-progress", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "ganvas",
+        "train",
+        "--data",
+        str(data),
+        "--out",
+        str(run),
+        "--resolution",
+        "32",
+        "--batch",
+        "2",
+        "--preset",
+        "tiny",
+        "--threads",
+        "1",
+        "--device",
+        "cpu",
+        "--no-progress",
+        *args,
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
@@ -66,8 +102,9 @@ def _torchrun_train(tmp_path, data, run, *args):
 def test_mode_seeking_pairs_noises_per_caption_and_spreads_the_images(tmp_path, messy_imagefolder):
     def seed_spread(weight):
         torch.manual_seed(0)
-        trainer = Trainer(_tiny_options(tmp_path, messy_imagefolder, 1, name=f"ms{weight}", mode_seeking=weight,
-                                        lr_g=1e-3))
+        trainer = Trainer(
+            _tiny_options(tmp_path, messy_imagefolder, 1, name=f"ms{weight}", mode_seeking=weight, lr_g=1e-3)
+        )
         seen = []
         forward = trainer.G.forward
         trainer.G.forward = lambda z, text: seen.append(text.clone()) or forward(z, text)

@@ -3,6 +3,7 @@ commands, so `ganvas --help`, `--version` and `plugins` start instantly.
 
 Errors are one line ("Error: ...") unless --debug (or GANVAS_DEBUG=1) asks for the traceback.
 """
+
 from __future__ import annotations
 
 import json
@@ -94,11 +95,18 @@ def _set_debug(ctx, param, value):
 
 
 # `ganvas generate ... --debug` works as well as `ganvas --debug generate ...`
-debug_option = click.option("--debug", is_flag=True, expose_value=False, is_eager=True, callback=_set_debug,
-                            help="show tracebacks instead of one-line errors")
+debug_option = click.option(
+    "--debug",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_set_debug,
+    help="show tracebacks instead of one-line errors",
+)
 
 
 # --- shared helpers -----------------------------------------------------------------------------------------
+
 
 def _progress_enabled(flag: bool | None, total: int) -> bool:
     if flag is None:
@@ -145,24 +153,30 @@ def _prompt_lines(fh, path: str) -> list[str]:
     for number, raw in enumerate(_lines(fh, MAX_PROMPT_LINE_BYTES), 1):
         size += len(raw)
         if b"\x00" in raw:  # before any other complaint: a binary file should be called binary, not "not UTF-8"
-            raise click.ClickException(f"{path} line {number}: binary data (NUL byte); expected one text prompt "
-                                       f"per line")
+            raise click.ClickException(
+                f"{path} line {number}: binary data (NUL byte); expected one text prompt per line"
+            )
         if len(raw.rstrip(b"\r\n")) > MAX_PROMPT_LINE_BYTES:
-            raise click.ClickException(f"{path} line {number}: longer than {MAX_PROMPT_LINE_BYTES} bytes; "
-                                       f"expected one prompt per line")
+            raise click.ClickException(
+                f"{path} line {number}: longer than {MAX_PROMPT_LINE_BYTES} bytes; expected one prompt per line"
+            )
         if size > limits.max_bytes:
-            raise click.ClickException(f"{path}: larger than {limits.max_bytes} bytes (at line {number}); "
-                                       f"split the file")
+            raise click.ClickException(
+                f"{path}: larger than {limits.max_bytes} bytes (at line {number}); split the file"
+            )
         try:
             line = raw.decode("utf-8-sig" if number == 1 else "utf-8").strip()
         except UnicodeDecodeError as exc:  # reported after the whole file is known not to be binary
-            bad_text = bad_text or f"{path} line {number}: not UTF-8 text (byte 0x{raw[exc.start]:02x} " \
-                                   f"at column {exc.start + 1})"
+            bad_text = (
+                bad_text
+                or f"{path} line {number}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})"
+            )
             continue
         if line and not line.startswith("#"):
             if len(prompts) == limits.max_prompts:
-                raise click.ClickException(f"{path} line {number}: more than {limits.max_prompts} prompts in one "
-                                           f"file; split the file")
+                raise click.ClickException(
+                    f"{path} line {number}: more than {limits.max_prompts} prompts in one file; split the file"
+                )
             prompts.append(line)
     if bad_text:
         raise click.ClickException(bad_text)
@@ -219,25 +233,40 @@ REPLAY_CONFLICTS = ("prompt", "n", "seed", "truncation", "style", "size", "promp
 @click.argument("prompt", required=False)
 @click.option("-n", "n", type=click.IntRange(min=1), default=1, show_default=True, help="images per prompt")
 @click.option("--seed", type=click.IntRange(0, MAX_SEED), help="first seed; image i uses seed+i  [default: random]")
-@click.option("--model", help="registered model name or checkpoint folder  [default: $GANVAS_MODEL or the shipped default]")
-@click.option("--truncation", type=click.FloatRange(0, 1, min_open=True), default=DEFAULT_TRUNCATION,
-              show_default=True, help="psi: lower = more typical, less varied")
-@click.option("--style", help="style word (`ganvas models` lists each model's), put into the prompt by the model's "
-              "prompt template (emoji64: 'PROMPT; STYLE style'); a model without one refuses it")
-@click.option("--size", type=click.IntRange(8, 2048),
-              help="output side in pixels: above the model's own, its upsampler (e.g. 64 -> 256), then Lanczos to "
-                   "the exact side  [default: native]")
+@click.option(
+    "--model", help="registered model name or checkpoint folder  [default: $GANVAS_MODEL or the shipped default]"
+)
+@click.option(
+    "--truncation",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=DEFAULT_TRUNCATION,
+    show_default=True,
+    help="psi: lower = more typical, less varied",
+)
+@click.option(
+    "--style",
+    help="style word (`ganvas models` lists each model's), put into the prompt by the model's "
+    "prompt template (emoji64: 'PROMPT; STYLE style'); a model without one refuses it",
+)
+@click.option(
+    "--size",
+    type=click.IntRange(8, 2048),
+    help="output side in pixels: above the model's own, its upsampler (e.g. 64 -> 256), then Lanczos to "
+    "the exact side  [default: native]",
+)
 @click.option("--out", type=click.Path(file_okay=False), default="ganvas-out", show_default=True, help="output folder")
 @click.option("--prompts", "prompts_file", type=click.Path(dir_okay=False), help="file with one prompt per line")
-@click.option("--from-png", "from_png", type=click.Path(dir_okay=False),
-              help="reproduce an image from its ganvas metadata")
+@click.option(
+    "--from-png", "from_png", type=click.Path(dir_okay=False), help="reproduce an image from its ganvas metadata"
+)
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="plugin option (request.extra); repeatable")
 @click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads  [default: $GANVAS_THREADS or 1]")
 @click.option("--progress/--no-progress", default=None, help="progress bar  [default: on a terminal]")
 @debug_option
 @click.pass_context
-def generate(ctx, prompt, n, seed, model, truncation, style, size, out, prompts_file, from_png, params, threads,
-             progress):
+def generate(
+    ctx, prompt, n, seed, model, truncation, style, size, out, prompts_file, from_png, params, threads, progress
+):
     """Generate images for PROMPT (or each line of --prompts FILE) and print their paths.
 
     Files are named <prompt-slug>-seed<N>.png and never overwrite earlier ones.
@@ -251,11 +280,15 @@ def generate(ctx, prompt, n, seed, model, truncation, style, size, out, prompts_
     from ganvas.core.requests import GenerationRequest
 
     if from_png:
-        given = [name for name in REPLAY_CONFLICTS
-                 if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
+        given = [
+            name
+            for name in REPLAY_CONFLICTS
+            if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
+        ]
         if given:
-            raise click.UsageError(f"--from-png replays the stored request; it cannot be combined with "
-                                   f"{', '.join(given)}")
+            raise click.UsageError(
+                f"--from-png replays the stored request; it cannot be combined with {', '.join(given)}"
+            )
         return _replay(from_png, model, out, threads)
     if bool(prompt) + bool(prompts_file) != 1:
         raise click.UsageError("give a PROMPT, --prompts FILE or --from-png IMAGE (exactly one)")
@@ -322,9 +355,13 @@ def _replay_request(record: dict, path: str):
         raise _BadField(path, "frame", f"must be a frame index (an integer >= 0), got {_short(record['frame'])}")
     if "interpolate" in request.extra:
         total = _stored_frames(request.extra["interpolate"], path)
-        _check_frame_count(total, lambda limit: click.ClickException(
-            f"{path}: the stored interpolation makes {total} frames; the limit is {limit} images per request "
-            f"(GANVAS_MAX_N)"))
+        _check_frame_count(
+            total,
+            lambda limit: click.ClickException(
+                f"{path}: the stored interpolation makes {total} frames; the limit is {limit} images per request "
+                f"(GANVAS_MAX_N)"
+            ),
+        )
     request.host = "cli"
     return request
 
@@ -377,8 +414,9 @@ def _replay(from_png, model, out, threads):
     record = _read_record(from_png)
     request = _replay_request(record, from_png)
     configure_threads(threads)
-    candidates = [model] if model else [request.model, record.get("model", {}).get("path"),
-                                        record.get("model", {}).get("name")]
+    candidates = (
+        [model] if model else [request.model, record.get("model", {}).get("path"), record.get("model", {}).get("name")]
+    )
     pipe, errors = None, []
     for candidate in dict.fromkeys(c for c in candidates if c):
         try:
@@ -390,8 +428,13 @@ def _replay(from_png, model, out, threads):
         raise GanvasError(errors[0] if errors else f"{from_png}: the metadata names no model; use --model")
     stored_hash = record.get("model", {}).get("hash")
     if stored_hash and stored_hash != pipe.info.hash:
-        log.warning("%s was made with model hash %s; %s has hash %s, so pixels may differ",
-                    from_png, stored_hash, pipe.name, pipe.info.hash)
+        log.warning(
+            "%s was made with model hash %s; %s has hash %s, so pixels may differ",
+            from_png,
+            stored_hash,
+            pipe.name,
+            pipe.info.hash,
+        )
     request.model = pipe.name
     frames = [record["frame"]] if "frame" in record else None
     try:
@@ -404,13 +447,16 @@ def _replay(from_png, model, out, threads):
 
 # --- interpolate ----------------------------------------------------------------------------------------------
 
+
 def _parse_seeds(value: str | None) -> list[int] | None:
     if not value:
         return None
     try:
         seeds = [int(v) for v in value.replace(" ", "").split(",") if v]
     except ValueError:
-        raise click.BadParameter(f"{value!r}: expected comma-separated integers like 3,9", param_hint="--seeds") from None
+        raise click.BadParameter(
+            f"{value!r}: expected comma-separated integers like 3,9", param_hint="--seeds"
+        ) from None
     if not seeds or any(not 0 <= s <= MAX_SEED for s in seeds):
         raise click.BadParameter(f"{value!r}: seeds must be integers in 0..{MAX_SEED}", param_hint="--seeds")
     return seeds
@@ -423,8 +469,9 @@ def _parse_seeds(value: str | None) -> list[int] | None:
 @click.option("--steps", type=click.IntRange(min=1), default=8, show_default=True, help="frames between key frames")
 @click.option("--model", help="registered model name or checkpoint folder")
 @click.option("--truncation", type=click.FloatRange(0, 1, min_open=True), default=DEFAULT_TRUNCATION, show_default=True)
-@click.option("--style", help="style word, put into every prompt by the model's prompt template (emoji64: "
-              "'PROMPT; STYLE style')")
+@click.option(
+    "--style", help="style word, put into every prompt by the model's prompt template (emoji64: 'PROMPT; STYLE style')"
+)
 @click.option("--size", type=click.IntRange(8, 2048), help="output side in pixels (above native: the upsampler)")
 @click.option("--out", type=click.Path(file_okay=False), default="ganvas-out", show_default=True)
 @click.option("--gif", is_flag=True, help="also write an animated GIF of the frames")
@@ -444,14 +491,27 @@ def interpolate(prompts, seed, seeds_text, steps, model, truncation, style, size
         raise click.UsageError("give --seed or --seeds, not both")
     keys = max(len(prompts), len(seeds or [0]))
     total = (keys - 1) * steps + 1
-    _check_frame_count(total, lambda limit: click.BadParameter(
-        f"{steps} steps make {total} frames; the limit is {limit} images per request (GANVAS_MAX_N)",
-        param_hint="'--steps'"))
+    _check_frame_count(
+        total,
+        lambda limit: click.BadParameter(
+            f"{steps} steps make {total} frames; the limit is {limit} images per request (GANVAS_MAX_N)",
+            param_hint="'--steps'",
+        ),
+    )
     pipe = _load_pipeline(model, threads)
     bar = _Bar(total, _progress_enabled(progress, total))
     try:
-        result = pipe.interpolate(list(prompts), steps, seed, truncation, seeds=seeds, style=style, size=size,
-                                  host="cli", callback=bar.callback)
+        result = pipe.interpolate(
+            list(prompts),
+            steps,
+            seed,
+            truncation,
+            seeds=seeds,
+            style=style,
+            size=size,
+            host="cli",
+            callback=bar.callback,
+        )
     finally:
         bar.close()
     paths = result.save(out)
@@ -468,11 +528,15 @@ def interpolate(prompts, seed, seeds_text, steps, model, truncation, style, size
 
 # --- upscale ----------------------------------------------------------------------------------------------------
 
+
 @main.command()
 @click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--out", type=click.Path(file_okay=False), default="ganvas-out", show_default=True, help="output folder")
-@click.option("--size", type=click.IntRange(8, 2048),
-              help="output side in pixels (one upsampler pass, then Lanczos to it)  [default: one pass, e.g. x4]")
+@click.option(
+    "--size",
+    type=click.IntRange(8, 2048),
+    help="output side in pixels (one upsampler pass, then Lanczos to it)  [default: one pass, e.g. x4]",
+)
 @click.option("--upsampler", help="registered upsampler name or folder  [default: $GANVAS_UPSAMPLER or automatic]")
 @click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads  [default: $GANVAS_THREADS or 1]")
 @debug_option
@@ -504,8 +568,14 @@ def upsamplers_command(as_json):
 
     rows = []
     for name, entry in sorted(get_plugin_manager().upsamplers().items()):
-        row = {"name": name, "plugin": entry.plugin, "description": entry.description, "path": None,
-               "in_resolution": None, "out_resolution": None}
+        row = {
+            "name": name,
+            "plugin": entry.plugin,
+            "description": entry.description,
+            "path": None,
+            "in_resolution": None,
+            "out_resolution": None,
+        }
         if isinstance(entry.value, (str, os.PathLike)):
             row["path"] = str(entry.value)
             try:
@@ -526,6 +596,7 @@ def upsamplers_command(as_json):
 
 # --- models / plugins -----------------------------------------------------------------------------------------
 
+
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 @debug_option
@@ -536,8 +607,15 @@ def models(as_json):
     default = default_model_name()
     rows = []
     for name, entry in sorted(get_plugin_manager().models().items()):
-        row = {"name": name, "default": name == default, "plugin": entry.plugin, "description": entry.description,
-               "path": None, "resolution": None, "styles": []}
+        row = {
+            "name": name,
+            "default": name == default,
+            "plugin": entry.plugin,
+            "description": entry.description,
+            "path": None,
+            "resolution": None,
+            "styles": [],
+        }
         if isinstance(entry.value, (str, os.PathLike)):
             row["path"] = str(entry.value)
             try:
@@ -571,6 +649,7 @@ def plugins_command(include_builtins):
 
 # --- commands defined elsewhere in core ------------------------------------------------------------------------
 
+
 def _add_core_commands() -> None:
     from ganvas.core.hosts.cli.train import (
         eval_command,
@@ -580,8 +659,13 @@ def _add_core_commands() -> None:
         train_upsampler_command,
     )
 
-    for command in (train_command, eval_command, train_evaluator_command, train_upsampler_command,
-                    eval_upsampler_command):
+    for command in (
+        train_command,
+        eval_command,
+        train_evaluator_command,
+        train_upsampler_command,
+        eval_upsampler_command,
+    ):
         main.add_command(command)
 
 

@@ -4,6 +4,7 @@ resolved through the plugin manager: the dataset read by the format registered f
 (`ganvas_register_text_encoders`) wrapped in the on-disk EmbeddingCache, and the checkpoint folder of a
 registered model name. core/training and core/evaluation never import the plugin manager themselves.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,8 +34,10 @@ def embeddings(encoder_name: str, cache_dir: str | os.PathLike | None = None):
 
     encoders = _manager().text_encoders()
     if encoder_name not in encoders:
-        raise GanvasError(f"text encoder {encoder_name!r} is not provided by any plugin "
-                          f"(available: {', '.join(sorted(encoders)) or 'none'})")
+        raise GanvasError(
+            f"text encoder {encoder_name!r} is not provided by any plugin "
+            f"(available: {', '.join(sorted(encoders)) or 'none'})"
+        )
     return EmbeddingCache(cache_dir or default_cache_dir(), encoder_name, factory=encoders[encoder_name].value)
 
 

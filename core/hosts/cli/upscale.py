@@ -1,4 +1,5 @@
 """`ganvas upscale IMAGE... --out DIR`: image files through the upsampler (core/upscaling.py), saved as PNGs."""
+
 from __future__ import annotations
 
 import os
@@ -14,8 +15,14 @@ from ganvas.core.plugin_manager import get_plugin_manager
 from ganvas.core.upscaling import choose, has_alpha, load, upscale_to
 
 
-def upscale_files(paths: Sequence[str | os.PathLike], out: str | os.PathLike, size: int | None = None,
-                  upsampler: str | None = None, plugins=None, threads: int | None = None) -> list[Path]:
+def upscale_files(
+    paths: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    size: int | None = None,
+    upsampler: str | None = None,
+    plugins=None,
+    threads: int | None = None,
+) -> list[Path]:
     """`ganvas upscale`: each image file upscaled (upscale_to) and saved as OUT/<stem>-x<scale>.png or
     <stem>-<size>px.png, never overwriting. No generator is loaded."""
     plugins = plugins or get_plugin_manager()

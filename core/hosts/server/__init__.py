@@ -10,6 +10,7 @@ jobs (what a worker runs), middleware (access log, API key, body limit), protoco
 connection limits against slow clients), runner (uvicorn + signals),
 background (the real server in a thread, for tests and embedding hosts).
 """
+
 from ganvas.core.hosts.server.config import ServerConfig, ServerConfigError
 
 __all__ = ["ServerConfig", "ServerConfigError", "create_app", "serve"]

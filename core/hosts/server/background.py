@@ -4,6 +4,7 @@ tests): a real uvicorn on a real loopback socket, stopped gracefully on exit.
     with BackgroundServer(ServerConfig(port=0, store_dir=tmp), plugins) as srv:
         OpenAI(base_url=srv.url + "/v1", api_key="x").images.generate(prompt="a red circle")
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -46,8 +47,9 @@ class BackgroundServer:
         app = create_app(self.config, self.plugins, on_ready=lambda state: self._ready.set(), on_fatal=fatal)
         self.state = app.state.ganvas
         self.server = uvicorn.Server(uvicorn_config(app, self.config))
-        self._thread = threading.Thread(target=lambda: asyncio.run(self.server.serve(sockets=[sock])),
-                                        name="ganvas-server", daemon=True)
+        self._thread = threading.Thread(
+            target=lambda: asyncio.run(self.server.serve(sockets=[sock])), name="ganvas-server", daemon=True
+        )
         self._thread.start()
         if self.wait_ready:
             self.wait_until_ready()

@@ -4,6 +4,7 @@ The official SDK maps the HTTP status to its exception class (400 BadRequestErro
 AuthenticationError, 404 NotFoundError, 413 APIStatusError, 429 RateLimitError, 503
 InternalServerError) and exposes type/param/code, so every refusal here names its field.
 """
+
 from __future__ import annotations
 
 import math
@@ -17,24 +18,40 @@ INVALID = "invalid_request_error"
 class APIError(Exception):
     """Raised anywhere in a request to answer with an OpenAI-shaped error."""
 
-    def __init__(self, status: int, message: str, *, type: str = INVALID, param: str | None = None,
-                 code: str | None = None, retry_after: float | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = INVALID,
+        param: str | None = None,
+        code: str | None = None,
+        retry_after: float | None = None,
+    ):
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
         self.retry_after = retry_after
 
     def response(self) -> JSONResponse:
-        return error_response(self.status, self.message, type=self.type, param=self.param, code=self.code,
-                              retry_after=self.retry_after)
+        return error_response(
+            self.status, self.message, type=self.type, param=self.param, code=self.code, retry_after=self.retry_after
+        )
 
 
 def error_body(message: str, type: str = INVALID, param: str | None = None, code: str | None = None) -> dict[str, Any]:
     return {"error": {"message": message, "type": type, "param": param, "code": code}}
 
 
-def error_response(status: int, message: str, *, type: str = INVALID, param: str | None = None,
-                   code: str | None = None, retry_after: float | None = None,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
+def error_response(
+    status: int,
+    message: str,
+    *,
+    type: str = INVALID,
+    param: str | None = None,
+    code: str | None = None,
+    retry_after: float | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
     headers = dict(headers or {})
     if retry_after is not None:
         # Whole seconds (RFC 9110); the SDK also reads retry-after-ms, which keeps sub-second estimates.
@@ -47,16 +64,18 @@ def error_response(status: int, message: str, *, type: str = INVALID, param: str
 ERROR_SCHEMA = {
     "type": "object",
     "required": ["error"],
-    "properties": {"error": {
-        "type": "object",
-        "required": ["message", "type", "param", "code"],
-        "properties": {
-            "message": {"type": "string"},
-            "type": {"type": "string"},
-            "param": {"type": ["string", "null"]},
-            "code": {"type": ["string", "null"]},
-        },
-    }},
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["message", "type", "param", "code"],
+            "properties": {
+                "message": {"type": "string"},
+                "type": {"type": "string"},
+                "param": {"type": ["string", "null"]},
+                "code": {"type": ["string", "null"]},
+            },
+        }
+    },
 }
 
 _DESCRIPTIONS = {
@@ -70,5 +89,7 @@ _DESCRIPTIONS = {
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    return {s: {"description": _DESCRIPTIONS[s], "content": {"application/json": {"schema": ERROR_SCHEMA}}}
-            for s in statuses}
+    return {
+        s: {"description": _DESCRIPTIONS[s], "content": {"application/json": {"schema": ERROR_SCHEMA}}}
+        for s in statuses
+    }

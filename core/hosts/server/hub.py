@@ -4,6 +4,7 @@ Request `model` names are looked up in the plugin registry only (a snapshot take
 turned into paths: a name that looks like a path is not offered at all. The operator's `--model` may
 be a checkpoint folder; it is then offered under its folder name.
 """
+
 from __future__ import annotations
 
 import logging
@@ -34,15 +35,16 @@ class ModelHub:
         self.started = int(time.time())
         warnings: list[str] = []
         registered = plugins.models(warnings)
-        self.registered = {name: entry for name, entry in registered.items()
-                           if not _path_like(name) and not looks_like_path(name)}
+        self.registered = {
+            name: entry for name, entry in registered.items() if not _path_like(name) and not looks_like_path(name)
+        }
         for skipped in sorted(set(registered) - set(self.registered)):
             log.warning("model name %r looks like a path; the server does not offer it", skipped)
         self.default_spec = default or default_model_name()
         self.default_name: str | None = None
         self._pipelines: dict[str, Any] = {}
         self._lock = threading.Lock()
-        self.state = "loading"          # loading -> ok | failed; stopping on shutdown
+        self.state = "loading"  # loading -> ok | failed; stopping on shutdown
         self.error: str | None = None
 
     # --- lookup ----------------------------------------------------------------------------------------
@@ -56,13 +58,19 @@ class ModelHub:
         """The model name a request gets; APIError 404 for names the registry does not hold."""
         if requested is None or requested in OPENAI_ALIASES:
             if self.default_name is None:
-                raise APIError(503, "the default model is still loading", type="server_error",
-                               code="model_loading", retry_after=2)
+                raise APIError(
+                    503, "the default model is still loading", type="server_error", code="model_loading", retry_after=2
+                )
             return self.default_name
         if requested == self.default_name or requested in self.registered:
             return requested
-        raise APIError(404, f"model {requested!r} does not exist; GET /v1/models lists the models this server "
-                            f"offers ({', '.join(self.names()) or 'none'})", param="model", code="model_not_found")
+        raise APIError(
+            404,
+            f"model {requested!r} does not exist; GET /v1/models lists the models this server "
+            f"offers ({', '.join(self.names()) or 'none'})",
+            param="model",
+            code="model_not_found",
+        )
 
     # --- loading ---------------------------------------------------------------------------------------
     def pipeline(self, name: str):
@@ -80,8 +88,9 @@ class ModelHub:
                 except ModelNotFound as exc:  # a plugin stopped registering it since the start
                     raise APIError(404, str(exc), param="model", code="model_not_found") from None
                 except GanvasError as exc:
-                    raise APIError(500, f"model {name!r} failed to load: {exc}", type="server_error",
-                                   code="model_load_failed") from None
+                    raise APIError(
+                        500, f"model {name!r} failed to load: {exc}", type="server_error", code="model_load_failed"
+                    ) from None
                 self._pipelines[name] = pipe
             return pipe
 
@@ -94,15 +103,22 @@ class ModelHub:
             spec = self.default_spec
             if not _path_like(spec):
                 if spec not in self.registered:
-                    raise GanvasError(f"unknown model {spec!r}: registered models are "
-                                      f"{', '.join(sorted(self.registered)) or 'none'} (--model takes a registered "
-                                      f"name or a checkpoint folder)")
+                    raise GanvasError(
+                        f"unknown model {spec!r}: registered models are "
+                        f"{', '.join(sorted(self.registered)) or 'none'} (--model takes a registered "
+                        f"name or a checkpoint folder)"
+                    )
                 pipe = Pipeline.load(spec, plugins=self.plugins)
             else:
                 pipe = Pipeline.load(spec, plugins=self.plugins)  # the operator's checkpoint folder
                 if pipe.name in self.registered:
-                    log.warning("--model %s is offered as %r, which also names a registered model; requests "
-                                "for %r get the folder given with --model", spec, pipe.name, pipe.name)
+                    log.warning(
+                        "--model %s is offered as %r, which also names a registered model; requests "
+                        "for %r get the folder given with --model",
+                        spec,
+                        pipe.name,
+                        pipe.name,
+                    )
             # Encoder and generator only: a warm-up image must not reach sinks (history) or policies.
             pipe.render(pipe.encode(["warm-up"]), noise(pipe.info.z_dim, [0]))
             with self._lock:
@@ -134,7 +150,7 @@ class ModelHub:
         if loaded is None:
             return [native]
         scale, limit = loaded.info.scale, min(MAX_SIDE, MAX_SIZE)
-        factors = [f for f in (2 ** k for k in range(1, scale.bit_length())) if f <= scale]
+        factors = [f for f in (2**k for k in range(1, scale.bit_length())) if f <= scale]
         if scale not in factors:
             factors.append(scale)
         return [native] + [native * f for f in factors if native * f <= limit]

@@ -1,4 +1,5 @@
 """What a worker thread runs: the pipeline call, then PNG encoding (b64_json or the url store)."""
+
 from __future__ import annotations
 
 import base64
@@ -14,12 +15,13 @@ from ganvas.core.requests import GenerationRequest, GenerationResult
 
 def encode_png(image) -> bytes:
     buffer = io.BytesIO()
-    save_png(image, buffer)   # keeps the PNG text metadata (prompt, seed, model) that the pipeline attached
+    save_png(image, buffer)  # keeps the PNG text metadata (prompt, seed, model) that the pipeline attached
     return buffer.getvalue()
 
 
-def result_items(result: GenerationResult, response_format: str, store: ImageStore, base_url: str,
-                 given_prompt: str) -> list[dict[str, Any]]:
+def result_items(
+    result: GenerationResult, response_format: str, store: ImageStore, base_url: str, given_prompt: str
+) -> list[dict[str, Any]]:
     items = []
     # revised_prompt: what plugins made of the prompt (style suffix, rewrites); frames mix two prompts.
     revised = result.request.prompt if result.frames is None and result.request.prompt != given_prompt else None
@@ -40,16 +42,33 @@ def result_items(result: GenerationResult, response_format: str, store: ImageSto
     return items
 
 
-def run_generation(hub: ModelHub, store: ImageStore, request: GenerationRequest, response_format: str,
-                   base_url: str) -> dict[str, Any]:
+def run_generation(
+    hub: ModelHub, store: ImageStore, request: GenerationRequest, response_format: str, base_url: str
+) -> dict[str, Any]:
     result = hub.pipeline(request.model).generate(request)
     return {"created": int(time.time()), "data": result_items(result, response_format, store, base_url, request.prompt)}
 
 
-def run_interpolation(hub: ModelHub, store: ImageStore, prompts: list[str], seeds: list[int] | None,
-                      seed: int | None, steps: int, request: GenerationRequest, response_format: str,
-                      base_url: str) -> dict[str, Any]:
+def run_interpolation(
+    hub: ModelHub,
+    store: ImageStore,
+    prompts: list[str],
+    seeds: list[int] | None,
+    seed: int | None,
+    steps: int,
+    request: GenerationRequest,
+    response_format: str,
+    base_url: str,
+) -> dict[str, Any]:
     pipe = hub.pipeline(request.model)
-    result = pipe.interpolate(prompts, steps=steps, seed=seed, truncation=request.truncation, seeds=seeds,
-                              style=request.style, size=request.size, host="http")
+    result = pipe.interpolate(
+        prompts,
+        steps=steps,
+        seed=seed,
+        truncation=request.truncation,
+        seeds=seeds,
+        style=request.style,
+        size=request.size,
+        host="http",
+    )
     return {"created": int(time.time()), "data": result_items(result, response_format, store, base_url, prompts[0])}

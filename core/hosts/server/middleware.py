@@ -3,6 +3,7 @@
 Pure ASGI rather than BaseHTTPMiddleware, so a refused request is answered before its body is
 parsed, and nothing here buffers responses.
 """
+
 from __future__ import annotations
 
 import hmac
@@ -49,10 +50,17 @@ class AccessLog:
         finally:
             if self.logger.isEnabledFor(logging.INFO):
                 client = scope.get("client")
-                record = {"ts": round(time.time(), 3), "id": request_id,
-                          "client": f"{client[0]}:{client[1]}" if client else None,
-                          "method": scope["method"], "path": scope["path"], "status": status, "bytes": sent,
-                          "ms": round((time.perf_counter() - start) * 1000, 1), **scope["state"]["log"]}
+                record = {
+                    "ts": round(time.time(), 3),
+                    "id": request_id,
+                    "client": f"{client[0]}:{client[1]}" if client else None,
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status,
+                    "bytes": sent,
+                    "ms": round((time.perf_counter() - start) * 1000, 1),
+                    **scope["state"]["log"],
+                }
                 self.logger.info(json.dumps(record, ensure_ascii=False))
 
 
@@ -65,8 +73,12 @@ class RequireKey:
 
     async def __call__(self, scope: Scope, receive, send) -> None:
         path = scope.get("path", "")
-        if scope["type"] != "http" or not path.startswith("/v1/") or path.startswith("/v1/images/files/") \
-                or scope["method"] == "OPTIONS":
+        if (
+            scope["type"] != "http"
+            or not path.startswith("/v1/")
+            or path.startswith("/v1/images/files/")
+            or scope["method"] == "OPTIONS"
+        ):
             return await self.app(scope, receive, send)
         given = b""
         for name, value in scope["headers"]:
@@ -76,10 +88,10 @@ class RequireKey:
                     given = token.strip()
         # compare_digest on bytes: constant time, and no TypeError for non-ASCII keys
         if not hmac.compare_digest(given, self.key):
-            message = ("missing API key: send 'Authorization: Bearer <key>'" if not given else
-                       "incorrect API key provided")
-            response = error_response(401, message, code="invalid_api_key",
-                                      headers={"WWW-Authenticate": "Bearer"})
+            message = (
+                "missing API key: send 'Authorization: Bearer <key>'" if not given else "incorrect API key provided"
+            )
+            response = error_response(401, message, code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
             return await response(scope, receive, send)
         return await self.app(scope, receive, send)
 

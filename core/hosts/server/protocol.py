@@ -12,6 +12,7 @@ counts those sockets and answers everyone else a plain-text 503. Here:
 and every such answer is in the OpenAI error shape. Always h11 (even where httptools is installed),
 so the behaviour does not depend on what else happens to be installed.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -26,20 +27,22 @@ from ganvas.core.hosts.server.errors import error_body, error_response
 
 log = logging.getLogger("ganvas.server")
 
-HEADERS, BODY = "headers", "body"   # what a connection is waiting for from its client
+HEADERS, BODY = "headers", "body"  # what a connection is waiting for from its client
 
 
 def raw_error(status: int, reason: str, message: str, code: str | None) -> bytes:
     """A complete HTTP response, for moments when h11 cannot send one (no request parsed yet)."""
     body = json.dumps(error_body(message, code=code)).encode()
-    head = (f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
-            f"connection: close\r\n\r\n")
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
+        f"connection: close\r\n\r\n"
+    )
     return head.encode() + body
 
 
 class GuardedH11Protocol(H11Protocol):
     settings: ServerConfig  # set by protocol_for()
-    quiet_until = 0.0       # the next overload warning; per server class, so a burst logs one line
+    quiet_until = 0.0  # the next overload warning; per server class, so a burst logs one line
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -70,8 +73,15 @@ class GuardedH11Protocol(H11Protocol):
     def _watch(self) -> None:
         """Start a deadline when the client starts owing us headers or a body; a total, not per byte."""
         state = self.conn.their_state
-        waiting_for = None if self.transport.is_closing() else \
-            HEADERS if state is h11.IDLE else BODY if state is h11.SEND_BODY else None
+        waiting_for = (
+            None
+            if self.transport.is_closing()
+            else HEADERS
+            if state is h11.IDLE
+            else BODY
+            if state is h11.SEND_BODY
+            else None
+        )
         if waiting_for == self._waiting_for:
             return
         self._stop_timer()
@@ -89,12 +99,21 @@ class GuardedH11Protocol(H11Protocol):
         self._timer = None
         if self.transport.is_closing():
             return
-        started = self.conn.trailing_data[0] if waiting_for == HEADERS else \
-            self.cycle is not None and not self.cycle.response_started
+        started = (
+            self.conn.trailing_data[0]
+            if waiting_for == HEADERS
+            else self.cycle is not None and not self.cycle.response_started
+        )
         if started:  # a request began and stalled: say why; an idle socket is simply closed
             limit = self.settings.header_timeout_s if waiting_for == HEADERS else self.settings.body_timeout_s
-            self.transport.write(raw_error(408, "Request Timeout", f"the request's {waiting_for} did not arrive "
-                                           f"within {limit:g} s", "request_timeout"))
+            self.transport.write(
+                raw_error(
+                    408,
+                    "Request Timeout",
+                    f"the request's {waiting_for} did not arrive within {limit:g} s",
+                    "request_timeout",
+                )
+            )
         self.transport.close()
 
     # --- limits ----------------------------------------------------------------------------------------
@@ -125,9 +144,14 @@ class GuardedH11Protocol(H11Protocol):
         if self.loop.time() >= self.quiet_until:
             type(self).quiet_until = self.loop.time() + 10
             log.warning("%d requests in flight (limit %d): answering 503 (said once per 10 s)", len(self.tasks), limit)
-        response = error_response(503, f"the server is handling {limit} requests already; retry after the "
-                                       f"Retry-After header", type="server_error", code="server_overloaded",
-                                  retry_after=1, headers={"Connection": "close"})
+        response = error_response(
+            503,
+            f"the server is handling {limit} requests already; retry after the Retry-After header",
+            type="server_error",
+            code="server_overloaded",
+            retry_after=1,
+            headers={"Connection": "close"},
+        )
         await response(scope, receive, send)
 
     def send_400_response(self, msg: str) -> None:

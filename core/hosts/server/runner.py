@@ -1,5 +1,6 @@
 """Run the app under uvicorn: bind first (clear error if taken), warm the model, print the URL, shut
 down gracefully on SIGINT/SIGTERM (in-flight requests finish, then the workers stop)."""
+
 from __future__ import annotations
 
 import logging
@@ -15,8 +16,9 @@ log = logging.getLogger("ganvas.server")
 
 def bind(host: str, port: int) -> socket.socket:
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
-                                                             flags=socket.AI_PASSIVE)[0]
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
         sock = socket.socket(family, kind, proto)
     except OSError as exc:
         raise ServerConfigError(f"cannot use address {host!r}: {exc.strerror or exc}") from None
@@ -38,9 +40,17 @@ def uvicorn_config(app, config: ServerConfig):
     from ganvas.core.hosts.server.protocol import protocol_for
 
     # limit_concurrency stays off: uvicorn's counts idle sockets and answers plain text; the protocol limits instead
-    return uvicorn.Config(app, http=protocol_for(config), log_config=None, log_level="warning", access_log=False,
-                          lifespan="on", server_header=False, timeout_keep_alive=config.keep_alive_s,
-                          timeout_graceful_shutdown=max(1, int(config.shutdown_timeout_s)))
+    return uvicorn.Config(
+        app,
+        http=protocol_for(config),
+        log_config=None,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        server_header=False,
+        timeout_keep_alive=config.keep_alive_s,
+        timeout_graceful_shutdown=max(1, int(config.shutdown_timeout_s)),
+    )
 
 
 def _access_logging(target: str | None) -> None:
@@ -78,9 +88,11 @@ def serve(config: ServerConfig, plugins=None, *, out: TextIO | None = None) -> i
 
     def on_ready(state) -> None:
         pipe = state.hub.default_pipeline()
-        say(f"ready at {url}/v1 (OpenAI base_url) - model {pipe.name!r} ({pipe.resolution} px), "
+        say(
+            f"ready at {url}/v1 (OpenAI base_url) - model {pipe.name!r} ({pipe.resolution} px), "
             f"{config.workers} workers x {threads} thread(s), queue {config.max_queue}, "
-            f"API key {'required' if config.api_key else 'off'}; OpenAPI at {url}/openapi.json; Ctrl+C stops")
+            f"API key {'required' if config.api_key else 'off'}; OpenAPI at {url}/openapi.json; Ctrl+C stops"
+        )
 
     server: uvicorn.Server | None = None
 

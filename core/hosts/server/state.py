@@ -1,4 +1,5 @@
 """What the routes share: config, models, worker pool, image store; and how a job is queued and awaited."""
+
 import asyncio
 import logging
 import time
@@ -32,13 +33,16 @@ class ServerState:
         if state == "ok":
             return
         if state == "loading":
-            raise APIError(503, "the model is still loading; retry shortly", type="server_error",
-                           code="model_loading", retry_after=2)
+            raise APIError(
+                503,
+                "the model is still loading; retry shortly",
+                type="server_error",
+                code="model_loading",
+                retry_after=2,
+            )
         if state == "stopping":
-            raise APIError(503, "the server is shutting down", type="server_error", code="shutting_down",
-                           retry_after=5)
-        raise APIError(503, f"the model failed to load: {self.hub.error}", type="server_error",
-                       code="model_failed")
+            raise APIError(503, "the server is shutting down", type="server_error", code="shutting_down", retry_after=5)
+        raise APIError(503, f"the model failed to load: {self.hub.error}", type="server_error", code="model_failed")
 
     async def run(self, request: Request, job: Callable[[], Any]) -> Any:
         """Queue a job for the worker pool and await it; 429 when the queue is full."""
@@ -53,12 +57,18 @@ class ServerState:
             future = self.pool.submit(timed)
         except QueueFull as full:
             request.state.log["queue"] = "full"
-            raise APIError(429, f"the server is busy ({full.pending} requests pending, at most "
-                                f"{self.pool.capacity}); retry after the Retry-After header",
-                           type="rate_limit_error", code="queue_full", retry_after=full.retry_after) from None
+            raise APIError(
+                429,
+                f"the server is busy ({full.pending} requests pending, at most "
+                f"{self.pool.capacity}); retry after the Retry-After header",
+                type="rate_limit_error",
+                code="queue_full",
+                retry_after=full.retry_after,
+            ) from None
         except PoolClosed:
-            raise APIError(503, "the server is shutting down", type="server_error", code="shutting_down",
-                           retry_after=5) from None
+            raise APIError(
+                503, "the server is shutting down", type="server_error", code="shutting_down", retry_after=5
+            ) from None
         try:
             return await asyncio.wrap_future(future)
         except asyncio.CancelledError:

@@ -6,6 +6,7 @@ as `.partial-<id>` and renamed, and a new store removes such leftovers when it o
 Ids are 128 random bits in URL-safe base64 and are matched against a strict pattern before any path
 is built, so a request can never name another file.
 """
+
 from __future__ import annotations
 
 import errno
@@ -27,14 +28,15 @@ SUFFIX = ".png"
 
 
 class ImageStore:
-    def __init__(self, folder: str | os.PathLike, ttl_s: float, *, max_bytes: int = 2 * 1024 ** 3,
-                 use_tmpfile: bool = True):
+    def __init__(
+        self, folder: str | os.PathLike, ttl_s: float, *, max_bytes: int = 2 * 1024**3, use_tmpfile: bool = True
+    ):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.ttl_s, self.max_bytes = ttl_s, max_bytes
         self._use_tmpfile = use_tmpfile and hasattr(os, "O_TMPFILE")
         self._lock = threading.Lock()
-        self._sizes: dict[str, tuple[float, int]] = {}   # id -> (mtime, bytes), oldest first
+        self._sizes: dict[str, tuple[float, int]] = {}  # id -> (mtime, bytes), oldest first
         self._total = 0
         self._last_sweep = 0.0
         self._recover()
@@ -47,7 +49,7 @@ class ImageStore:
             if path.name.startswith(PARTIAL_PREFIX):
                 self._unlink(path)
                 continue
-            stem = path.name[:-len(SUFFIX)] if path.name.endswith(SUFFIX) else ""
+            stem = path.name[: -len(SUFFIX)] if path.name.endswith(SUFFIX) else ""
             if ID_PATTERN.match(stem):
                 try:
                     st = path.stat()
@@ -87,7 +89,7 @@ class ImageStore:
         try:
             view = memoryview(data)
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
             # dst_dir_fd makes Python call linkat(AT_SYMLINK_FOLLOW), which links the open file itself;
             # plain link() would try to link the /proc symlink (EXDEV).
             dir_fd = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY)

@@ -1,4 +1,5 @@
 """Request checks beyond the schema (sizes), and FastAPI's validation errors in the OpenAI shape."""
+
 import re
 from typing import Optional
 
@@ -10,7 +11,7 @@ from ganvas.core.hosts.server.errors import APIError, error_response
 from ganvas.core.requests import MIN_SIZE
 
 _SIDE = "[0-9]{1,5}"  # ASCII digits only (a regex \d also takes other scripts' digits); more than 5 is absurd
-SIZE_PATTERN = f"^(auto|{_SIDE}x{_SIDE})$"   # the OpenAPI document's pattern; parse_size applies the same rule
+SIZE_PATTERN = f"^(auto|{_SIDE}x{_SIDE})$"  # the OpenAPI document's pattern; parse_size applies the same rule
 _SIZE = re.compile(f"({_SIDE})x({_SIDE})")
 
 
@@ -28,8 +29,12 @@ def parse_size(size: Optional[str]) -> Optional[int]:
         raise APIError(400, size_format_message(size), param="size")
     width, height = int(match[1]), int(match[2])
     if width != height:
-        raise APIError(400, f"size {size!r} is not square; this model makes square images (e.g. 256x256, or auto "
-                            f"for its native resolution)", param="size")
+        raise APIError(
+            400,
+            f"size {size!r} is not square; this model makes square images (e.g. 256x256, or auto "
+            f"for its native resolution)",
+            param="size",
+        )
     if not MIN_SIZE <= width <= MAX_SIDE:
         raise APIError(400, f"size {size!r} is outside {MIN_SIZE}x{MIN_SIZE}..{MAX_SIDE}x{MAX_SIDE}", param="size")
     return width

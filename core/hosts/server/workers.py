@@ -4,6 +4,7 @@
 QueueFull with an estimate of when to retry, which the app turns into 429 + Retry-After. Shutdown
 lets every admitted job finish: a request that got in is answered.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -30,17 +31,23 @@ _STOP = object()
 
 
 class WorkerPool:
-    def __init__(self, workers: int, max_queue: int, *, name: str = "ganvas-worker",
-                 initializer: Callable[[], None] | None = None):
+    def __init__(
+        self,
+        workers: int,
+        max_queue: int,
+        *,
+        name: str = "ganvas-worker",
+        initializer: Callable[[], None] | None = None,
+    ):
         if workers < 1 or max_queue < 0:
             raise ValueError("workers must be >= 1 and max_queue >= 0")
         self.workers, self.max_queue = workers, max_queue
-        self._jobs: queue.SimpleQueue = queue.SimpleQueue()   # bounded by admission, not by the queue
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()  # bounded by admission, not by the queue
         self._lock = threading.Lock()
-        self._pending = 0          # admitted and not finished (waiting + running)
+        self._pending = 0  # admitted and not finished (waiting + running)
         self._running = 0
         self._closed = False
-        self._avg_s = 0.05         # moving average of job time, for Retry-After
+        self._avg_s = 0.05  # moving average of job time, for Retry-After
         self.completed = self.rejected = 0
         self._initializer = initializer
         self._threads = [threading.Thread(target=self._loop, name=f"{name}-{i}", daemon=True) for i in range(workers)]
@@ -54,9 +61,15 @@ class WorkerPool:
 
     def stats(self) -> dict[str, int]:
         with self._lock:
-            return {"pending": self._pending, "running": self._running, "waiting": self._pending - self._running,
-                    "capacity": self.capacity, "workers": self.workers, "completed": self.completed,
-                    "rejected": self.rejected}
+            return {
+                "pending": self._pending,
+                "running": self._running,
+                "waiting": self._pending - self._running,
+                "capacity": self.capacity,
+                "workers": self.workers,
+                "completed": self.completed,
+                "rejected": self.rejected,
+            }
 
     def retry_after(self, pending: int | None = None) -> float:
         """Seconds until a slot is likely free: the jobs ahead, spread over the workers."""

@@ -14,6 +14,7 @@ Modules, one job each:
   cli         the click command
 Torch is imported only when a model loads, so `--status` and `--help` stay instant.
 """
+
 from ganvas.core.hosts.watch.jobs import JobError, Limits, ParsedJob, is_job_name, parse_job
 from ganvas.core.hosts.watch.loop import WatchConfig, Watcher
 

@@ -1,4 +1,5 @@
 """The `ganvas watch` command (added to the CLI by plugins/commands.py; also `python -m ganvas.core.hosts.watch`)."""
+
 from __future__ import annotations
 
 import logging
@@ -45,27 +46,76 @@ def _install_signals(stop: threading.Event) -> None:
 @click.command("watch")
 @click.argument("inbox", type=click.Path(exists=True, file_okay=False))
 @click.option("--out", "outbox", type=click.Path(file_okay=False), help="output folder (created if missing)")
-@click.option("--model",
-              help="registered model name or checkpoint folder  [default: $GANVAS_MODEL or the shipped default]")
-@click.option("--poll", type=click.FloatRange(min=0.05), metavar="SECONDS",
-              help="poll the folder every SECONDS instead of native events (network drives, Docker mounts)")
+@click.option(
+    "--model", help="registered model name or checkpoint folder  [default: $GANVAS_MODEL or the shipped default]"
+)
+@click.option(
+    "--poll",
+    type=click.FloatRange(min=0.05),
+    metavar="SECONDS",
+    help="poll the folder every SECONDS instead of native events (network drives, Docker mounts)",
+)
 @click.option("--once", is_flag=True, help="process the files already there, then exit (cron, CI)")
-@click.option("--quiet-period", "quiet", type=click.FloatRange(min=0), default=DEFAULT_QUIET, show_default=True,
-              metavar="S", help="a file is read once its size and mtime have not changed for S seconds")
-@click.option("--rescan", type=click.FloatRange(min=0.1), default=DEFAULT_RESCAN, show_default=True, metavar="S",
-              help="full rescan of the inbox every S seconds (safety net for missed events)")
-@click.option("--duplicates", type=click.Choice(["skip", "process"]), default="skip", show_default=True,
-              help="a file with the same content (and model) as a done job: skip it, or run it again")
-@click.option("--max-prompts", type=click.IntRange(min=1), default=DEFAULT_MAX_PROMPTS, show_default=True,
-              help="prompts per file; a longer file fails with an error")
-@click.option("--max-bytes", type=click.IntRange(min=1), default=DEFAULT_MAX_BYTES, show_default=True,
-              help="file size limit; a larger file fails with an error")
-@click.option("--allow-model-paths", is_flag=True,
-              help="let a job's \"model\" name a checkpoint folder; by default jobs may name registered models only")
+@click.option(
+    "--quiet-period",
+    "quiet",
+    type=click.FloatRange(min=0),
+    default=DEFAULT_QUIET,
+    show_default=True,
+    metavar="S",
+    help="a file is read once its size and mtime have not changed for S seconds",
+)
+@click.option(
+    "--rescan",
+    type=click.FloatRange(min=0.1),
+    default=DEFAULT_RESCAN,
+    show_default=True,
+    metavar="S",
+    help="full rescan of the inbox every S seconds (safety net for missed events)",
+)
+@click.option(
+    "--duplicates",
+    type=click.Choice(["skip", "process"]),
+    default="skip",
+    show_default=True,
+    help="a file with the same content (and model) as a done job: skip it, or run it again",
+)
+@click.option(
+    "--max-prompts",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_PROMPTS,
+    show_default=True,
+    help="prompts per file; a longer file fails with an error",
+)
+@click.option(
+    "--max-bytes",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_BYTES,
+    show_default=True,
+    help="file size limit; a larger file fails with an error",
+)
+@click.option(
+    "--allow-model-paths",
+    is_flag=True,
+    help="let a job's \"model\" name a checkpoint folder; by default jobs may name registered models only",
+)
 @click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads  [default: $GANVAS_THREADS or 1]")
 @click.option("--status", is_flag=True, help="print counts (queued, processing, done, failed) and exit")
-def watch_command(inbox, outbox, model, poll, once, quiet, rescan, duplicates, max_prompts, max_bytes,
-                  allow_model_paths, threads, status):
+def watch_command(
+    inbox,
+    outbox,
+    model,
+    poll,
+    once,
+    quiet,
+    rescan,
+    duplicates,
+    max_prompts,
+    max_bytes,
+    allow_model_paths,
+    threads,
+    status,
+):
     """Turn prompt files dropped into INBOX into images in --out.
 
     \b
@@ -103,8 +153,20 @@ def watch_command(inbox, outbox, model, poll, once, quiet, rescan, duplicates, m
 
         configure_threads(threads)
         stop = threading.Event()
-        config = WatchConfig(Path(inbox), Path(outbox), model, poll, once, quiet, None, rescan, duplicates,
-                             max_bytes, max_prompts, allow_model_paths=allow_model_paths)
+        config = WatchConfig(
+            Path(inbox),
+            Path(outbox),
+            model,
+            poll,
+            once,
+            quiet,
+            None,
+            rescan,
+            duplicates,
+            max_bytes,
+            max_prompts,
+            allow_model_paths=allow_model_paths,
+        )
         watcher = Watcher(config, stop)
         _install_signals(stop)
         counts = watcher.run()
@@ -117,10 +179,13 @@ def watch_command(inbox, outbox, model, poll, once, quiet, rescan, duplicates, m
     if once:
         summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "nothing to do"
         log.info("backlog processed: %s", summary)
-        problems = [f"{counts['failed']} job(s) failed; see {os.path.join(inbox, 'failed')}"] \
-            if counts.get("failed") else []
-        problems += [f"not finished: {name} ({reason}); it stays in processing/ and resumes on the next start"
-                     for name, reason in watcher.unfinished]
+        problems = (
+            [f"{counts['failed']} job(s) failed; see {os.path.join(inbox, 'failed')}"] if counts.get("failed") else []
+        )
+        problems += [
+            f"not finished: {name} ({reason}); it stays in processing/ and resumes on the next start"
+            for name, reason in watcher.unfinished
+        ]
         problems += [f"not claimed: {name} ({reason}); it stays in the inbox" for name, reason in watcher.unclaimed]
         if problems:
             raise click.ClickException("; ".join(problems))

@@ -6,6 +6,7 @@ Points: claimed-file (renamed, not yet journaled), claimed (journaled), output-c
 folder not made), image (after each image), manifest, terminal-record (done/failed/duplicate
 journaled, input not moved), error-file (failed: error file written, input not moved), moved.
 """
+
 from __future__ import annotations
 
 import os

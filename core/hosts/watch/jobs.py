@@ -11,6 +11,7 @@ Text is UTF-8 (a BOM is allowed); a file that starts with a UTF-16 or UTF-32 BOM
 PowerShell redirection) is decoded from that first.
 Torch-free: this runs before any model is loaded.
 """
+
 from __future__ import annotations
 
 import codecs
@@ -35,8 +36,12 @@ JSON_FIELDS = ("prompt", "n", "seed", "model", "truncation", "style", "size", "n
 JSON_DEPTH = 500  # a JSON job nested deeper than json can decode is reported as nested "more than" this
 
 # Longest first: the UTF-32-LE BOM starts with the UTF-16-LE one.
-BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF16_LE, "utf-16"),
-        (codecs.BOM_UTF16_BE, "utf-16"))
+BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
 
 
 def is_job_name(name: str) -> bool:
@@ -144,15 +149,22 @@ def parse_job(name: str, data: bytes, limits: Limits = Limits()) -> ParsedJob:
     nul = data.find(b"\x00")
     if nul >= 0:  # checked first: a binary file should be called binary, not "not UTF-8" or "bad JSON"
         line = data.count(b"\n", 0, nul) + 1
-        raise JobError(f"binary data (NUL byte) at line {line}; expected a text job (.txt: one prompt per line, "
-                       f".json: objects with \"prompt\")", line=line, kind="binary")
+        raise JobError(
+            f"binary data (NUL byte) at line {line}; expected a text job (.txt: one prompt per line, "
+            f".json: objects with \"prompt\")",
+            line=line,
+            kind="binary",
+        )
     if name.lower().endswith(".json"):
         job = _parse_json(data, limits)
     else:
         job = _parse_txt(data, limits)
     if not job.entries and not job.problems:
-        hint = "one prompt per line; blank and # lines are skipped" if not name.lower().endswith(".json") \
+        hint = (
+            "one prompt per line; blank and # lines are skipped"
+            if not name.lower().endswith(".json")
             else "an object or a list of objects with \"prompt\""
+        )
         raise JobError(f"no prompts ({hint})", kind="no_prompts")
     return job
 
@@ -164,16 +176,21 @@ def _from_bom(data: bytes) -> bytes:
             try:
                 return data.decode(codec).encode("utf-8")
             except UnicodeDecodeError as exc:
-                line = data[:exc.start].decode(codec, "replace").count("\n") + 1
-                raise JobError(f"not valid {codec.upper()} text ({exc.reason} at byte {exc.start}, line {line}; "
-                               f"the file starts with a {codec.upper()} byte order mark)", line=line,
-                               kind="encoding") from None
+                line = data[: exc.start].decode(codec, "replace").count("\n") + 1
+                raise JobError(
+                    f"not valid {codec.upper()} text ({exc.reason} at byte {exc.start}, line {line}; "
+                    f"the file starts with a {codec.upper()} byte order mark)",
+                    line=line,
+                    kind="encoding",
+                ) from None
     return data
 
 
 def _too_many(count: int, limits: Limits) -> JobError:
-    return JobError(f"{count} prompts in one file; the limit is {limits.max_prompts} (--max-prompts); "
-                    f"split the file", kind="too_many_prompts")
+    return JobError(
+        f"{count} prompts in one file; the limit is {limits.max_prompts} (--max-prompts); split the file",
+        kind="too_many_prompts",
+    )
 
 
 def _parse_txt(data: bytes, limits: Limits) -> ParsedJob:
@@ -184,14 +201,15 @@ def _parse_txt(data: bytes, limits: Limits) -> ParsedJob:
         try:
             text = raw.decode("utf-8-sig" if number == 1 else "utf-8").strip()
         except UnicodeDecodeError as exc:
-            job.problems.append(Problem(index, number, None, f"not UTF-8 text (byte 0x{raw[exc.start]:02x} "
-                                                             f"at column {exc.start + 1})"))
+            job.problems.append(
+                Problem(index, number, None, f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})")
+            )
             index += 1
             continue
         if not text or text.startswith("#"):
             continue
         if index >= limits.max_prompts:
-            rest = sum(1 for r in lines[number - 1:] if r.strip() and not r.strip().startswith(b"#"))
+            rest = sum(1 for r in lines[number - 1 :] if r.strip() and not r.strip().startswith(b"#"))
             raise _too_many(index + rest, limits)
         entry = Entry(index, number, text)
         problem = _validate(entry)
@@ -208,18 +226,24 @@ def _parse_json(data: bytes, limits: Limits) -> ParsedJob:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-        raise JobError(f"not UTF-8 text (byte 0x{data[exc.start]:02x} at line {line})", line=line,
-                       kind="encoding") from None
+        raise JobError(
+            f"not UTF-8 text (byte 0x{data[exc.start]:02x} at line {line})", line=line, kind="encoding"
+        ) from None
     try:
         items = _json_items(text)
     except json.JSONDecodeError as exc:
         reason = exc.msg[:-3] if exc.msg.endswith(" at") else exc.msg  # "Invalid control character at"
-        raise JobError(f"invalid JSON at line {exc.lineno} column {exc.colno}: {reason}", line=exc.lineno,
-                       kind="json") from None
+        raise JobError(
+            f"invalid JSON at line {exc.lineno} column {exc.colno}: {reason}", line=exc.lineno, kind="json"
+        ) from None
     except RecursionError:  # json's decoder recurses per [ / {
         line = _deep_line(text)
-        raise JobError(f"invalid JSON{f' at line {line}' if line else ''}: nested too deeply "
-                       f"(more than {JSON_DEPTH} levels of [ and {{)", line=line, kind="json") from None
+        raise JobError(
+            f"invalid JSON{f' at line {line}' if line else ''}: nested too deeply "
+            f"(more than {JSON_DEPTH} levels of [ and {{)",
+            line=line,
+            kind="json",
+        ) from None
     except ValueError as exc:  # valid syntax json still refuses: an integer over Python's digit limit
         raise _number_error(text, exc) from None
     if items is None:
@@ -301,8 +325,11 @@ def _number_error(text: str, exc: ValueError) -> JobError:
     if digits is None:  # not the digit limit after all: report json's own words
         return JobError(f"invalid JSON: {str(exc).split(';')[0]}", kind="json")
     line = text.count("\n", 0, digits.start()) + 1
-    return JobError(f"invalid JSON at line {line}: a number with {len(digits.group())} digits (the limit is {limit})",
-                    line=line, kind="json")
+    return JobError(
+        f"invalid JSON at line {line}: a number with {len(digits.group())} digits (the limit is {limit})",
+        line=line,
+        kind="json",
+    )
 
 
 def _json_entry(index: int, line: int, item: Any) -> Entry | Problem:
@@ -324,9 +351,19 @@ def _json_entry_or_problem(index: int, line: int, item: Any) -> Entry | Problem:
     if name is not None and not isinstance(name, str):
         return Problem(index, line, "name", f"name must be text, got {_json_type(name)}")
     prompt = item["prompt"]
-    entry = Entry(index, line, prompt.strip() if isinstance(prompt, str) else prompt, item.get("n", 1),
-                  item.get("seed"), item.get("model"), item.get("truncation", DEFAULT_TRUNCATION), item.get("style"),
-                  _size(item.get("size")), name, item=True)
+    entry = Entry(
+        index,
+        line,
+        prompt.strip() if isinstance(prompt, str) else prompt,
+        item.get("n", 1),
+        item.get("seed"),
+        item.get("model"),
+        item.get("truncation", DEFAULT_TRUNCATION),
+        item.get("style"),
+        _size(item.get("size")),
+        name,
+        item=True,
+    )
     if entry.model is not None and not isinstance(entry.model, str):
         return Problem(index, line, "model", f"model must be text, got {_json_type(entry.model)}")
     return _validate(entry) or entry
@@ -347,8 +384,9 @@ def _size(value: Any) -> Any:
 
 def _validate(entry: Entry) -> Problem | None:
     """The request checks every host shares (types and ranges); policy limits apply at generation."""
-    request = GenerationRequest(entry.prompt, entry.n, entry.seed, entry.truncation, entry.model, entry.style,
-                                entry.size, "watch")
+    request = GenerationRequest(
+        entry.prompt, entry.n, entry.seed, entry.truncation, entry.model, entry.style, entry.size, "watch"
+    )
     try:
         request.validate()
     except InvalidRequest as exc:
@@ -357,5 +395,12 @@ def _validate(entry: Entry) -> Problem | None:
 
 
 def _json_type(value: Any) -> str:
-    return {dict: "an object", list: "a list", str: "text", bool: "true/false", type(None): "null",
-            int: "a number", float: "a number"}.get(type(value), type(value).__name__)
+    return {
+        dict: "an object",
+        list: "a list",
+        str: "text",
+        bool: "true/false",
+        type(None): "null",
+        int: "a number",
+        float: "a number",
+    }.get(type(value), type(value).__name__)

@@ -20,6 +20,7 @@ Compaction (at start and whenever the journal doubled) keeps what a restart need
 whose input is still in processing/, plus one short `done` record per duplicate-detection key; it is
 written to a temporary file, fsynced and renamed over the journal, so a crash leaves the old or the new.
 """
+
 from __future__ import annotations
 
 import errno
@@ -87,8 +88,13 @@ class Journal:
         with atomic_open(self.path) as fh:  # fsynced, renamed over the journal, folder fsynced
             for record in history.needed():
                 fh.write((json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8"))
-            summary = {"t": _now(), "event": "compacted", "job": "", "bytes": fh.tell(),
-                       "duplicates": history.duplicates - history.kept_duplicates()}
+            summary = {
+                "t": _now(),
+                "event": "compacted",
+                "job": "",
+                "bytes": fh.tell(),
+                "duplicates": history.duplicates - history.kept_duplicates(),
+            }
             fh.write((json.dumps(summary, sort_keys=True) + "\n").encode("utf-8"))
             size = fh.tell()
             self.close()  # before the rename: no record may be appended to the journal being replaced

@@ -13,6 +13,7 @@ names are chosen free (x.txt, x-1.txt, ...) by the one watcher that holds the lo
 The four folders must be real folders: a symlinked done/ (or processing/, failed/, .ganvas/) would move
 inputs, or write the journal, outside the inbox, so the watcher refuses to start, claim or move.
 """
+
 from __future__ import annotations
 
 import os
@@ -33,8 +34,9 @@ def new_job_id() -> str:
     return time.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
 
 
-def free_name(folder: Path, name: str, split_ext: bool = True,
-              companions: Callable[[str], list[str]] = lambda candidate: []) -> Path:
+def free_name(
+    folder: Path, name: str, split_ext: bool = True, companions: Callable[[str], list[str]] = lambda candidate: []
+) -> Path:
     """folder/name, else name-1, name-2 ... (before the extension), so that nothing is overwritten.
 
     `companions(candidate)` names files that will be written beside it (an error file); they must be
@@ -76,9 +78,11 @@ class Inbox:
         """Raise UnsafeFolder when one of the inbox's folders (default: all four) is a symlink."""
         for folder in folders or (self.processing, self.done, self.failed, self.state):
             if folder.is_symlink():
-                raise UnsafeFolder(f"{folder} is a symbolic link (to {os.readlink(folder)}); the inbox's own "
-                                   f"folders must be real folders, so that nothing leaves the inbox; replace it "
-                                   f"with a folder")
+                raise UnsafeFolder(
+                    f"{folder} is a symbolic link (to {os.readlink(folder)}); the inbox's own "
+                    f"folders must be real folders, so that nothing leaves the inbox; replace it "
+                    f"with a folder"
+                )
 
     def candidates(self) -> list[Path]:
         """Job files directly in the inbox (sub-folders, hidden and temporary files excluded)."""
@@ -91,8 +95,9 @@ class Inbox:
     def in_processing(self) -> list[Path]:
         """Files in processing/, symlinks included (recovery refuses them; their targets are never read)."""
         try:
-            return sorted(p for p in self.processing.iterdir()
-                          if not p.name.startswith(".") and (p.is_symlink() or p.is_file()))
+            return sorted(
+                p for p in self.processing.iterdir() if not p.name.startswith(".") and (p.is_symlink() or p.is_file())
+            )
         except FileNotFoundError:
             return []
 

@@ -7,6 +7,7 @@ running job in processing/, where the next start resumes it.
 A job stalled by an I/O error is retried with backoff (retry_delay, doubling up to retry_max) while
 the watcher runs; --once does not wait for it: it ends, and `unfinished` / `unclaimed` say what is left.
 """
+
 from __future__ import annotations
 
 import logging
@@ -33,18 +34,18 @@ class WatchConfig:
     inbox: Path
     outbox: Path
     model: str | None = None
-    poll: float | None = None          # None: native events (polling fallback); else PollingObserver(timeout)
+    poll: float | None = None  # None: native events (polling fallback); else PollingObserver(timeout)
     once: bool = False
     quiet: float = DEFAULT_QUIET
-    empty_quiet: float | None = None   # None: 10 quiet periods
+    empty_quiet: float | None = None  # None: 10 quiet periods
     rescan: float = DEFAULT_RESCAN
     duplicates: str = "skip"
     max_bytes: int = DEFAULT_MAX_BYTES
     max_prompts: int = DEFAULT_MAX_PROMPTS
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     fsync: bool = False
-    allow_model_paths: bool = False    # may a job's "model" be a checkpoint folder (else registered names only)
-    retry_delay: float = 1.0           # first retry of a job stalled by an I/O error; doubles each time
+    allow_model_paths: bool = False  # may a job's "model" be a checkpoint folder (else registered names only)
+    retry_delay: float = 1.0  # first retry of a job stalled by an I/O error; doubles each time
     retry_max: float = 300.0
     compact_bytes: int = DEFAULT_COMPACT_BYTES
 
@@ -56,13 +57,19 @@ def check_folders(inbox: Path, outbox: Path) -> None:
     i, o = Path(inbox).resolve(), Path(outbox).resolve()
     box = Inbox(i)
     if o == i or o in (box.processing, box.done, box.failed, box.state):
-        raise GanvasError(f"--out {outbox} must be a folder outside the inbox's own folders "
-                          f"(e.g. a sibling of {inbox})")
+        raise GanvasError(
+            f"--out {outbox} must be a folder outside the inbox's own folders (e.g. a sibling of {inbox})"
+        )
 
 
 class Watcher:
-    def __init__(self, config: WatchConfig, stop: threading.Event | None = None, pipelines: Pipelines | None = None,
-                 observer_factories: tuple | None = None):
+    def __init__(
+        self,
+        config: WatchConfig,
+        stop: threading.Event | None = None,
+        pipelines: Pipelines | None = None,
+        observer_factories: tuple | None = None,
+    ):
         check_folders(config.inbox, config.outbox)
         self.config = config
         self.stop = stop or threading.Event()
@@ -94,12 +101,26 @@ class Watcher:
         observer = None
         try:
             pipe = self.pipelines.warm_up()
-            self.processor = JobProcessor(self.inbox, cfg.outbox, self.pipelines,
-                                          limits=Limits(cfg.max_bytes, cfg.max_prompts), duplicates=cfg.duplicates,
-                                          max_attempts=cfg.max_attempts, stop=self.stop, fsync=cfg.fsync,
-                                          quiet=cfg.quiet, compact_bytes=cfg.compact_bytes)
-            log.info("model %s (%d px, hash %s); inbox %s -> outbox %s", pipe.name, pipe.resolution, pipe.info.hash,
-                     self.inbox.root, cfg.outbox)
+            self.processor = JobProcessor(
+                self.inbox,
+                cfg.outbox,
+                self.pipelines,
+                limits=Limits(cfg.max_bytes, cfg.max_prompts),
+                duplicates=cfg.duplicates,
+                max_attempts=cfg.max_attempts,
+                stop=self.stop,
+                fsync=cfg.fsync,
+                quiet=cfg.quiet,
+                compact_bytes=cfg.compact_bytes,
+            )
+            log.info(
+                "model %s (%d px, hash %s); inbox %s -> outbox %s",
+                pipe.name,
+                pipe.resolution,
+                pipe.info.hash,
+                self.inbox.root,
+                cfg.outbox,
+            )
             self.processor.recover()
             self._schedule_retries()
             sink = EventSink(self.inbox.root, is_job_name)
@@ -107,9 +128,14 @@ class Watcher:
                 observer, self.observer_kind = start_observer(sink, cfg.poll, *self.observer_factories)
             for path in self.inbox.candidates():  # startup scan: files dropped while nobody watched
                 self.tracker.touch(path)
-            log.info("watching %s (%s; quiet period %g s, rescan every %g s)%s", self.inbox.root,
-                     self.observer_kind or "backlog only", cfg.quiet, cfg.rescan,
-                     f"; {len(self.tracker)} waiting" if len(self.tracker) else "")
+            log.info(
+                "watching %s (%s; quiet period %g s, rescan every %g s)%s",
+                self.inbox.root,
+                self.observer_kind or "backlog only",
+                cfg.quiet,
+                cfg.rescan,
+                f"; {len(self.tracker)} waiting" if len(self.tracker) else "",
+            )
             self.ready_event.set()
             self._loop(sink)
         finally:

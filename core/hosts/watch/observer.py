@@ -6,6 +6,7 @@ bind mounts, hence `--poll SECONDS`. Events only say "look at this path"; the st
 the periodic rescan decide what is ready, so a dropped event costs latency, never a job.
 Without watchdog installed at all, the watcher still works from its own rescans (a warning says so).
 """
+
 from __future__ import annotations
 
 import errno
@@ -20,8 +21,10 @@ log = logging.getLogger("ganvas.watch")
 LIMIT_ERRNOS = (errno.ENOSPC, errno.EMFILE, errno.ENFILE)
 DEFAULT_FALLBACK_POLL = 1.0
 
-INOTIFY_HINT = ("raise the limit with `sudo sysctl fs.inotify.max_user_watches=524288` "
-                "(and fs.inotify.max_user_instances), or use --poll SECONDS")
+INOTIFY_HINT = (
+    "raise the limit with `sudo sysctl fs.inotify.max_user_watches=524288` "
+    "(and fs.inotify.max_user_instances), or use --poll SECONDS"
+)
 
 
 class EventSink:
@@ -85,8 +88,12 @@ def start_observer(sink: EventSink, poll: float | None = None, native_factory=No
             if exc.errno not in LIMIT_ERRNOS:
                 raise
             _stop_quietly(observer)
-            log.warning("native file events unavailable (%s); polling every %.1f s instead. To use native "
-                        "events, %s", exc.strerror or exc, DEFAULT_FALLBACK_POLL, INOTIFY_HINT)
+            log.warning(
+                "native file events unavailable (%s); polling every %.1f s instead. To use native events, %s",
+                exc.strerror or exc,
+                DEFAULT_FALLBACK_POLL,
+                INOTIFY_HINT,
+            )
             poll = DEFAULT_FALLBACK_POLL
     observer = polling_factory(timeout=poll)
     observer.schedule(handler, str(sink.folder), recursive=False)

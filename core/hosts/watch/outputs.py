@@ -6,6 +6,7 @@ temporaries left by a crash are removed when the job is resumed. Outputs are not
 is, with `fsync`): a finished PNG ends with an IEND chunk, which is how a resumed job tells a complete
 image from one cut short by a power loss.
 """
+
 from __future__ import annotations
 
 import json

@@ -19,6 +19,7 @@ Beyond a crash:
     and is listed in `unclaimed`, logged once per reason;
   - a symlink in processing/ fails without its target being read.
 """
+
 from __future__ import annotations
 
 import errno
@@ -57,10 +58,20 @@ def _error_companion(candidate: str) -> list[str]:
 
 
 class JobProcessor:
-    def __init__(self, inbox: Inbox, outbox: Path, pipelines: Pipelines, *, limits: Limits = Limits(),
-                 duplicates: str = "skip", max_attempts: int = DEFAULT_MAX_ATTEMPTS,
-                 stop: threading.Event | None = None, fsync: bool = False, quiet: float = 2.0,
-                 compact_bytes: int = DEFAULT_COMPACT_BYTES):
+    def __init__(
+        self,
+        inbox: Inbox,
+        outbox: Path,
+        pipelines: Pipelines,
+        *,
+        limits: Limits = Limits(),
+        duplicates: str = "skip",
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        stop: threading.Event | None = None,
+        fsync: bool = False,
+        quiet: float = 2.0,
+        compact_bytes: int = DEFAULT_COMPACT_BYTES,
+    ):
         if duplicates not in ("skip", "process"):
             raise ValueError(f"duplicates must be 'skip' or 'process', got {duplicates!r}")
         self.inbox = inbox
@@ -80,7 +91,7 @@ class JobProcessor:
         self._maybe_compact()
         self.counts: Counter[str] = Counter()
         self.stalled: dict[Path, tuple[str, str]] = {}  # processing/ path -> (file, reason)
-        self.unclaimed: dict[Path, str] = {}             # inbox path -> reason
+        self.unclaimed: dict[Path, str] = {}  # inbox path -> reason
         self._reruns: Counter[str] = Counter()
 
     def close(self) -> None:
@@ -90,8 +101,13 @@ class JobProcessor:
         size = self.journal.size()
         if size > max(self.compact_bytes, 2 * self.history.compacted_bytes):
             kept = self.journal.compact(self.history)
-            log.info("journal compacted: %d -> %d bytes (%d duplicate keys, %d unfinished jobs kept)",
-                     size, kept, len(self.history.done_keys), len(self.history.jobs))
+            log.info(
+                "journal compacted: %d -> %d bytes (%d duplicate keys, %d unfinished jobs kept)",
+                size,
+                kept,
+                len(self.history.done_keys),
+                len(self.history.jobs),
+            )
 
     def _finished(self, job_id: str) -> None:
         """The input left processing/: drop the job from memory, compact the journal if it grew."""
@@ -128,7 +144,7 @@ class JobProcessor:
         return self._guard(job_id, source, path.name, lambda: self._claimed(job_id, source, path.name))
 
     def _claimed(self, job_id: str, source: Path, name: str) -> str:
-        self._record("claimed", job_id, file=name, path=self._rel(source), seed_base=secrets.randbelow(2 ** 32))
+        self._record("claimed", job_id, file=name, path=self._rel(source), seed_base=secrets.randbelow(2**32))
         crash_point("claimed")
         return self._run(job_id, source)
 
@@ -200,14 +216,17 @@ class JobProcessor:
     def _resume(self, job_id: str, source: Path, name: str, job: dict[str, Any] | None) -> str:
         if job is None:  # claimed, killed before the journal record: nothing was made yet
             log.info("recovering %s (claimed, not yet started)", name)
-            self._record("claimed", job_id, file=name, path=self._rel(source), seed_base=secrets.randbelow(2 ** 32))
+            self._record("claimed", job_id, file=name, path=self._rel(source), seed_base=secrets.randbelow(2**32))
             return self._run(job_id, source)
         if job.get("terminal"):
             return self._complete(job_id, source)
         attempts = self._attempts(job_id)
         if attempts >= self.max_attempts:  # a job that keeps killing the watcher must not loop forever
-            error = {"message": f"interrupted {attempts} times while running (watcher killed or crashed); "
-                                f"gave up after {self.max_attempts} attempts", "kind": "interrupted"}
+            error = {
+                "message": f"interrupted {attempts} times while running (watcher killed or crashed); "
+                f"gave up after {self.max_attempts} attempts",
+                "kind": "interrupted",
+            }
             out_dir = self.outbox / job["dir"] if job.get("dir") else None
             return self._fail(job_id, source, error, out_dir=out_dir)
         log.info("resuming %s (attempt %d of %d)", name, attempts + 1, self.max_attempts)
@@ -240,8 +259,12 @@ class JobProcessor:
         key = hashlib.sha256(f"{sha}|{self.pipelines.model_key()}".encode()).hexdigest()
         earlier = self.history.done_keys.get(key)
         # A duplicate is skipped only while the earlier job's outputs are still there to be found.
-        if ("dir" not in job and self.duplicates == "skip" and earlier is not None
-                and (self.outbox / str(earlier.get("dir")) / MANIFEST).exists()):
+        if (
+            "dir" not in job
+            and self.duplicates == "skip"
+            and earlier is not None
+            and (self.outbox / str(earlier.get("dir")) / MANIFEST).exists()
+        ):
             return self._if_unchanged(job_id, source, read_sig, lambda: self._duplicate(job_id, source, earlier))
         error = None
         try:
@@ -259,10 +282,15 @@ class JobProcessor:
             return self._interrupted(job_id, name)
         seconds = time.perf_counter() - started
         if outcome.problems:
-            return self._if_unchanged(job_id, source, read_sig, lambda: self._fail(
-                job_id, source, _problems_error(parsed, outcome), out_dir=out_dir, outcome=outcome))
-        return self._if_unchanged(job_id, source, read_sig,
-                                  lambda: self._done(job_id, source, out_dir, outcome, sha, key, seconds))
+            return self._if_unchanged(
+                job_id,
+                source,
+                read_sig,
+                lambda: self._fail(job_id, source, _problems_error(parsed, outcome), out_dir=out_dir, outcome=outcome),
+            )
+        return self._if_unchanged(
+            job_id, source, read_sig, lambda: self._done(job_id, source, out_dir, outcome, sha, key, seconds)
+        )
 
     def _interrupted(self, job_id: str, name: str) -> str:
         self._record("interrupted", job_id)
@@ -277,13 +305,21 @@ class JobProcessor:
         name = self.history.jobs[job_id]["file"]
         self._reruns[job_id] += 1
         if self._reruns[job_id] > MAX_RERUNS:
-            return self._fail(job_id, source, {
-                "message": f"the file kept changing after it was claimed ({MAX_RERUNS} re-runs); write it under "
-                           f"a temporary name (.part, or a dot name) and rename it into the inbox when complete",
-                "kind": "changing"})
+            return self._fail(
+                job_id,
+                source,
+                {
+                    "message": f"the file kept changing after it was claimed ({MAX_RERUNS} re-runs); write it under "
+                    f"a temporary name (.part, or a dot name) and rename it into the inbox when complete",
+                    "kind": "changing",
+                },
+            )
         self._record("changed", job_id)
-        log.warning("%s changed after it was claimed (its writer paused longer than the quiet period, "
-                    "--quiet-period); running it again once it is quiet", name)
+        log.warning(
+            "%s changed after it was claimed (its writer paused longer than the quiet period, "
+            "--quiet-period); running it again once it is quiet",
+            name,
+        )
         if not self._wait_quiet(source):
             return self._interrupted(job_id, name)
         return self._run(job_id, source)
@@ -317,44 +353,78 @@ class JobProcessor:
 
     # --- endings --------------------------------------------------------------------------------------
 
-    def _done(self, job_id: str, source: Path, out_dir: Path, outcome: RunOutcome, sha: str, key: str,
-              seconds: float) -> str:
+    def _done(
+        self, job_id: str, source: Path, out_dir: Path, outcome: RunOutcome, sha: str, key: str, seconds: float
+    ) -> str:
         name = self.history.jobs[job_id]["file"]
         dest = free_name(self.inbox.done, name)
-        self._record("done", job_id, dest=self._rel(dest), dir=out_dir.name, sha256=sha, key=key,
-                     prompts=len(outcome.prompts), images=outcome.images)
+        self._record(
+            "done",
+            job_id,
+            dest=self._rel(dest),
+            dir=out_dir.name,
+            sha256=sha,
+            key=key,
+            prompts=len(outcome.prompts),
+            images=outcome.images,
+        )
         crash_point("terminal-record")
         self.inbox.move(source, dest)
         crash_point("moved")
         self._finished(job_id)
         self.counts["done"] += 1
         reused = f", {outcome.reused} already there" if outcome.reused else ""
-        log.info("done %s: %s, %s%s -> %s (%.2f s)", name, _count(len(outcome.prompts), "prompt"),
-                 _count(outcome.images, "image"), reused, out_dir, seconds)
+        log.info(
+            "done %s: %s, %s%s -> %s (%.2f s)",
+            name,
+            _count(len(outcome.prompts), "prompt"),
+            _count(outcome.images, "image"),
+            reused,
+            out_dir,
+            seconds,
+        )
         return "done"
 
     def _duplicate(self, job_id: str, source: Path, earlier: dict) -> str:
         name = self.history.jobs[job_id]["file"]
         dest = free_name(self.inbox.done, name)
-        self._record("duplicate", job_id, dest=self._rel(dest), of=earlier["job"], dir=earlier.get("dir"),
-                     key=earlier.get("key"))
+        self._record(
+            "duplicate", job_id, dest=self._rel(dest), of=earlier["job"], dir=earlier.get("dir"), key=earlier.get("key")
+        )
         crash_point("terminal-record")
         self.inbox.move(source, dest)
         crash_point("moved")
         self._finished(job_id)
         self.counts["duplicate"] += 1
-        log.info("duplicate %s: same content and model as %s (job %s, outputs in %s); skipped -> %s "
-                 "(--duplicates process to run it again)", name, earlier.get("dest", "?").split("/")[-1],
-                 earlier["job"], self.outbox / str(earlier.get("dir")), self._rel(dest))
+        log.info(
+            "duplicate %s: same content and model as %s (job %s, outputs in %s); skipped -> %s "
+            "(--duplicates process to run it again)",
+            name,
+            earlier.get("dest", "?").split("/")[-1],
+            earlier["job"],
+            self.outbox / str(earlier.get("dir")),
+            self._rel(dest),
+        )
         return "duplicate"
 
-    def _fail(self, job_id: str, source: Path, error: dict[str, Any], out_dir: Path | None = None,
-              outcome: RunOutcome | None = None) -> str:
+    def _fail(
+        self,
+        job_id: str,
+        source: Path,
+        error: dict[str, Any],
+        out_dir: Path | None = None,
+        outcome: RunOutcome | None = None,
+    ) -> str:
         job = self.history.jobs[job_id]
         name = job["file"]
         dest = free_name(self.inbox.failed, name, companions=_error_companion)
-        report = {"file": name, "job": job_id, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                  "attempts": self._attempts(job_id), **error}
+        report = {
+            "file": name,
+            "job": job_id,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "attempts": self._attempts(job_id),
+            **error,
+        }
         if out_dir is not None:
             report["output"] = str(out_dir)
         if outcome is not None:
@@ -394,11 +464,15 @@ def _count(n: int, noun: str) -> str:
 def _problems_error(parsed: ParsedJob, outcome: RunOutcome) -> dict[str, Any]:
     problems = sorted(outcome.problems, key=lambda p: (p.index is None, p.index))
     first = problems[0]
-    return {"message": f"{len(problems)} of {parsed.count} prompts failed; {first}"
-                       + (f" (and {len(problems) - 1} more, see problems)" if len(problems) > 1 else "")
-                       + (f"; the other {len(outcome.prompts)} made their images" if outcome.prompts else ""),
-            "kind": "bad_prompts", "line": first.line, "field": first.field,
-            "problems": [p.to_dict() for p in problems]}
+    return {
+        "message": f"{len(problems)} of {parsed.count} prompts failed; {first}"
+        + (f" (and {len(problems) - 1} more, see problems)" if len(problems) > 1 else "")
+        + (f"; the other {len(outcome.prompts)} made their images" if outcome.prompts else ""),
+        "kind": "bad_prompts",
+        "line": first.line,
+        "field": first.field,
+        "problems": [p.to_dict() for p in problems],
+    }
 
 
 def _sig(path: Path) -> tuple[int, int] | None:
@@ -430,9 +504,13 @@ def _claim_reason(exc: BaseException, processing: Path) -> str:
             limit = os.pathconf(processing, "PC_NAME_MAX")
         except (OSError, ValueError, AttributeError):
             limit = 255
-        return (f"{exc.strerror} (processing/ adds a {JOB_ID_CHARS}-character job id to the name; "
-                f"use a name of at most {limit - JOB_ID_CHARS} bytes)")
+        return (
+            f"{exc.strerror} (processing/ adds a {JOB_ID_CHARS}-character job id to the name; "
+            f"use a name of at most {limit - JOB_ID_CHARS} bytes)"
+        )
     if exc.errno in (errno.EPERM, errno.EACCES):
-        return (f"{exc.strerror} (the watcher may not move it into processing/; in a shared inbox with the "
-                f"sticky bit only the file's owner can; let the watcher's user own it)")
+        return (
+            f"{exc.strerror} (the watcher may not move it into processing/; in a shared inbox with the "
+            f"sticky bit only the file's owner can; let the watcher's user own it)"
+        )
     return exc.strerror or str(exc)

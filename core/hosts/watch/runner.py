@@ -11,6 +11,7 @@ the manifest lists but the new run does not are removed.
 A job's `model` may name a registered model only; checkpoint paths need the watcher's
 --allow-model-paths (a job file must not make the watcher load any folder on the machine).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -71,8 +72,10 @@ class Pipelines:
             return None
         names = ", ".join(registered) or "none"
         if _path_like(model):
-            return (f"model {model!r} is a path; a job may name a registered model only (registered: {names}); "
-                    f"to allow paths, run the watcher with --allow-model-paths")
+            return (
+                f"model {model!r} is a path; a job may name a registered model only (registered: {names}); "
+                f"to allow paths, run the watcher with --allow-model-paths"
+            )
         return f"unknown model {model!r}: not a registered name (registered: {names})"
 
     def get(self, model: str | None = None):
@@ -99,7 +102,7 @@ class Pipelines:
 @dataclass
 class JobContext:
     job_id: str
-    name: str            # the input's original file name
+    name: str  # the input's original file name
     seed_base: int
     out_dir: Path
     attempt: int = 1
@@ -120,8 +123,7 @@ class RunOutcome:
         return sum(len(p["files"]) for p in self.prompts)
 
 
-def run_job(ctx: JobContext, job: ParsedJob, pipelines: Pipelines,
-            stop: threading.Event | None = None) -> RunOutcome:
+def run_job(ctx: JobContext, job: ParsedJob, pipelines: Pipelines, stop: threading.Event | None = None) -> RunOutcome:
     started, created = time.perf_counter(), _now()
     outcome = RunOutcome(problems=list(job.problems))
     width = max(3, len(str(max(job.count - 1, 0))))
@@ -137,12 +139,19 @@ def run_job(ctx: JobContext, job: ParsedJob, pipelines: Pipelines,
     _remove_leftovers(ctx.out_dir, previous, outcome)
     pipe = pipelines.get(None)
     manifest = {
-        "format": MANIFEST_FORMAT, "version": 1, "job": ctx.job_id, "source": ctx.name, "sha256": ctx.sha256,
+        "format": MANIFEST_FORMAT,
+        "version": 1,
+        "job": ctx.job_id,
+        "source": ctx.name,
+        "sha256": ctx.sha256,
         "model": {"name": pipe.info.name, "hash": pipe.info.hash},
-        "attempt": ctx.attempt, "created": created, "finished": _now(),
-        "timings": {"total": round(time.perf_counter() - started, 4),
-                    **{k: round(v, 4) for k, v in spent.items()}},
-        "images": outcome.images, "images_written": outcome.written, "images_reused": outcome.reused,
+        "attempt": ctx.attempt,
+        "created": created,
+        "finished": _now(),
+        "timings": {"total": round(time.perf_counter() - started, 4), **{k: round(v, 4) for k, v in spent.items()}},
+        "images": outcome.images,
+        "images_written": outcome.written,
+        "images_reused": outcome.reused,
         "prompts": outcome.prompts,
         "errors": [p.to_dict() for p in sorted(outcome.problems, key=lambda p: (p.index is None, p.index))],
     }
@@ -173,8 +182,15 @@ def _remove_leftovers(out_dir: Path, previous: dict[int, dict[str, Any]], outcom
                 (out_dir / name).unlink(missing_ok=True)
 
 
-def _run_entry(ctx: JobContext, entry: Entry, width: int, pipelines: Pipelines, outcome: RunOutcome,
-               spent: dict[str, float], previous: dict[str, Any] | None = None) -> dict[str, Any] | None:
+def _run_entry(
+    ctx: JobContext,
+    entry: Entry,
+    width: int,
+    pipelines: Pipelines,
+    outcome: RunOutcome,
+    spent: dict[str, float],
+    previous: dict[str, Any] | None = None,
+) -> dict[str, Any] | None:
     from ganvas.core.io.png import slug  # Pillow only once a job runs
 
     refused = pipelines.model_problem(entry.model)
@@ -185,8 +201,16 @@ def _run_entry(ctx: JobContext, entry: Entry, width: int, pipelines: Pipelines, 
     seeds = [seed + k for k in range(entry.n)]
     label = slug(entry.name) if entry.name else None
     files = [ctx.out_dir / image_name(entry.index, s, width, label) for s in seeds]
-    record = {"index": entry.index, "line": entry.line, "prompt": entry.prompt, "n": entry.n, "seed": seed,
-              "seeds": seeds, "files": [f.name for f in files], "truncation": entry.truncation}
+    record = {
+        "index": entry.index,
+        "line": entry.line,
+        "prompt": entry.prompt,
+        "n": entry.n,
+        "seed": seed,
+        "seeds": seeds,
+        "files": [f.name for f in files],
+        "truncation": entry.truncation,
+    }
     for key in ("name", "model", "style", "size"):
         if getattr(entry, key) is not None:
             record[key] = getattr(entry, key)
@@ -224,8 +248,16 @@ def _run_entry(ctx: JobContext, entry: Entry, width: int, pipelines: Pipelines, 
 
 
 def _generate(entry: Entry, seed: int, pipelines: Pipelines):
-    request = GenerationRequest(entry.prompt, entry.n, seed, entry.truncation, pipelines.request_model(entry.model),
-                                entry.style, entry.size, "watch")
+    request = GenerationRequest(
+        entry.prompt,
+        entry.n,
+        seed,
+        entry.truncation,
+        pipelines.request_model(entry.model),
+        entry.style,
+        entry.size,
+        "watch",
+    )
     for attempt in range(RETRIES + 1):
         try:
             return pipelines.get(entry.model).generate(request)
@@ -233,9 +265,9 @@ def _generate(entry: Entry, seed: int, pipelines: Pipelines):
             # Only running out of memory is worth another try; everything else is reported at once.
             if type(exc).__name__ not in ("OutOfMemoryError", "MemoryError") or attempt == RETRIES:
                 raise
-            log.warning("line %d: %s; retrying in %d s", entry.line, type(exc).__name__, 2 ** attempt)
+            log.warning("line %d: %s; retrying in %d s", entry.line, type(exc).__name__, 2**attempt)
             _empty_device_cache()
-            time.sleep(2 ** attempt)
+            time.sleep(2**attempt)
     raise AssertionError("unreachable")
 
 

@@ -7,6 +7,7 @@ stat. A zero-byte file (a browser's placeholder, or a writer that has not starte
 `empty_quiet` instead, so a file that is truly empty is still reported in the end, not left forever.
 (paperless-ngx FileStabilityTracker; calibre's 0-byte rule.)
 """
+
 from __future__ import annotations
 
 import os
@@ -36,8 +37,7 @@ class _Tracked:
 
 
 class StabilityTracker:
-    def __init__(self, quiet: float, empty_quiet: float | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(self, quiet: float, empty_quiet: float | None = None, clock: Callable[[], float] = time.monotonic):
         self.quiet = quiet
         self.empty_quiet = 10 * quiet if empty_quiet is None else empty_quiet
         self.clock = clock
@@ -79,8 +79,10 @@ class StabilityTracker:
         if not self._files:
             return None
         now = self.clock()
-        return max(0.0, min(t.changed_at + (self.empty_quiet if t.sig[0] == 0 else self.quiet) - now
-                            for t in self._files.values()))
+        return max(
+            0.0,
+            min(t.changed_at + (self.empty_quiet if t.sig[0] == 0 else self.quiet) - now for t in self._files.values()),
+        )
 
     def discard(self, path: Path) -> None:
         self._files.pop(path, None)

@@ -1,4 +1,5 @@
 """`ganvas watch INBOX --status`: what is queued, running, done and failed, and whether a watcher runs."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,16 +10,22 @@ from ganvas.core.hosts.watch.layout import Inbox, WatchLock
 
 def _inputs(folder: Path) -> int:
     try:
-        return sum(1 for p in folder.iterdir()
-                   if p.is_file() and not p.name.startswith(".") and not p.name.endswith(".error.json"))
+        return sum(
+            1
+            for p in folder.iterdir()
+            if p.is_file() and not p.name.startswith(".") and not p.name.endswith(".error.json")
+        )
     except FileNotFoundError:
         return 0
 
 
 def watch_status(inbox_path: str | Path) -> dict:
     inbox = Inbox(inbox_path)
-    duplicates = sum(1 if r["event"] == "duplicate" else int(r.get("duplicates") or 0)  # compaction's count
-                     for r in Journal(inbox.journal_path).records() if r["event"] in ("duplicate", "compacted"))
+    duplicates = sum(
+        1 if r["event"] == "duplicate" else int(r.get("duplicates") or 0)  # compaction's count
+        for r in Journal(inbox.journal_path).records()
+        if r["event"] in ("duplicate", "compacted")
+    )
     return {
         "inbox": str(inbox.root),
         "watcher": WatchLock(inbox.lock_path).owner(),
@@ -32,11 +39,13 @@ def watch_status(inbox_path: str | Path) -> dict:
 
 def format_status(status: dict) -> str:
     owner = status["watcher"]
-    lines = [f"inbox       {status['inbox']}",
-             f"watcher     {'running (pid ' + owner + ')' if owner else 'not running'}",
-             f"queued      {status['queued']}",
-             f"processing  {status['processing']}",
-             f"done        {status['done']}" + (f"  ({status['duplicates']} skipped as duplicates)"
-                                               if status["duplicates"] else ""),
-             f"failed      {status['failed']}"]
+    lines = [
+        f"inbox       {status['inbox']}",
+        f"watcher     {'running (pid ' + owner + ')' if owner else 'not running'}",
+        f"queued      {status['queued']}",
+        f"processing  {status['processing']}",
+        f"done        {status['done']}"
+        + (f"  ({status['duplicates']} skipped as duplicates)" if status["duplicates"] else ""),
+        f"failed      {status['failed']}",
+    ]
     return "\n".join(lines)

@@ -1,5 +1,6 @@
 """The `ganvas` command line: in-process through click's runner, plus real processes where the
 console script's own startup matters (entry-point plugins, exit codes, one-line errors)."""
+
 from __future__ import annotations
 
 import json
@@ -29,15 +30,31 @@ def test_version_and_help():
 
 
 def test_generate_writes_pngs_and_never_overwrites(tiny_checkpoint, tmp_path, plugins):
-    args = ["generate", "a red circle", "-n", "2", "--seed", "7", "--model", str(tiny_checkpoint),
-            "--out", str(tmp_path), "--truncation", "0.9", "--style", "noto"]
+    args = [
+        "generate",
+        "a red circle",
+        "-n",
+        "2",
+        "--seed",
+        "7",
+        "--model",
+        str(tiny_checkpoint),
+        "--out",
+        str(tmp_path),
+        "--truncation",
+        "0.9",
+        "--style",
+        "noto",
+    ]
     first = invoke(*args)
     assert first.exit_code == 0, first.output
     names = [line.rsplit("/", 1)[-1] for line in first.output.split()]
     assert names == ["a-red-circle-noto-style-seed7.png", "a-red-circle-noto-style-seed8.png"]
     second = invoke(*args)
     assert [line.rsplit("/", 1)[-1] for line in second.output.split()] == [
-        "a-red-circle-noto-style-seed7-1.png", "a-red-circle-noto-style-seed8-1.png"]
+        "a-red-circle-noto-style-seed7-1.png",
+        "a-red-circle-noto-style-seed8-1.png",
+    ]
     a, b = Image.open(tmp_path / names[0]), Image.open(tmp_path / "a-red-circle-noto-style-seed7-1.png")
     assert np.array_equal(pixels(a), pixels(b))
     assert read_png_text(tmp_path / names[1])["seed"] == "8"
@@ -46,8 +63,17 @@ def test_generate_writes_pngs_and_never_overwrites(tiny_checkpoint, tmp_path, pl
 def test_generate_from_prompts_file(tiny_checkpoint, tmp_path, plugins):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("\ufeff# my prompts\na blue star\n\n  a green cross  \n", encoding="utf-8")
-    result = invoke("generate", "--prompts", str(prompts), "--seed", "1", "--model", str(tiny_checkpoint),
-                    "--out", str(tmp_path / "out"))
+    result = invoke(
+        "generate",
+        "--prompts",
+        str(prompts),
+        "--seed",
+        "1",
+        "--model",
+        str(tiny_checkpoint),
+        "--out",
+        str(tmp_path / "out"),
+    )
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a-blue-star-seed1.png", "a-green-cross-seed1.png"]
 
@@ -66,8 +92,22 @@ def test_malformed_prompts_file_is_one_line_naming_the_line(tiny_checkpoint, tmp
 
 
 def test_from_png_reproduces_the_image(tiny_checkpoint, tmp_path, plugins):
-    made = invoke("generate", "a purple diamond", "-n", "3", "--seed", "40", "--style", "noto",
-                  "--truncation", "0.7", "--model", str(tiny_checkpoint), "--out", str(tmp_path))
+    made = invoke(
+        "generate",
+        "a purple diamond",
+        "-n",
+        "3",
+        "--seed",
+        "40",
+        "--style",
+        "noto",
+        "--truncation",
+        "0.7",
+        "--model",
+        str(tiny_checkpoint),
+        "--out",
+        str(tmp_path),
+    )
     original = made.output.split()[2]
     replay = invoke("generate", "--from-png", original, "--out", str(tmp_path / "replay"))
     assert replay.exit_code == 0, replay.output
@@ -84,13 +124,29 @@ def test_from_png_reproduces_the_image(tiny_checkpoint, tmp_path, plugins):
 
 
 def test_interpolate_command_and_frame_replay(tiny_checkpoint, tmp_path, plugins):
-    result = invoke("interpolate", "a red apple", "a green apple", "--steps", "3", "--seed", "2",
-                    "--model", str(tiny_checkpoint), "--out", str(tmp_path), "--gif")
+    result = invoke(
+        "interpolate",
+        "a red apple",
+        "a green apple",
+        "--steps",
+        "3",
+        "--seed",
+        "2",
+        "--model",
+        str(tiny_checkpoint),
+        "--out",
+        str(tmp_path),
+        "--gif",
+    )
     assert result.exit_code == 0, result.output
     paths = result.output.split()
     assert [p.rsplit("/", 1)[-1] for p in paths] == [
-        "a-red-apple-frame000.png", "a-red-apple-frame001.png", "a-red-apple-frame002.png",
-        "a-red-apple-frame003.png", "a-red-apple.gif"]
+        "a-red-apple-frame000.png",
+        "a-red-apple-frame001.png",
+        "a-red-apple-frame002.png",
+        "a-red-apple-frame003.png",
+        "a-red-apple.gif",
+    ]
     assert Image.open(paths[-1]).n_frames == 4
     replay = invoke("generate", "--from-png", paths[1], "--out", str(tmp_path / "r"))
     assert replay.exit_code == 0, replay.output
@@ -131,8 +187,10 @@ def test_errors_are_one_line_unless_debug(tiny_checkpoint, plugins, tmp_path, mo
     monkeypatch.setenv("GANVAS_BLOCKLIST", str(blocklist))
     refused = invoke("generate", "a kitten", "--model", str(tiny_checkpoint), "--out", str(tmp_path))
     assert refused.exit_code == 1
-    assert refused.output == ("Error: request refused by request_policy: the prompt contains the blocked term "
-                              f"'kitten' (blocklist entry 'kitten' at {blocklist}:1)\n")
+    assert refused.output == (
+        "Error: request refused by request_policy: the prompt contains the blocked term "
+        f"'kitten' (blocklist entry 'kitten' at {blocklist}:1)\n"
+    )
     assert invoke("generate").exit_code == 2
 
 
@@ -146,8 +204,21 @@ def test_real_process_with_installed_plugins(installed_plugins, tiny_checkpoint,
     assert "plugin broken-hooks failed in ganvas_register_commands" in hello.stderr
     listed = json.loads(run_ganvas(["plugins"], env).stdout)
     assert {p["name"] for p in listed["plugins"]} == {"example", "broken-hooks"}
-    made = run_ganvas(["generate", "a cat", "--model", "example-tiny", "--seed", "5", "--param", "grayscale=true",
-                       "--out", str(tmp_path)], env)
+    made = run_ganvas(
+        [
+            "generate",
+            "a cat",
+            "--model",
+            "example-tiny",
+            "--seed",
+            "5",
+            "--param",
+            "grayscale=true",
+            "--out",
+            str(tmp_path),
+        ],
+        env,
+    )
     assert made.returncode == 0, made.stderr
     text = read_png_text(made.stdout.strip())
     assert text["example_plugin"].startswith("ganvas-example-plugin saw image 0") and text["model"] == "example-tiny"
@@ -155,7 +226,8 @@ def test_real_process_with_installed_plugins(installed_plugins, tiny_checkpoint,
     refused = run_ganvas(["generate", "a forbidden cat", "--model", "example-tiny"], env)
     assert refused.returncode == 1 and "Traceback" not in refused.stderr
     assert refused.stderr.strip().splitlines()[-1] == (
-        "Error: request refused by example: the example plugin refuses prompts containing 'forbidden'")
+        "Error: request refused by example: the example plugin refuses prompts containing 'forbidden'"
+    )
 
 
 def test_sample_sheet_script_draws_prompts_by_seeds(tiny_checkpoint, tmp_path):
@@ -163,29 +235,52 @@ def test_sample_sheet_script_draws_prompts_by_seeds(tiny_checkpoint, tmp_path):
     import sys
 
     out = tmp_path / "sheet.png"
-    subprocess.run([sys.executable, str(REPO / "scripts" / "sample_sheet.py"), "--model",
-                    str(tiny_checkpoint), "--prompts", "a red circle", "a blue star", "--seeds", "3", "--out", str(out)],
-                   check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "sample_sheet.py"),
+            "--model",
+            str(tiny_checkpoint),
+            "--prompts",
+            "a red circle",
+            "a blue star",
+            "--seeds",
+            "3",
+            "--out",
+            str(out),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     with Image.open(out) as sheet:
         width, height = sheet.size
         rgb = np.asarray(sheet.convert("RGB"))
     assert height == 24 + 2 * (32 + 4)  # header + 2 rows of 32 px tiles
     label_w = width - 3 * (32 + 4)
-    first_tile = rgb[24:56, label_w:label_w + 32]
+    first_tile = rgb[24:56, label_w : label_w + 32]
     assert first_tile.std() > 0 and (rgb[:, :label_w] < 128).any()  # a generated tile, and the prompt written
 
 
 # --- limits: prompts files, interpolation frames, mistyped --from-png metadata --------------------------------
 
+
 def _run_capped(args: list[str], memory: int = 1 << 30, timeout: int = 120):
     """The real command line in a process whose address space is capped: an unbounded read or list
     fails fast with MemoryError there instead of eating the machine."""
+
     def cap():
         resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
 
     env = {k: v for k, v in os.environ.items() if k not in PLUGIN_ENV}
-    return subprocess.run([sys.executable, "-m", "ganvas.core.hosts.cli.main", *args], capture_output=True, text=True,
-                          env=env, timeout=timeout, preexec_fn=cap)
+    return subprocess.run(
+        [sys.executable, "-m", "ganvas.core.hosts.cli.main", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        preexec_fn=cap,
+    )
 
 
 def test_prompts_from_dev_zero_are_refused_at_once_as_binary(tmp_path):
@@ -200,13 +295,18 @@ def test_prompts_file_limits_line_length_prompt_count_and_size(tmp_path):
 
     limits = Limits()
     cases = {
-        "long.txt": (b"ok\n" + b"a" * (5 << 20),
-                     f"line 2: longer than {MAX_PROMPT_LINE_BYTES} bytes; expected one prompt per line"),
-        "many.txt": (b"p\n" * (limits.max_prompts + 1),
-                     f"line {limits.max_prompts + 1}: more than {limits.max_prompts} prompts in one file; "
-                     f"split the file"),
-        "big.txt": ((b"#" * 1000 + b"\n") * (limits.max_bytes // 1000 + 10) + b"a prompt\n",
-                    f"larger than {limits.max_bytes} bytes (at line {limits.max_bytes // 1001 + 1}); split the file"),
+        "long.txt": (
+            b"ok\n" + b"a" * (5 << 20),
+            f"line 2: longer than {MAX_PROMPT_LINE_BYTES} bytes; expected one prompt per line",
+        ),
+        "many.txt": (
+            b"p\n" * (limits.max_prompts + 1),
+            f"line {limits.max_prompts + 1}: more than {limits.max_prompts} prompts in one file; split the file",
+        ),
+        "big.txt": (
+            (b"#" * 1000 + b"\n") * (limits.max_bytes // 1000 + 10) + b"a prompt\n",
+            f"larger than {limits.max_bytes} bytes (at line {limits.max_bytes // 1001 + 1}); split the file",
+        ),
         "late-nul.txt": (b"caf\xe9\n" * 3 + b"x\x00\n", "line 4: binary data (NUL byte)"),
     }
     for name, (data, expected) in cases.items():
@@ -237,19 +337,33 @@ def _rewrite_record(source, target, change):
 def test_interpolation_frame_count_is_checked_before_anything_is_built(tiny_checkpoint, tmp_path, plugins):
     """--steps 10^9 and a crafted PNG asking for 10^9 frames: refused in one line before the frame list
     exists (the old code built it first: MemoryError here, gigabytes on a machine without a cap)."""
-    steps = _run_capped(["interpolate", "a", "b", "--steps", "1000000000", "--model", str(tiny_checkpoint),
-                         "--out", str(tmp_path)], memory=3 << 30)
+    steps = _run_capped(
+        ["interpolate", "a", "b", "--steps", "1000000000", "--model", str(tiny_checkpoint), "--out", str(tmp_path)],
+        memory=3 << 30,
+    )
     assert steps.returncode == 2, steps.stderr
     assert steps.stderr.strip().splitlines()[-1] == (
         "Error: Invalid value for '--steps': 1000000000 steps make 1000000001 frames; the limit is 100 images "
-        "per request (GANVAS_MAX_N)")
-    made = invoke("interpolate", "a red apple", "a green apple", "--steps", "2", "--seed", "2",
-                  "--model", str(tiny_checkpoint), "--out", str(tmp_path))
+        "per request (GANVAS_MAX_N)"
+    )
+    made = invoke(
+        "interpolate",
+        "a red apple",
+        "a green apple",
+        "--steps",
+        "2",
+        "--seed",
+        "2",
+        "--model",
+        str(tiny_checkpoint),
+        "--out",
+        str(tmp_path),
+    )
     assert made.exit_code == 0, made.output
     frame = made.output.split()[1]
 
     def huge(record):
-        record["request"]["extra"]["interpolate"]["steps"] = 10 ** 9
+        record["request"]["extra"]["interpolate"]["steps"] = 10**9
         del record["frame"]  # no frame: the whole interpolation is replayed
 
     crafted = _rewrite_record(frame, tmp_path / "crafted.png", huge)
@@ -257,16 +371,29 @@ def test_interpolation_frame_count_is_checked_before_anything_is_built(tiny_chec
     assert replay.returncode == 1, replay.stderr
     assert replay.stderr.strip().splitlines()[-1] == (
         f"Error: {crafted}: the stored interpolation makes 1000000001 frames; the limit is 100 images per "
-        f"request (GANVAS_MAX_N)")
+        f"request (GANVAS_MAX_N)"
+    )
     assert not (tmp_path / "r").exists()
 
 
 def test_mistyped_from_png_metadata_names_the_file_and_the_field(tiny_checkpoint, tmp_path, plugins):
-    made = invoke("generate", "a purple diamond", "--seed", "4", "--model", str(tiny_checkpoint),
-                  "--out", str(tmp_path))
+    made = invoke(
+        "generate", "a purple diamond", "--seed", "4", "--model", str(tiny_checkpoint), "--out", str(tmp_path)
+    )
     image = made.output.split()[0]
-    morph = invoke("interpolate", "a red apple", "a green apple", "--steps", "2", "--seed", "2",
-                   "--model", str(tiny_checkpoint), "--out", str(tmp_path))
+    morph = invoke(
+        "interpolate",
+        "a red apple",
+        "a green apple",
+        "--steps",
+        "2",
+        "--seed",
+        "2",
+        "--model",
+        str(tiny_checkpoint),
+        "--out",
+        str(tmp_path),
+    )
     frame = morph.output.split()[1]
 
     def setter(path, value):
@@ -279,15 +406,24 @@ def test_mistyped_from_png_metadata_names_the_file_and_the_field(tiny_checkpoint
                 del holder[last]
             else:
                 holder[last] = value
+
         return change
 
     cases = [
-        (image, "request.n", "3"), (image, "request.seed", "x"), (image, "request.model", 5),
-        (image, "request.truncation", True), (image, "request.prompt", KeyError),
+        (image, "request.n", "3"),
+        (image, "request.seed", "x"),
+        (image, "request.model", 5),
+        (image, "request.truncation", True),
+        (image, "request.prompt", KeyError),
         (image, "request.extra", "interpolate"),
-        (image, "request.size", 64.0), (image, "model", "tiny"), (image, "model.path", ["a"]), (frame, "frame", "1"),
-        (frame, "request.extra.interpolate", [1]), (frame, "request.extra.interpolate.steps", "3"),
-        (frame, "request.extra.interpolate.prompts", "a red apple"), (frame, "request.extra.interpolate.seeds", [2.5]),
+        (image, "request.size", 64.0),
+        (image, "model", "tiny"),
+        (image, "model.path", ["a"]),
+        (frame, "frame", "1"),
+        (frame, "request.extra.interpolate", [1]),
+        (frame, "request.extra.interpolate.steps", "3"),
+        (frame, "request.extra.interpolate.prompts", "a red apple"),
+        (frame, "request.extra.interpolate.seeds", [2.5]),
     ]
     for number, (source, field, value) in enumerate(cases):
         crafted = _rewrite_record(source, tmp_path / f"crafted{number}.png", setter(field, value))
@@ -320,7 +456,7 @@ def test_broken_checkpoints_are_one_line_errors_naming_file_and_field(tiny_check
         broken("float", cond_dim=32.0): "config.json: bad generator config ('cond_dim' must be an integer, got 32.0)",
         broken("bool", max_mult=True): "config.json: bad generator config ('max_mult' must be an integer, got True)",
         broken("shape", z_dim=8): "model.safetensors: weights do not fit config.json: tensor 'mapping.0.weight' is "
-                                  "[32, 400] in the file, config.json makes [32, 392]",
+        "[32, 400] in the file, config.json makes [32, 392]",
         nan: "model.safetensors: tensor 'to_rgb.bias' holds NaN or infinite values",
     }
     for folder, expected in cases.items():

@@ -5,6 +5,7 @@ API key; tests that need another configuration (tiny queue, slow model, CORS) st
 is cheap because the model and the text encoder stay loaded in this process. The subprocess tests
 run the real command and kill it (SIGKILL, SIGTERM) mid-request.
 """
+
 from __future__ import annotations
 
 import base64
@@ -116,17 +117,26 @@ def gate():
 
 @pytest.fixture(scope="module")
 def srv(tiny_checkpoint, tmp_path_factory, gate):
-    config = ServerConfig(port=0, api_key=KEY, model="tiny", workers=2, max_queue=8, access_log=None,
-                          store_dir=tmp_path_factory.mktemp("store"))
+    config = ServerConfig(
+        port=0,
+        api_key=KEY,
+        model="tiny",
+        workers=2,
+        max_queue=8,
+        access_log=None,
+        store_dir=tmp_path_factory.mktemp("store"),
+    )
     with BackgroundServer(config, make_plugins(tiny_checkpoint, gate)) as server:
         yield server
 
 
 # --- generation through the SDK ----------------------------------------------------------------------------
 
+
 def test_sdk_b64_json_n_greater_than_one_with_seeds(srv):
-    r = client(srv).images.generate(prompt="a red circle", n=3, size="64x64", response_format="b64_json",
-                                    extra_body={"seed": 7})
+    r = client(srv).images.generate(
+        prompt="a red circle", n=3, size="64x64", response_format="b64_json", extra_body={"seed": 7}
+    )
     assert isinstance(r.created, int) and len(r.data) == 3
     images = [decode(item) for item in r.data]
     assert all(im.size == (64, 64) and im.format == "PNG" for im in images)
@@ -134,8 +144,9 @@ def test_sdk_b64_json_n_greater_than_one_with_seeds(srv):
     assert [item.seed for item in r.data] == [7, 8, 9]
     assert r.data[0].url is None and r.data[0].revised_prompt is None
     # image i uses seed + i: seed 8 alone is the second image of the batch
-    alone = client(srv).images.generate(prompt="a red circle", size="64x64", response_format="b64_json",
-                                        extra_body={"seed": 8})
+    alone = client(srv).images.generate(
+        prompt="a red circle", size="64x64", response_format="b64_json", extra_body={"seed": 8}
+    )
     assert (pixels(decode(alone.data[0])) == pixels(images[1])).all()
     assert not (pixels(images[0]) == pixels(images[1])).all()
     # PNG metadata from the pipeline travels with the image
@@ -158,7 +169,7 @@ def test_sdk_url_results_are_served_by_the_server(srv):
 
 
 def test_sdk_defaults_only_prompt(srv):
-    r = client(srv).images.generate(prompt="a green triangle")   # the SDK sends {"prompt": ...} only
+    r = client(srv).images.generate(prompt="a green triangle")  # the SDK sends {"prompt": ...} only
     assert len(r.data) == 1 and r.data[0].url and isinstance(r.data[0].seed, int)
 
 
@@ -179,8 +190,9 @@ def test_a_style_for_a_model_without_a_prompt_template_is_400_naming_style(srv):
         client(srv).images.generate(prompt="a red circle", model="shapes", extra_body={"seed": 1, "style": "noto"})
     assert err.value.status_code == 400 and err.value.param == "style", err.value.message
     assert "model 'shapes' has no prompt template" in err.value.message
-    plain = client(srv).images.generate(prompt="a red circle", model="shapes", response_format="b64_json",
-                                        extra_body={"seed": 1, "style": ""})
+    plain = client(srv).images.generate(
+        prompt="a red circle", model="shapes", response_format="b64_json", extra_body={"seed": 1, "style": ""}
+    )
     assert plain.data[0].revised_prompt is None  # a blank style is no style: the prompt is unchanged
 
 
@@ -224,9 +236,13 @@ def test_hub_sizes_without_an_upsampler_is_the_native_side_only():
     hub = ModelHub(GanvasPlugins(entry_points=False, env={}))
     hub._pipelines["m"] = SimpleNamespace(resolution=64, load_upsampler=lambda: None)
     assert hub.sizes("m") == [64]
-    hub._pipelines["x4"] = SimpleNamespace(resolution=64, load_upsampler=lambda: SimpleNamespace(info=SimpleNamespace(scale=4)))
+    hub._pipelines["x4"] = SimpleNamespace(
+        resolution=64, load_upsampler=lambda: SimpleNamespace(info=SimpleNamespace(scale=4))
+    )
     assert hub.sizes("x4") == [64, 128, 256]
-    hub._pipelines["x3"] = SimpleNamespace(resolution=64, load_upsampler=lambda: SimpleNamespace(info=SimpleNamespace(scale=3)))
+    hub._pipelines["x3"] = SimpleNamespace(
+        resolution=64, load_upsampler=lambda: SimpleNamespace(info=SimpleNamespace(scale=3))
+    )
     assert hub.sizes("x3") == [64, 128, 192]
     assert hub.sizes("not-loaded") is None
 
@@ -242,17 +258,39 @@ def test_size_256_is_the_upsampler_and_equals_the_command_line(srv, tmp_path):
     if scale is None:
         pytest.skip("models/upsamplers/ holds no upsampler yet (the x4 upsampler is still being shipped)")
     c = client(srv)
-    r = c.images.generate(prompt="a red apple", model="emoji64", size="256x256", response_format="b64_json",
-                          extra_body={"seed": 5})
+    r = c.images.generate(
+        prompt="a red apple", model="emoji64", size="256x256", response_format="b64_json", extra_body={"seed": 5}
+    )
     served = decode(r.data[0])
     assert served.size == (256, 256) and served.mode == "RGBA" and served.format == "PNG"
     assert "upsampler" in served.info, served.info.keys()
     assert c.models.retrieve("emoji64").sizes == [64, *(64 * f for f in (2, 4, 8) if f <= scale)]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GANVAS_", "OPENAI_"))}
     env.update(GANVAS_PLUGINS="", OMP_NUM_THREADS="1", GANVAS_THREADS="1")
-    proc = subprocess.run([sys.executable, "-m", "ganvas.core.hosts.cli.main", "generate", "a red apple", "--model", "emoji64",
-                           "--seed", "5", "--size", "256", "--truncation", "1", "--out", str(tmp_path),
-                           "--no-progress"], capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ganvas.core.hosts.cli.main",
+            "generate",
+            "a red apple",
+            "--model",
+            "emoji64",
+            "--seed",
+            "5",
+            "--size",
+            "256",
+            "--truncation",
+            "1",
+            "--out",
+            str(tmp_path),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     with Image.open(proc.stdout.split()[-1]) as cli:
         assert cli.size == (256, 256) and cli.mode == "RGBA"
@@ -268,20 +306,26 @@ def test_interpolation_frames(srv):
     first = Image.open(io.BytesIO(base64.b64decode(r["data"][0]["b64_json"])))
     plain = c.images.generate(prompt="a red circle", response_format="b64_json", extra_body={"seed": 11})
     assert (pixels(first) == pixels(decode(plain.data[0]))).all()  # frame 0 == a plain generation
-    walk = c.post("/images/interpolations", body={"prompts": ["a red circle"], "seeds": [1, 2, 3], "steps": 2,
-                                                  "response_format": "url"}, cast_to=object)
+    walk = c.post(
+        "/images/interpolations",
+        body={"prompts": ["a red circle"], "seeds": [1, 2, 3], "steps": 2, "response_format": "url"},
+        cast_to=object,
+    )
     assert [f["seed"] for f in walk["data"]] == [1, 1, 2, 2, 3] and all("url" in f for f in walk["data"])
 
 
-@pytest.mark.parametrize("body, param", [
-    ({"prompts": ["a"], "seed": 1}, "prompts"),                                    # one key frame
-    ({"prompts": ["a", "b"], "steps": MAX_FRAMES}, "steps"),                       # too many frames
-    ({"prompts": ["a", "b", "c"], "seeds": [1, 2]}, "seeds"),                      # lengths disagree
-    ({"prompts": ["a", "b"], "seed": 1, "seeds": [1, 2]}, "seed"),
-    ({"prompts": ["a", "  "]}, "prompts"),
-    ({"prompts": "ab"}, "prompts"),
-    ({"prompts": ["a", "b"], "steps": 40, "size": "1024x1024"}, "size"),      # pixel budget
-])
+@pytest.mark.parametrize(
+    "body, param",
+    [
+        ({"prompts": ["a"], "seed": 1}, "prompts"),  # one key frame
+        ({"prompts": ["a", "b"], "steps": MAX_FRAMES}, "steps"),  # too many frames
+        ({"prompts": ["a", "b", "c"], "seeds": [1, 2]}, "seeds"),  # lengths disagree
+        ({"prompts": ["a", "b"], "seed": 1, "seeds": [1, 2]}, "seed"),
+        ({"prompts": ["a", "  "]}, "prompts"),
+        ({"prompts": "ab"}, "prompts"),
+        ({"prompts": ["a", "b"], "steps": 40, "size": "1024x1024"}, "size"),  # pixel budget
+    ],
+)
 def test_interpolation_errors(srv, body, param):
     with pytest.raises(openai.BadRequestError) as err:
         client(srv).post("/images/interpolations", body=body, cast_to=object)
@@ -290,27 +334,31 @@ def test_interpolation_errors(srv, body, param):
 
 # --- errors, one SDK class each ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kwargs, param", [
-    (dict(n=11), "n"),
-    (dict(n=0), "n"),
-    (dict(size="100x200"), "size"),
-    (dict(size="4x4"), "size"),
-    (dict(size="4096x4096"), "size"),
-    (dict(size="large"), "size"),
-    (dict(response_format="jpeg"), "response_format"),
-    (dict(prompt=""), "prompt"),
-    (dict(prompt="   "), "prompt"),
-    (dict(prompt="x" * 1001), "prompt"),
-    (dict(extra_body={"seed": -1}), "seed"),
-    (dict(extra_body={"seed": MAX_SEED, "n": 2}), "seed"),
-    (dict(extra_body={"truncation": 0}), "truncation"),
-    (dict(extra_body={"truncation": 1.5}), "truncation"),
-    (dict(extra_body={"n": "2"}), "n"),
-    (dict(extra_body={"n": True}), "n"),
-    (dict(extra_body={"seeds": [1]}), "seeds"),          # a typo is named, not ignored
-    (dict(extra_body={"background": "transparent"}), "background"),
-    (dict(prompt="something forbidden"), "prompt"),      # a policy plugin's refusal
-])
+
+@pytest.mark.parametrize(
+    "kwargs, param",
+    [
+        (dict(n=11), "n"),
+        (dict(n=0), "n"),
+        (dict(size="100x200"), "size"),
+        (dict(size="4x4"), "size"),
+        (dict(size="4096x4096"), "size"),
+        (dict(size="large"), "size"),
+        (dict(response_format="jpeg"), "response_format"),
+        (dict(prompt=""), "prompt"),
+        (dict(prompt="   "), "prompt"),
+        (dict(prompt="x" * 1001), "prompt"),
+        (dict(extra_body={"seed": -1}), "seed"),
+        (dict(extra_body={"seed": MAX_SEED, "n": 2}), "seed"),
+        (dict(extra_body={"truncation": 0}), "truncation"),
+        (dict(extra_body={"truncation": 1.5}), "truncation"),
+        (dict(extra_body={"n": "2"}), "n"),
+        (dict(extra_body={"n": True}), "n"),
+        (dict(extra_body={"seeds": [1]}), "seeds"),  # a typo is named, not ignored
+        (dict(extra_body={"background": "transparent"}), "background"),
+        (dict(prompt="something forbidden"), "prompt"),  # a policy plugin's refusal
+    ],
+)
 def test_bad_input_is_400_naming_the_field(srv, kwargs, param):
     args = {"prompt": "a red circle", **kwargs}
     extra = args.pop("extra_body", {})
@@ -339,8 +387,9 @@ def test_wrong_or_missing_key_is_401(srv):
     assert err.value.code == "invalid_api_key"
     with pytest.raises(openai.AuthenticationError):
         client(srv, key="wrong").models.list()
-    status, headers, body = raw(srv, "POST", "/v1/images/generations", json.dumps({"prompt": "x"}),
-                                {"Content-Type": "application/json"})
+    status, headers, body = raw(
+        srv, "POST", "/v1/images/generations", json.dumps({"prompt": "x"}), {"Content-Type": "application/json"}
+    )
     assert status == 401 and headers["www-authenticate"] == "Bearer" and "missing" in body["error"]["message"]
     # keys are compared as bytes: a non-ASCII token is a plain 401, never a TypeError (500)
     status, _, body = raw(srv, "GET", "/v1/models", headers={"Authorization": "Bearer test-k\u00e9y".encode()})
@@ -368,27 +417,35 @@ def test_body_too_large_is_413(srv):
     assert err.value.status_code == 413 and err.value.code == "request_too_large"
     # chunked upload: no Content-Length to check up front, the count stops it
     conn = http.client.HTTPConnection("127.0.0.1", int(srv.url.rsplit(":", 1)[1]), timeout=30)
-    conn.request("POST", "/v1/images/generations", body=iter([b'{"prompt": "', b"x" * 140_000, b'"}']),
-                 headers={**auth(), "Content-Type": "application/json"}, encode_chunked=True)
+    conn.request(
+        "POST",
+        "/v1/images/generations",
+        body=iter([b'{"prompt": "', b"x" * 140_000, b'"}']),
+        headers={**auth(), "Content-Type": "application/json"},
+        encode_chunked=True,
+    )
     resp = conn.getresponse()
     assert resp.status == 413 and json.loads(resp.read())["error"]["code"] == "request_too_large"
     conn.close()
 
 
-@pytest.mark.parametrize("body, content_type", [
-    (b"{not json", "application/json"),
-    (b"[1, 2]", "application/json"),
-    (b"null", "application/json"),
-    (b"", "application/json"),
-    (b'{"prompt": "x"}', "text/plain"),
-    (b"prompt=x", "application/x-www-form-urlencoded"),
-    (b'{"prompt": {"nested": [1]}}', "application/json"),
-    (b'{"prompt": "x", "truncation": NaN}', "application/json"),
-    (b'{"prompt": "x", "seed": 1e400}', "application/json"),
-    (b'{"prompt": "x", "seed": 123456789012345678901234567890}', "application/json"),
-    (b'{"prompt": "x\\ud800"}', "application/json"),
-    (b"\xff\xfe", "application/json"),
-])
+@pytest.mark.parametrize(
+    "body, content_type",
+    [
+        (b"{not json", "application/json"),
+        (b"[1, 2]", "application/json"),
+        (b"null", "application/json"),
+        (b"", "application/json"),
+        (b'{"prompt": "x"}', "text/plain"),
+        (b"prompt=x", "application/x-www-form-urlencoded"),
+        (b'{"prompt": {"nested": [1]}}', "application/json"),
+        (b'{"prompt": "x", "truncation": NaN}', "application/json"),
+        (b'{"prompt": "x", "seed": 1e400}', "application/json"),
+        (b'{"prompt": "x", "seed": 123456789012345678901234567890}', "application/json"),
+        (b'{"prompt": "x\\ud800"}', "application/json"),
+        (b"\xff\xfe", "application/json"),
+    ],
+)
 def test_garbage_is_400_in_openai_shape(srv, body, content_type):
     status, _, data = raw(srv, "POST", "/v1/images/generations", body, auth({"Content-Type": content_type}))
     assert status == 400, data
@@ -420,8 +477,28 @@ def test_size_is_two_integers_compared_numerically(srv, size, side):
     assert decode(r.data[0]).size == (side, side)
 
 
-@pytest.mark.parametrize("size", ["8x8\n", " 8x8", "8X8", "+8x8", "8x-8", "8 x 8", "\u0668x\u0668", "\uff18x\uff18",
-                                  "000008x8", "8x8x8", "x8", "8x", "0x0", "1e2x1e2", "8.0x8.0", "64x32", "1024x1792"])
+@pytest.mark.parametrize(
+    "size",
+    [
+        "8x8\n",
+        " 8x8",
+        "8X8",
+        "+8x8",
+        "8x-8",
+        "8 x 8",
+        "\u0668x\u0668",
+        "\uff18x\uff18",
+        "000008x8",
+        "8x8x8",
+        "x8",
+        "8x",
+        "0x0",
+        "1e2x1e2",
+        "8.0x8.0",
+        "64x32",
+        "1024x1792",
+    ],
+)
 def test_malformed_or_non_square_size_is_400(srv, size):
     with pytest.raises(openai.BadRequestError) as err:
         client(srv).images.generate(prompt="a red circle", size=size)
@@ -437,13 +514,15 @@ def test_json_syntax_error_names_line_and_column_not_an_offset(srv):
 
 def test_urls_never_come_from_the_host_header(srv, tiny_checkpoint, tmp_path):
     body = json.dumps({"prompt": "a red circle", "response_format": "url"})
-    status, _, data = raw(srv, "POST", "/v1/images/generations", body,
-                          auth({"Content-Type": "application/json", "Host": "evil.example"}))
+    status, _, data = raw(
+        srv, "POST", "/v1/images/generations", body, auth({"Content-Type": "application/json", "Host": "evil.example"})
+    )
     assert status == 200 and data["data"][0]["url"].startswith(srv.url + "/v1/images/files/"), data
     status, headers, _ = raw(srv, "GET", "/v1/models/", headers=auth({"Host": "evil.example"}))
     assert "evil.example" not in headers.get("location", ""), (status, headers)
-    config = ServerConfig(port=0, model="tiny", access_log=None, store_dir=tmp_path,
-                          public_url="https://images.example.com/ganvas/")
+    config = ServerConfig(
+        port=0, model="tiny", access_log=None, store_dir=tmp_path, public_url="https://images.example.com/ganvas/"
+    )
     with BackgroundServer(config, make_plugins(tiny_checkpoint)) as server:
         r = client(server, default_headers={"Host": "evil.example"}).images.generate(prompt="a red circle")
         assert r.data[0].url.startswith("https://images.example.com/ganvas/v1/images/files/")
@@ -462,14 +541,16 @@ def test_crashing_policy_plugin_fails_closed(srv):
 
 # --- backpressure, readiness, CORS: servers of their own -------------------------------------------------------
 
+
 def test_full_queue_is_429_with_retry_after(tiny_checkpoint, tmp_path):
     gate = Gate()
     config = ServerConfig(port=0, model="tiny", workers=1, max_queue=1, access_log=None, store_dir=tmp_path)
     with BackgroundServer(config, make_plugins(tiny_checkpoint, gate)) as server:
         c = client(server)
         results: list = []
-        held = [threading.Thread(target=lambda: results.append(c.images.generate(prompt=f"hold {i}")))
-                for i in range(2)]
+        held = [
+            threading.Thread(target=lambda: results.append(c.images.generate(prompt=f"hold {i}"))) for i in range(2)
+        ]
         for t in held:
             t.start()
         deadline = time.monotonic() + 30
@@ -520,17 +601,26 @@ def test_model_that_fails_to_load_stops_the_server(tmp_path, tiny_checkpoint):
 
 
 def test_cors_off_by_default_and_on_when_configured(srv, tiny_checkpoint, tmp_path):
-    preflight = {"Origin": "http://example.test", "Access-Control-Request-Method": "POST",
-                 "Access-Control-Request-Headers": "authorization,content-type"}
+    preflight = {
+        "Origin": "http://example.test",
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization,content-type",
+    }
     status, headers, _ = raw(srv, "OPTIONS", "/v1/images/generations", headers=preflight)
     assert "access-control-allow-origin" not in headers
-    config = ServerConfig(port=0, model="tiny", access_log=None, store_dir=tmp_path, api_key="k",
-                          cors_origins=["http://example.test"])
+    config = ServerConfig(
+        port=0, model="tiny", access_log=None, store_dir=tmp_path, api_key="k", cors_origins=["http://example.test"]
+    )
     with BackgroundServer(config, make_plugins(tiny_checkpoint)) as server:
         status, headers, _ = raw(server, "OPTIONS", "/v1/images/generations", headers=preflight)
         assert status == 200 and headers["access-control-allow-origin"] == "http://example.test"
-        status, headers, _ = raw(server, "POST", "/v1/images/generations", b"{}",
-                                 {"Origin": "http://example.test", "Content-Type": "application/json"})
+        status, headers, _ = raw(
+            server,
+            "POST",
+            "/v1/images/generations",
+            b"{}",
+            {"Origin": "http://example.test", "Content-Type": "application/json"},
+        )
         assert status == 401 and headers["access-control-allow-origin"] == "http://example.test"
 
 
@@ -555,6 +645,7 @@ def test_access_log_lines(tiny_checkpoint, tmp_path):
 
 
 # --- the pieces on their own ------------------------------------------------------------------------------------
+
 
 def test_non_loopback_bind_needs_a_key():
     with pytest.raises(ServerConfigError, match="API key"):
@@ -646,6 +737,7 @@ def test_serve_command_registers_through_the_hook():
 
 # --- the real command in a subprocess ----------------------------------------------------------------------------
 
+
 def serve_argv() -> list[str]:
     return [sys.executable, "-m", "ganvas.core.hosts.cli.main", "serve"]  # the real command line
 
@@ -679,14 +771,20 @@ class ServeProcess:
 
 def serve_env(tiny_checkpoint: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GANVAS_", "OPENAI_"))}
-    env.update(GANVAS_MODELS_PATH=str(tiny_checkpoint.parent), GANVAS_PLUGINS="", OMP_NUM_THREADS="1",
-               GANVAS_THREADS="1")
+    env.update(
+        GANVAS_MODELS_PATH=str(tiny_checkpoint.parent), GANVAS_PLUGINS="", OMP_NUM_THREADS="1", GANVAS_THREADS="1"
+    )
     return env
 
 
 def test_serve_refuses_public_bind_without_key(tiny_checkpoint):
-    proc = subprocess.run([*serve_argv(), "--host", "0.0.0.0", "--port", "0"], capture_output=True, text=True,
-                          env=serve_env(tiny_checkpoint), timeout=60)
+    proc = subprocess.run(
+        [*serve_argv(), "--host", "0.0.0.0", "--port", "0"],
+        capture_output=True,
+        text=True,
+        env=serve_env(tiny_checkpoint),
+        timeout=60,
+    )
     assert proc.returncode == 1 and "without an API key" in proc.stderr
     assert "Traceback" not in proc.stderr
 
@@ -711,8 +809,9 @@ def test_kill_mid_request_leaves_no_partial_files_and_restart_serves(tiny_checkp
 
         def long_request():
             try:
-                client(first, key="x").images.generate(prompt="a red circle", n=10, size="1024x1024",
-                                                       response_format="url")
+                client(first, key="x").images.generate(
+                    prompt="a red circle", n=10, size="1024x1024", response_format="url"
+                )
             except openai.APIConnectionError as exc:
                 failed.append(exc)
 
@@ -737,8 +836,13 @@ def test_kill_mid_request_leaves_no_partial_files_and_restart_serves(tiny_checkp
             assert resp.status == 200  # url results outlive a restart (until their 60 minutes are up)
         # graceful stop: SIGTERM while a request runs; it is answered, then the process exits 0
         answer: list = []
-        t = threading.Thread(target=lambda: answer.append(client(second, key="x").images.generate(
-            prompt="a red circle", n=10, size="1024x1024", response_format="b64_json")))
+        t = threading.Thread(
+            target=lambda: answer.append(
+                client(second, key="x").images.generate(
+                    prompt="a red circle", n=10, size="1024x1024", response_format="b64_json"
+                )
+            )
+        )
         t.start()
         deadline = time.monotonic() + 60
         while True:
@@ -759,8 +863,9 @@ def test_kill_mid_request_leaves_no_partial_files_and_restart_serves(tiny_checkp
 def test_serve_refuses_api_key_with_surrounding_spaces(tiny_checkpoint):
     env = serve_env(tiny_checkpoint)
     for args, extra in ((["--api-key", " s3cret "], {}), ([], {"GANVAS_API_KEY": "s3cret\n"})):
-        proc = subprocess.run([*serve_argv(), "--port", "0", *args], capture_output=True, text=True,
-                              env={**env, **extra}, timeout=60)
+        proc = subprocess.run(
+            [*serve_argv(), "--port", "0", *args], capture_output=True, text=True, env={**env, **extra}, timeout=60
+        )
         assert proc.returncode == 1 and "whitespace" in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr
 
@@ -772,8 +877,12 @@ HALF_HEADERS = b"POST /v1/images/generations HTTP/1.1\r\nHost: x\r\nContent-Type
 
 def headers_then_nothing(key: str | None = None) -> bytes:
     """A request whose headers are complete and whose 100-byte body never arrives."""
-    lines = [b"POST /v1/images/generations HTTP/1.1", b"Host: x", b"Content-Type: application/json",
-             b"Content-Length: 100"] + ([b"Authorization: Bearer " + key.encode()] if key else [])
+    lines = [
+        b"POST /v1/images/generations HTTP/1.1",
+        b"Host: x",
+        b"Content-Type: application/json",
+        b"Content-Length: 100",
+    ] + ([b"Authorization: Bearer " + key.encode()] if key else [])
     return b"\r\n".join(lines) + b'\r\n\r\n{"prompt": '
 
 
@@ -816,24 +925,43 @@ def guarded(tiny_checkpoint, tmp_path_factory):
     blocklist = tmp / "blocklist.txt"
     blocklist.write_text("/(a+)+$/\n/(b|bb)+$/\n")  # catastrophic for Python's re; the second also for `regex`
     env = {**serve_env(tiny_checkpoint), "GANVAS_BLOCKLIST": str(blocklist)}
-    args = ["--port", "0", "--model", "tiny", "--api-key", KEY, "--store", str(tmp / "store"), "--access-log", "off",
-            "--header-timeout", "1", "--body-timeout", "2", "--keep-alive", "1", "--max-in-flight", "2",
-            "--max-connections", "100"]
+    args = [
+        "--port",
+        "0",
+        "--model",
+        "tiny",
+        "--api-key",
+        KEY,
+        "--store",
+        str(tmp / "store"),
+        "--access-log",
+        "off",
+        "--header-timeout",
+        "1",
+        "--body-timeout",
+        "2",
+        "--keep-alive",
+        "1",
+        "--max-in-flight",
+        "2",
+        "--max-connections",
+        "100",
+    ]
     proc = ServeProcess(args, env, tmp / "serve.log").wait_ready()
     yield proc
     proc.close()
 
 
 def test_idle_and_slow_connections_are_closed(guarded):
-    took, sent = until_closed(connect(guarded))                        # connects, says nothing
+    took, sent = until_closed(connect(guarded))  # connects, says nothing
     assert took < 4 and sent == b""
-    took, sent = until_closed(connect(guarded, HALF_HEADERS))          # headers never finish
+    took, sent = until_closed(connect(guarded, HALF_HEADERS))  # headers never finish
     status, _, error = error_of(sent)
     assert took < 4 and status == 408 and error["code"] == "request_timeout" and error["param"] is None
     took, sent = until_closed(connect(guarded, headers_then_nothing(KEY)))  # body never finishes
     status, _, error = error_of(sent)
     assert took < 5 and status == 408 and error["code"] == "request_timeout"
-    dripping = connect(guarded, b"GET /health HTTP/1.1\r\n")           # a byte at a time does not reset the clock
+    dripping = connect(guarded, b"GET /health HTTP/1.1\r\n")  # a byte at a time does not reset the clock
     start = time.monotonic()
     with pytest.raises(OSError):
         while time.monotonic() - start < 10:
@@ -844,7 +972,7 @@ def test_idle_and_slow_connections_are_closed(guarded):
     conn = http.client.HTTPConnection("127.0.0.1", int(guarded.url.rsplit(":", 1)[1]), timeout=10)
     conn.request("GET", "/health")
     assert conn.getresponse().read()
-    took, _ = until_closed(conn.sock)                                   # idle after a response: keep-alive
+    took, _ = until_closed(conn.sock)  # idle after a response: keep-alive
     assert took < 4
 
 
@@ -889,6 +1017,7 @@ def _connection(protocol, connections, opened, *, closing=False, busy=False):
 
 def test_connection_limit_evicts_the_oldest_idle_and_never_a_newcomer_for_closing_or_busy_ones():
     from ganvas.core.hosts.server.protocol import protocol_for
+
     protocol = protocol_for(ServerConfig(max_connections=3))
     connections: set = set()
     old_idle, busy = _connection(protocol, connections, 1.0), _connection(protocol, connections, 0.5, busy=True)

@@ -6,6 +6,7 @@ responses match their schemas, invalid data is refused with a 4xx, and the key i
 where the document declares it. (schemathesis's own pytest plugin does not load under pytest 9, so
 the strategies are driven with hypothesis's @given directly.)
 """
+
 from __future__ import annotations
 
 import pytest
@@ -28,18 +29,36 @@ from test_server import KEY, make_plugins  # noqa: E402
 from ganvas.core.hosts.server.background import BackgroundServer  # noqa: E402
 from ganvas.core.hosts.server.config import ServerConfig  # noqa: E402
 
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
-          negative_data_rejection, ignored_auth]
-OPERATIONS = [("POST", "/v1/images/generations"), ("POST", "/v1/images/interpolations"),
-              ("GET", "/v1/images/files/{filename}"), ("GET", "/v1/models"), ("GET", "/v1/models/{model}"),
-              ("GET", "/health")]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    negative_data_rejection,
+    ignored_auth,
+]
+OPERATIONS = [
+    ("POST", "/v1/images/generations"),
+    ("POST", "/v1/images/interpolations"),
+    ("GET", "/v1/images/files/{filename}"),
+    ("GET", "/v1/models"),
+    ("GET", "/v1/models/{model}"),
+    ("GET", "/health"),
+]
 EXAMPLES = 60
 
 
 @pytest.fixture(scope="module")
 def api_schema(tiny_checkpoint, tmp_path_factory):
-    config = ServerConfig(port=0, api_key=KEY, model="tiny", workers=2, max_queue=64, access_log=None,
-                          store_dir=tmp_path_factory.mktemp("fuzz-store"))
+    config = ServerConfig(
+        port=0,
+        api_key=KEY,
+        model="tiny",
+        workers=2,
+        max_queue=64,
+        access_log=None,
+        store_dir=tmp_path_factory.mktemp("fuzz-store"),
+    )
     with BackgroundServer(config, make_plugins(tiny_checkpoint)) as server:
         yield schemathesis.openapi.from_url(server.url + "/openapi.json")
 
@@ -50,11 +69,14 @@ def test_every_operation_is_fuzzed(api_schema):
 
 
 # Operations without inputs (GET /v1/models, /health) have nothing to make invalid: positive only.
-CASES = [(m, p, GenerationMode.POSITIVE) for m, p in OPERATIONS] + \
-        [(m, p, GenerationMode.NEGATIVE) for m, p in OPERATIONS if m == "POST" or "{" in p]
+CASES = [(m, p, GenerationMode.POSITIVE) for m, p in OPERATIONS] + [
+    (m, p, GenerationMode.NEGATIVE) for m, p in OPERATIONS if m == "POST" or "{" in p
+]
 
 
-@pytest.mark.parametrize("method, path, mode", CASES, ids=[f"{m}-{p.strip('/').replace('/', '.')}-{g}" for m, p, g in CASES])
+@pytest.mark.parametrize(
+    "method, path, mode", CASES, ids=[f"{m}-{p.strip('/').replace('/', '.')}-{g}" for m, p, g in CASES]
+)
 def test_operation_never_fails_on_generated_input(api_schema, method, path, mode):
     operation = api_schema[path][method]
     calls = []

@@ -3,6 +3,7 @@ fallback, and the watcher in a thread with the real pipeline (tiny checkpoint) o
 
 Subprocess tests of `ganvas watch` (slow writers, SIGKILL trials) live in test_watch_e2e.py.
 """
+
 from __future__ import annotations
 
 import errno
@@ -35,12 +36,25 @@ from ganvas.core.io.png import read_png_text
 # --- job files -------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name, ok", [
-    ("prompts.txt", True), ("JOB.JSON", True), ("a b.txt", True),
-    (".hidden.txt", False), ("~lock.txt", False), ("x.txt.part", False), ("x.txt.tmp", False),
-    ("x.json.crdownload", False), ("x.txt~", False), (".DS_Store", False), ("Thumbs.db", False),
-    ("image.png", False), ("notes.md", False), ("noext", False),
-])
+@pytest.mark.parametrize(
+    "name, ok",
+    [
+        ("prompts.txt", True),
+        ("JOB.JSON", True),
+        ("a b.txt", True),
+        (".hidden.txt", False),
+        ("~lock.txt", False),
+        ("x.txt.part", False),
+        ("x.txt.tmp", False),
+        ("x.json.crdownload", False),
+        ("x.txt~", False),
+        (".DS_Store", False),
+        ("Thumbs.db", False),
+        ("image.png", False),
+        ("notes.md", False),
+        ("noext", False),
+    ],
+)
 def test_job_names(name, ok):
     assert is_job_name(name) is ok
 
@@ -48,8 +62,11 @@ def test_job_names(name, ok):
 def test_txt_job_skips_blank_and_comment_lines_and_names_bad_lines():
     data = "\ufeff# header\na red circle\n\n  a blue square  \r\n".encode() + b"caf\xe9\nlast one"
     job = parse_job("x.txt", data)
-    assert [(e.index, e.line, e.prompt) for e in job.entries] == [(0, 2, "a red circle"), (1, 4, "a blue square"),
-                                                                  (3, 6, "last one")]
+    assert [(e.index, e.line, e.prompt) for e in job.entries] == [
+        (0, 2, "a red circle"),
+        (1, 4, "a blue square"),
+        (3, 6, "last one"),
+    ]
     [problem] = job.problems
     assert (problem.index, problem.line) == (2, 5)
     assert str(problem) == "line 5: not UTF-8 text (byte 0xe9 at column 4)"
@@ -68,8 +85,15 @@ def test_json_job_items_keep_their_lines_and_fields():
 ]"""
     job = parse_job("x.json", text.encode())
     [good] = job.entries
-    assert (good.index, good.line, good.n, good.seed, good.truncation, good.style, good.name) == \
-        (0, 2, 2, 7, 0.8, "flat", "reds")
+    assert (good.index, good.line, good.n, good.seed, good.truncation, good.style, good.name) == (
+        0,
+        2,
+        2,
+        7,
+        0.8,
+        "flat",
+        "reds",
+    )
     found = [(p.index, p.line, p.field) for p in job.problems]
     assert found == [(1, 3, "n"), (2, 5, "promt"), (3, 6, None), (4, 7, "prompt"), (5, 8, "size"), (6, 9, "model")]
     assert str(job.problems[0]) == "item 1 (line 3), field 'n': n must be a positive integer, got 0"
@@ -82,18 +106,26 @@ def test_json_single_object_is_one_job():
     assert [(e.prompt, e.n, e.line) for e in job.entries] == [("a green star", 3, 1)]
 
 
-@pytest.mark.parametrize("name, data, kind, message", [
-    ("x.txt", b"", "empty", "empty file (0 bytes): no prompts"),
-    ("x.txt", b"# only a comment\n\n", "no_prompts", "no prompts (one prompt per line; blank and # lines are skipped)"),
-    ("x.json", b"[]", "no_prompts", "no prompts"),
-    ("x.txt", b"ok\n\x89PNG\r\n\x1a\n\x00\x00", "binary", "binary data (NUL byte) at line 4"),
-    ("x.json", b'{"prompt": "a",\n "n": 2,,}', "json", "invalid JSON at line 2 column 9: Expecting property name"),
-    ("x.json", b'[{"prompt": "a"},]', "json", "invalid JSON at line 1 column 18"),
-    ("x.json", b'{"prompt": "bad\n"}', "json", "invalid JSON at line 1 column 16: Invalid control character"),
-    ("x.json", b'"a red circle"', "json", "a JSON job must be an object or a list of objects"),
-    ("x.json", b'[{"prompt": "a"}] extra', "json", "invalid JSON at line 1 column 19: Extra data"),
-    ("x.json", b'\xff{}', "encoding", "not UTF-8 text"),
-])
+@pytest.mark.parametrize(
+    "name, data, kind, message",
+    [
+        ("x.txt", b"", "empty", "empty file (0 bytes): no prompts"),
+        (
+            "x.txt",
+            b"# only a comment\n\n",
+            "no_prompts",
+            "no prompts (one prompt per line; blank and # lines are skipped)",
+        ),
+        ("x.json", b"[]", "no_prompts", "no prompts"),
+        ("x.txt", b"ok\n\x89PNG\r\n\x1a\n\x00\x00", "binary", "binary data (NUL byte) at line 4"),
+        ("x.json", b'{"prompt": "a",\n "n": 2,,}', "json", "invalid JSON at line 2 column 9: Expecting property name"),
+        ("x.json", b'[{"prompt": "a"},]', "json", "invalid JSON at line 1 column 18"),
+        ("x.json", b'{"prompt": "bad\n"}', "json", "invalid JSON at line 1 column 16: Invalid control character"),
+        ("x.json", b'"a red circle"', "json", "a JSON job must be an object or a list of objects"),
+        ("x.json", b'[{"prompt": "a"}] extra', "json", "invalid JSON at line 1 column 19: Extra data"),
+        ("x.json", b'\xff{}', "encoding", "not UTF-8 text"),
+    ],
+)
 def test_whole_file_errors_name_the_problem(name, data, kind, message):
     with pytest.raises(JobError) as info:
         parse_job(name, data)
@@ -254,7 +286,7 @@ def test_outbox_must_not_be_the_inbox(tmp_path):
 def test_derived_seeds_are_stable_and_spread():
     assert derive_seed(42, 0) == derive_seed(42, 0)
     seeds = {derive_seed(42, i) for i in range(1000)}
-    assert len(seeds) == 1000 and all(0 <= s < 2 ** 32 for s in seeds)
+    assert len(seeds) == 1000 and all(0 <= s < 2**32 for s in seeds)
 
 
 # --- observer ------------------------------------------------------------------------------------------------
@@ -361,8 +393,9 @@ def test_watcher_turns_files_into_images_with_metadata(tmp_path, tiny_checkpoint
     (inbox / "early.txt").write_text("a red circle\n# skipped\na blue square\n")  # before start: startup scan
     with Running(inbox, outbox, tiny_checkpoint):
         tmp = inbox / ".writing.json"
-        tmp.write_text(json.dumps([{"prompt": "a green star", "n": 2, "seed": 40, "truncation": 0.7,
-                                    "name": "Green Stars"}]))
+        tmp.write_text(
+            json.dumps([{"prompt": "a green star", "n": 2, "seed": 40, "truncation": 0.7, "name": "Green Stars"}])
+        )
         os.rename(tmp, inbox / "late.json")  # arrives by rename, like most careful writers
         assert wait_for(lambda: settled(inbox, ["early.txt", "late.json"]))
     assert sorted(p.name for p in (inbox / "done").iterdir()) == ["early.txt", "late.json"]
@@ -373,8 +406,11 @@ def test_watcher_turns_files_into_images_with_metadata(tmp_path, tiny_checkpoint
     assert [p["prompt"] for p in manifest["prompts"]] == ["a red circle", "a blue square"]
     assert [p["line"] for p in manifest["prompts"]] == [1, 3]
     assert manifest["model"]["name"] == "tiny" and manifest["errors"] == [] and manifest["images"] == 2
-    assert sorted(p.name for p in (outbox / "late").iterdir()) == ["000_green-stars_40.png", "000_green-stars_41.png",
-                                                                   "manifest.json"]
+    assert sorted(p.name for p in (outbox / "late").iterdir()) == [
+        "000_green-stars_40.png",
+        "000_green-stars_41.png",
+        "manifest.json",
+    ]
     text = read_png_text(outbox / "late" / "000_green-stars_41.png")
     record = json.loads(text["ganvas"])
     assert record["request"]["host"] == "watch" and record["seed"] == 41 and record["request"]["truncation"] == 0.7
@@ -387,12 +423,17 @@ def test_bad_lines_fail_the_job_but_good_ones_are_made(tmp_path, tiny_checkpoint
 
     request_policy.configure(max_n=3)
     inbox, outbox = dirs(tmp_path)
-    (inbox / "mixed.json").write_text(json.dumps([
-        {"prompt": "a red circle", "seed": 1},
-        {"prompt": "too many", "n": 5},
-        {"prompt": "a blue square", "model": "no-such-model"},
-        {"prompt": "a green star", "n": 2, "seed": 9},
-    ], indent=1))
+    (inbox / "mixed.json").write_text(
+        json.dumps(
+            [
+                {"prompt": "a red circle", "seed": 1},
+                {"prompt": "too many", "n": 5},
+                {"prompt": "a blue square", "model": "no-such-model"},
+                {"prompt": "a green star", "n": 2, "seed": 9},
+            ],
+            indent=1,
+        )
+    )
     with Running(inbox, outbox, tiny_checkpoint):
         assert wait_for(lambda: settled(inbox, ["mixed.json"]))
     report = json.loads((inbox / "failed" / "mixed.error.json").read_text())
@@ -509,8 +550,9 @@ def test_a_job_that_keeps_killing_the_watcher_is_given_up(tmp_path, tiny_checkpo
     source = box.processing / "20260101T000000-abcdef__poison.txt"
     source.write_text("a red circle\n")
     journal = Journal(box.journal_path)
-    journal.append("claimed", "20260101T000000-abcdef", file="poison.txt", path="processing/" + source.name,
-                   seed_base=1)
+    journal.append(
+        "claimed", "20260101T000000-abcdef", file="poison.txt", path="processing/" + source.name, seed_base=1
+    )
     journal.append("resumed", "20260101T000000-abcdef")
     journal.append("resumed", "20260101T000000-abcdef")
     journal.close()
@@ -555,8 +597,13 @@ def test_polling_mode_and_status(tmp_path, tiny_checkpoint, plugins):
         assert wait_for(lambda: settled(inbox, ["polled.txt"]))
     (inbox / "queued.txt").write_text("later\n")
     status = watch_status(inbox)
-    assert (status["watcher"], status["queued"], status["processing"], status["done"], status["failed"]) == \
-        (None, 1, 0, 1, 0)
+    assert (status["watcher"], status["queued"], status["processing"], status["done"], status["failed"]) == (
+        None,
+        1,
+        0,
+        1,
+        0,
+    )
 
 
 # --- command line ----------------------------------------------------------------------------------------------
@@ -573,13 +620,17 @@ def test_cli_once_and_status(tmp_path, tiny_checkpoint, plugins):
     inbox, outbox = dirs(tmp_path)
     (inbox / "good.txt").write_text("a red circle\n")
     runner = CliRunner()
-    result = runner.invoke(watch_command, [str(inbox), "--out", str(outbox), "--model", str(tiny_checkpoint),
-                                           "--once", "--quiet-period", "0.1"])
+    result = runner.invoke(
+        watch_command,
+        [str(inbox), "--out", str(outbox), "--model", str(tiny_checkpoint), "--once", "--quiet-period", "0.1"],
+    )
     assert result.exit_code == 0, result.output
     assert (inbox / "done" / "good.txt").exists()
     (inbox / "bad.json").write_text("{")
-    result = runner.invoke(watch_command, [str(inbox), "--out", str(outbox), "--model", str(tiny_checkpoint),
-                                           "--once", "--quiet-period", "0.1"])
+    result = runner.invoke(
+        watch_command,
+        [str(inbox), "--out", str(outbox), "--model", str(tiny_checkpoint), "--once", "--quiet-period", "0.1"],
+    )
     assert result.exit_code == 1 and "1 job(s) failed" in result.output
     result = runner.invoke(watch_command, [str(inbox), "--status"])
     assert result.exit_code == 0
@@ -623,22 +674,30 @@ def watch_log():
 
 
 def once(inbox: Path, outbox: Path, model: Path, *extra: str):
-    return CliRunner().invoke(watch_command, [str(inbox), "--out", str(outbox), "--model", str(model), "--once",
-                                              "--quiet-period", "0.05", *extra])
+    return CliRunner().invoke(
+        watch_command,
+        [str(inbox), "--out", str(outbox), "--model", str(model), "--once", "--quiet-period", "0.05", *extra],
+    )
 
 
 BIG_INT = b"7" * 5000
 
 
-@pytest.mark.parametrize("data, message", [
-    (b'[{"prompt": "a", "seed": 1},\n {"prompt": "b", "seed": ' + BIG_INT + b"}]",
-     "invalid JSON at line 2: a number with 5000 digits (the limit is 4300)"),
-    (b'{"prompt": "a",\n "seed": ' + BIG_INT + b"}", "invalid JSON at line 2: a number with 5000 digits"),
-    (b"[" * 200_000, "invalid JSON at line 1: nested too deeply"),
-    (b'{"prompt": ' + b"[" * 200_000 + b"}", "invalid JSON at line 1: nested too deeply"),
-])
-def test_json_that_json_itself_rejects_fails_at_once_with_the_real_reason(tmp_path, tiny_checkpoint, plugins, data,
-                                                                         message):
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (
+            b'[{"prompt": "a", "seed": 1},\n {"prompt": "b", "seed": ' + BIG_INT + b"}]",
+            "invalid JSON at line 2: a number with 5000 digits (the limit is 4300)",
+        ),
+        (b'{"prompt": "a",\n "seed": ' + BIG_INT + b"}", "invalid JSON at line 2: a number with 5000 digits"),
+        (b"[" * 200_000, "invalid JSON at line 1: nested too deeply"),
+        (b'{"prompt": ' + b"[" * 200_000 + b"}", "invalid JSON at line 1: nested too deeply"),
+    ],
+)
+def test_json_that_json_itself_rejects_fails_at_once_with_the_real_reason(
+    tmp_path, tiny_checkpoint, plugins, data, message
+):
     with pytest.raises(JobError) as info:
         parse_job("x.json", data)
     assert info.value.kind == "json" and info.value.message.startswith(message)
@@ -765,8 +824,9 @@ def test_inbox_folders_that_are_symlinks_are_refused(tmp_path, tiny_checkpoint, 
 
 def test_jobs_name_registered_models_only_unless_paths_are_allowed(tmp_path, tiny_checkpoint, plugins):
     inbox, outbox = dirs(tmp_path)
-    job = json.dumps([{"prompt": "a red circle", "model": str(tiny_checkpoint)},
-                      {"prompt": "a blue square", "model": "tests"}])  # a folder in the working directory
+    job = json.dumps(
+        [{"prompt": "a red circle", "model": str(tiny_checkpoint)}, {"prompt": "a blue square", "model": "tests"}]
+    )  # a folder in the working directory
     (inbox / "paths.json").write_text(job)
     processor = JobProcessor(Inbox(inbox), outbox, Pipelines(str(tiny_checkpoint)))
     assert processor.take(inbox / "paths.json") == "failed"
@@ -778,7 +838,7 @@ def test_jobs_name_registered_models_only_unless_paths_are_allowed(tmp_path, tin
     assert report["images_written"] == 0
     registered = sorted(plugins.models())
     assert registered and Pipelines(str(tiny_checkpoint)).model_problem(registered[0]) is None
-    (inbox / "paths.json").write_text(job[:job.index(", {")] + "]")
+    (inbox / "paths.json").write_text(job[: job.index(", {")] + "]")
     processor = JobProcessor(Inbox(inbox), outbox, Pipelines(str(tiny_checkpoint), allow_model_paths=True))
     assert processor.take(inbox / "paths.json") == "done"
     processor.close()
@@ -800,7 +860,8 @@ def test_lines_written_after_the_claim_are_not_lost(tmp_path, tiny_checkpoint, p
     assert [p["prompt"] for p in manifest["prompts"]][-2:] == ["a blue square", "a green star"]
     assert len(manifest["prompts"]) == 42 and manifest["images"] == 42
     assert sorted(p.name for p in (outbox / "paused").glob("*.png")) == sorted(
-        f for p in manifest["prompts"] for f in p["files"])
+        f for p in manifest["prompts"] for f in p["files"]
+    )
     blue = outbox / "paused" / manifest["prompts"][40]["files"][0]
     assert read_png_text(blue)["Description"] == "a blue square"  # not the image of "a blue sq"
     assert "changed after it was claimed" in watch_log.text

@@ -8,6 +8,7 @@ Slow suite: a 10,000-line file all the way through, and the crash-safety trials 
 points of multi-image jobs, restart, check that every prompt's images exist exactly once and every
 input ended in done/ or failed/).
 """
+
 from __future__ import annotations
 
 import json
@@ -39,9 +40,22 @@ class WatchProcess:
     def __init__(self, inbox: Path, outbox: Path, model: Path, *args: str, log: Path, env: dict | None = None):
         self.log = log
         self.log_fh = open(log, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "ganvas.core.hosts.watch", str(inbox), "--out", str(outbox),
-                                      "--model", str(model), *args], stdout=self.log_fh, stderr=subprocess.STDOUT,
-                                     env={**watch_env(), **(env or {})})
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "ganvas.core.hosts.watch",
+                str(inbox),
+                "--out",
+                str(outbox),
+                "--model",
+                str(model),
+                *args,
+            ],
+            stdout=self.log_fh,
+            stderr=subprocess.STDOUT,
+            env={**watch_env(), **(env or {})},
+        )
 
     def text(self) -> str:
         return self.log.read_text(errors="replace")
@@ -102,17 +116,18 @@ def test_watch_process_handles_real_world_files(tmp_path, tiny_checkpoint):
     inbox.mkdir()
     (outbox / "collide").mkdir(parents=True)
     (outbox / "collide" / "keep.txt").write_text("an earlier job's output")
-    (inbox / "before.txt").write_text("a red circle\n")              # present before the watcher starts
+    (inbox / "before.txt").write_text("a red circle\n")  # present before the watcher starts
     (inbox / "collide.txt").write_text("a blue square\n")
-    watcher = WatchProcess(inbox, outbox, tiny_checkpoint, "--quiet-period", "0.3", "--rescan", "2",
-                           log=tmp_path / "watch.log")
+    watcher = WatchProcess(
+        inbox, outbox, tiny_checkpoint, "--quiet-period", "0.3", "--rescan", "2", log=tmp_path / "watch.log"
+    )
     try:
         watcher.wait_ready()
         # A slow writer: 12 prompts in 24 chunks, 0.1 s apart (less than the quiet period), lines split.
         text = "".join(f"a small green star number {i}\n" for i in range(12))
         with open(inbox / "slow.txt", "w") as fh:
             for k in range(0, len(text), len(text) // 24 + 1):
-                fh.write(text[k:k + len(text) // 24 + 1])
+                fh.write(text[k : k + len(text) // 24 + 1])
                 fh.flush()
                 time.sleep(0.1)
         drop(inbox, "renamed.json", json.dumps({"prompt": "a yellow triangle", "n": 3, "seed": 11}).encode())
@@ -121,18 +136,35 @@ def test_watch_process_handles_real_world_files(tmp_path, tiny_checkpoint):
         (inbox / "empty.txt").touch()
         (inbox / "huge.txt").write_text("".join(f"prompt {i % 50}\n" for i in range(10_001)))
         (inbox / "ignored.pdf").write_bytes(b"%PDF-1.4")
-        names = ["before.txt", "collide.txt", "slow.txt", "renamed.json", "malformed.json", "junk.txt",
-                 "empty.txt", "huge.txt"]
-        assert wait_for(lambda: all(where(inbox, n) for n in names), timeout=90), \
-            (sorted(p.name for p in inbox.rglob("*")), watcher.text())
+        names = [
+            "before.txt",
+            "collide.txt",
+            "slow.txt",
+            "renamed.json",
+            "malformed.json",
+            "junk.txt",
+            "empty.txt",
+            "huge.txt",
+        ]
+        assert wait_for(lambda: all(where(inbox, n) for n in names), timeout=90), (
+            sorted(p.name for p in inbox.rglob("*")),
+            watcher.text(),
+        )
     finally:
         watcher.proc.send_signal(signal.SIGTERM)
         code = watcher.wait(30)
     log = watcher.text()
     assert code == 0, log
     assert {n: where(inbox, n) for n in names} == {
-        "before.txt": "done", "collide.txt": "done", "slow.txt": "done", "renamed.json": "done",
-        "malformed.json": "failed", "junk.txt": "failed", "empty.txt": "failed", "huge.txt": "failed"}
+        "before.txt": "done",
+        "collide.txt": "done",
+        "slow.txt": "done",
+        "renamed.json": "done",
+        "malformed.json": "failed",
+        "junk.txt": "failed",
+        "empty.txt": "failed",
+        "huge.txt": "failed",
+    }
     # the slow file was read once, complete
     slow = json.loads((outbox / "slow" / "manifest.json").read_text())
     assert [p["prompt"] for p in slow["prompts"]] == [f"a small green star number {i}" for i in range(12)]
@@ -141,8 +173,10 @@ def test_watch_process_handles_real_world_files(tmp_path, tiny_checkpoint):
     # the collision: a new folder, the old one untouched
     assert sorted(os.listdir(outbox / "collide")) == ["keep.txt"]
     assert len(pngs(outbox / "collide-1")) == 1
-    errors = {n: json.loads((inbox / "failed" / (Path(n).stem + ".error.json")).read_text())
-              for n in ("malformed.json", "junk.txt", "empty.txt", "huge.txt")}
+    errors = {
+        n: json.loads((inbox / "failed" / (Path(n).stem + ".error.json")).read_text())
+        for n in ("malformed.json", "junk.txt", "empty.txt", "huge.txt")
+    }
     assert errors["malformed.json"]["line"] == 3 and errors["malformed.json"]["kind"] == "json"
     assert "invalid JSON at line 3" in errors["malformed.json"]["message"]
     assert errors["junk.txt"]["kind"] == "binary" and "binary data (NUL byte)" in errors["junk.txt"]["message"]
@@ -155,8 +189,13 @@ def test_watch_process_handles_real_world_files(tmp_path, tiny_checkpoint):
     for name in names:
         assert f" {name}: " in log, name
     assert "stopping (signal 15)" in log and "Traceback" not in log
-    status = subprocess.run([sys.executable, "-m", "ganvas.core.hosts.watch", str(inbox), "--status"],
-                            capture_output=True, text=True, env=watch_env(), timeout=60)
+    status = subprocess.run(
+        [sys.executable, "-m", "ganvas.core.hosts.watch", str(inbox), "--status"],
+        capture_output=True,
+        text=True,
+        env=watch_env(),
+        timeout=60,
+    )
     assert status.returncode == 0
     assert "done        4" in status.stdout and "failed      4" in status.stdout and "queued      0" in status.stdout
 
@@ -168,11 +207,17 @@ def test_watch_process_handles_real_world_files(tmp_path, tiny_checkpoint):
 def test_ten_thousand_line_file_goes_through(tmp_path, tiny_checkpoint):
     inbox, outbox = tmp_path / "in", tmp_path / "out"
     inbox.mkdir()
-    drop(inbox, "big.txt", "".join(f"a {c} circle, number {i % 100}\n"
-                                   for i, c in zip(range(10_000), ["red", "blue", "green", "grey"] * 2500)).encode())
+    drop(
+        inbox,
+        "big.txt",
+        "".join(
+            f"a {c} circle, number {i % 100}\n" for i, c in zip(range(10_000), ["red", "blue", "green", "grey"] * 2500)
+        ).encode(),
+    )
     started = time.perf_counter()
-    watcher = WatchProcess(inbox, outbox, tiny_checkpoint, "--once", "--quiet-period", "0.1",
-                           log=tmp_path / "watch.log")
+    watcher = WatchProcess(
+        inbox, outbox, tiny_checkpoint, "--once", "--quiet-period", "0.1", log=tmp_path / "watch.log"
+    )
     assert watcher.wait(600) == 0, watcher.text()
     seconds = time.perf_counter() - started
     files = pngs(outbox / "big")
@@ -181,20 +226,36 @@ def test_ten_thousand_line_file_goes_through(tmp_path, tiny_checkpoint):
     assert files[0].startswith("0000_") and files[-1].startswith("9999_")
     assert (inbox / "done" / "big.txt").exists()
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # KiB on Linux
-    print(f"\n10,000-line file: {seconds:.1f} s end to end including start-up ({10_000 / seconds:.0f} prompts/s), "
-          f"peak RSS of the watcher {peak:.0f} MiB")
+    print(
+        f"\n10,000-line file: {seconds:.1f} s end to end including start-up ({10_000 / seconds:.0f} prompts/s), "
+        f"peak RSS of the watcher {peak:.0f} MiB"
+    )
     assert peak < 2048  # images go to disk one prompt at a time; nothing grows with the file
 
 
 JOBS = {
     # 12 items x 8 images, half with fixed seeds (their pixels are compared across trials), one named
-    "a.json": json.dumps([{"prompt": f"a red circle, size {i}", "n": 8, **({"seed": 100 * i} if i % 2 else {}),
-                           **({"name": "named"} if i == 4 else {})} for i in range(12)], indent=1),
+    "a.json": json.dumps(
+        [
+            {
+                "prompt": f"a red circle, size {i}",
+                "n": 8,
+                **({"seed": 100 * i} if i % 2 else {}),
+                **({"name": "named"} if i == 4 else {}),
+            }
+            for i in range(12)
+        ],
+        indent=1,
+    ),
     # 60 one-image prompts
     "b.txt": "".join(f"a blue square number {i}\n" for i in range(60)),
     # 6 items x 4 images with one bad item: the job fails, its 5 good prompts are still made
-    "c.json": json.dumps([{"prompt": f"a green star {i}", "n": 4, "seed": 7 + i} if i != 3 else
-                          {"prompt": "bad", "n": 0} for i in range(6)]),
+    "c.json": json.dumps(
+        [
+            {"prompt": f"a green star {i}", "n": 4, "seed": 7 + i} if i != 3 else {"prompt": "bad", "n": 0}
+            for i in range(6)
+        ]
+    ),
 }
 EXPECTED = {"a": 96, "b": 60, "c": 20}
 FINAL = {"a.json": "done", "b.txt": "done", "c.json": "failed"}
@@ -248,8 +309,9 @@ def reference(tmp_path_factory, tiny_checkpoint) -> dict[str, np.ndarray]:
     """A run without a kill: its fixed-seed images are what every interrupted run must reproduce."""
     base = tmp_path_factory.mktemp("reference")
     fill_inbox(base / "in")
-    ref = WatchProcess(base / "in", base / "out", tiny_checkpoint, "--once", "--quiet-period", "0.1",
-                       log=base / "watch.log")
+    ref = WatchProcess(
+        base / "in", base / "out", tiny_checkpoint, "--once", "--quiet-period", "0.1", log=base / "watch.log"
+    )
     assert ref.wait() == 1, ref.text()  # 1: c.json failed (on purpose)
     return verify_exactly_once(base / "in", base / "out")
 
@@ -264,8 +326,21 @@ def restart_and_verify(inbox: Path, outbox: Path, model: Path, log: Path, refere
 
 
 # Every window between two writes of a job's life; ":n" = the n-th time (jobs run a.json, b.txt, c.json).
-CRASH_POINTS = ["claimed-file", "claimed", "output-chosen", "image", "image:50", "image:120", "manifest",
-                "manifest:3", "terminal-record", "terminal-record:3", "error-file", "moved", "moved:3"]
+CRASH_POINTS = [
+    "claimed-file",
+    "claimed",
+    "output-chosen",
+    "image",
+    "image:50",
+    "image:120",
+    "manifest",
+    "manifest:3",
+    "terminal-record",
+    "terminal-record:3",
+    "error-file",
+    "moved",
+    "moved:3",
+]
 
 
 @pytest.mark.slow
@@ -273,8 +348,16 @@ CRASH_POINTS = ["claimed-file", "claimed", "output-chosen", "image", "image:50",
 def test_sigkill_at_every_crash_point(point, tmp_path, tiny_checkpoint, reference):
     inbox, outbox = tmp_path / "in", tmp_path / "out"
     fill_inbox(inbox)
-    crashing = WatchProcess(inbox, outbox, tiny_checkpoint, "--once", "--quiet-period", "0.1",
-                            log=tmp_path / "watch.log", env={"GANVAS_WATCH_CRASH_AT": point})
+    crashing = WatchProcess(
+        inbox,
+        outbox,
+        tiny_checkpoint,
+        "--once",
+        "--quiet-period",
+        "0.1",
+        log=tmp_path / "watch.log",
+        env={"GANVAS_WATCH_CRASH_AT": point},
+    )
     assert crashing.wait() == -signal.SIGKILL, crashing.text()
     restart_and_verify(inbox, outbox, tiny_checkpoint, tmp_path / "watch.log", reference)
 
@@ -305,19 +388,31 @@ def test_sigkill_at_random_points_loses_and_repeats_nothing(tmp_path, tiny_check
             while count_pngs(outbox) < point[1] and time.monotonic() < deadline:
                 time.sleep(0.002)
         watcher.kill()
-        at_kill = {"pngs": count_pngs(outbox), "processing": len(os.listdir(inbox / "processing")),
-                   "settled": sum(1 for n in JOBS if where(inbox, n))}
+        at_kill = {
+            "pngs": count_pngs(outbox),
+            "processing": len(os.listdir(inbox / "processing")),
+            "settled": sum(1 for n in JOBS if where(inbox, n)),
+        }
         log = restart_and_verify(inbox, outbox, tiny_checkpoint, base / "watch.log", reference)
-        results.append({"trial": trial, "kill": point, **at_kill, "resumed": log.count("resuming "),
-                        "moves finished": log.count("finished moving ")})
+        results.append(
+            {
+                "trial": trial,
+                "kill": point,
+                **at_kill,
+                "resumed": log.count("resuming "),
+                "moves finished": log.count("finished moving "),
+            }
+        )
 
     mid_job = [r for r in results if 0 < r["pngs"] < total]
-    summary = (f"\n{trials} SIGKILL trials: all passed (every input in done/ or failed/, {total} images exactly once, "
-               f"fixed-seed pixels identical to the uninterrupted run); {len(mid_job)} kills landed while jobs ran, "
-               f"{sum(1 for r in results if r['pngs'] == 0)} before the first image, "
-               f"{sum(1 for r in results if r['pngs'] == total)} after the last; "
-               f"{sum(r['resumed'] for r in results)} jobs resumed, {sum(r['moves finished'] for r in results)} "
-               f"moves finished on restart")
+    summary = (
+        f"\n{trials} SIGKILL trials: all passed (every input in done/ or failed/, {total} images exactly once, "
+        f"fixed-seed pixels identical to the uninterrupted run); {len(mid_job)} kills landed while jobs ran, "
+        f"{sum(1 for r in results if r['pngs'] == 0)} before the first image, "
+        f"{sum(1 for r in results if r['pngs'] == total)} after the last; "
+        f"{sum(r['resumed'] for r in results)} jobs resumed, {sum(r['moves finished'] for r in results)} "
+        f"moves finished on restart"
+    )
     print(summary)
     for r in results:
         print("  ", json.dumps(r))
@@ -336,14 +431,26 @@ def test_once_exits_non_zero_when_a_job_cannot_finish(tmp_path, tiny_checkpoint)
     inbox, outbox = tmp_path / "in", tmp_path / "out"
     inbox.mkdir()
     (inbox / "full.txt").write_text("a red circle\n")
-    command = [sys.executable, "-m", "ganvas.core.hosts.watch", str(inbox), "--out", str(outbox), "--model",
-               str(tiny_checkpoint), "--once", "--quiet-period", "0.1"]
+    command = [
+        sys.executable,
+        "-m",
+        "ganvas.core.hosts.watch",
+        str(inbox),
+        "--out",
+        str(outbox),
+        "--model",
+        str(tiny_checkpoint),
+        "--once",
+        "--quiet-period",
+        "0.1",
+    ]
 
     def small_files():  # EFBIG past 1500 bytes; Python ignores SIGXFSZ, so writes fail instead of killing
         resource.setrlimit(resource.RLIMIT_FSIZE, (1500, 1500))
 
-    full = subprocess.run(command, capture_output=True, text=True, env=watch_env(), timeout=180,
-                          preexec_fn=small_files)  # log on a pipe: the limit does not apply to pipes
+    full = subprocess.run(
+        command, capture_output=True, text=True, env=watch_env(), timeout=180, preexec_fn=small_files
+    )  # log on a pipe: the limit does not apply to pipes
     assert full.returncode == 1, full.stderr
     assert "not finished: full.txt" in full.stderr and "File too large" in full.stderr, full.stderr
     assert "nothing to do" not in full.stderr and "Traceback" not in full.stderr

@@ -13,6 +13,7 @@ longest gap between its 5 ms ticks is the longest time Krita's UI thread was blo
 With "tolerant": true in the config, widgets the docker lacks are skipped instead of failing the run
 (for measuring an older version of the plugin).
 """
+
 import json
 import os
 import re
@@ -40,8 +41,18 @@ from PyQt5.QtWidgets import (
 
 CONFIG = json.loads(os.environ.get("GANVAS_AUTOTEST_CONFIG") or "{}")
 REPORT = {"ok": None, "steps": [], "started": time.time()}
-KEY_WIDGETS = ("ganvasStatus", "ganvasStartServer", "ganvasPrompt", "ganvasGenerate", "ganvasMessage",
-               "ganvasResults", "ganvasInsertLayer", "ganvasInsertSelection", "ganvasFit", "ganvasScaling")
+KEY_WIDGETS = (
+    "ganvasStatus",
+    "ganvasStartServer",
+    "ganvasPrompt",
+    "ganvasGenerate",
+    "ganvasMessage",
+    "ganvasResults",
+    "ganvasInsertLayer",
+    "ganvasInsertSelection",
+    "ganvasFit",
+    "ganvasScaling",
+)
 
 
 def write_report():
@@ -69,8 +80,10 @@ def fail(message, details=""):
 
 
 def excepthook(kind, value, tb):
-    fail(f"unhandled Python exception in Krita: {kind.__name__}: {value}",
-         "".join(traceback.format_exception(kind, value, tb)))
+    fail(
+        f"unhandled Python exception in Krita: {kind.__name__}: {value}",
+        "".join(traceback.format_exception(kind, value, tb)),
+    )
 
 
 class Heartbeat:
@@ -165,8 +178,11 @@ class Driver:
     def snapshot(self):
         if self.docker is None:
             return None
-        return {name: self.docker.findChild(QLabel, name).text() for name in ("ganvasStatus", "ganvasMessage")
-                if self.docker.findChild(QLabel, name) is not None}
+        return {
+            name: self.docker.findChild(QLabel, name).text()
+            for name in ("ganvasStatus", "ganvasMessage")
+            if self.docker.findChild(QLabel, name) is not None
+        }
 
     def tick(self):
         if self.index >= len(self.steps):
@@ -178,8 +194,9 @@ class Driver:
             fail(f"step {name!r} raised {type(exc).__name__}: {exc}", traceback.format_exc())
             return
         if done:
-            REPORT["steps"].append({"step": name, "seconds": round(time.monotonic() - self.step_started, 3),
-                                    "docker": self.snapshot()})
+            REPORT["steps"].append(
+                {"step": name, "seconds": round(time.monotonic() - self.step_started, 3), "docker": self.snapshot()}
+            )
             write_report()
             self.index += 1
             self.step_started = time.monotonic()
@@ -257,11 +274,19 @@ class Driver:
         REPORT["layout"] = {
             "window": list(main.geometry().getRect()),
             "screen": list(QApplication.primaryScreen().geometry().getRect()),
-            "docker": list(self.docker.geometry().getRect()), "area": int(main.dockWidgetArea(self.docker)),
-            "floating": self.docker.isFloating(), "visible": visible,
-            "others": {d.objectName(): list(d.geometry().getRect()) for d in self.app.dockers()
-                       if d.isVisible() and not d.isFloating() and d.objectName() != "ganvasDocker"
-                       and int(main.dockWidgetArea(d)) == int(main.dockWidgetArea(self.docker))}}
+            "docker": list(self.docker.geometry().getRect()),
+            "area": int(main.dockWidgetArea(self.docker)),
+            "floating": self.docker.isFloating(),
+            "visible": visible,
+            "others": {
+                d.objectName(): list(d.geometry().getRect())
+                for d in self.app.dockers()
+                if d.isVisible()
+                and not d.isFloating()
+                and d.objectName() != "ganvasDocker"
+                and int(main.dockWidgetArea(d)) == int(main.dockWidgetArea(self.docker))
+            },
+        }
         main.grab().save(os.path.join(CONFIG["out_dir"], "fresh.png"))
         return True
 
@@ -272,9 +297,14 @@ class Driver:
             return False
         generate = self.w(QPushButton, "ganvasGenerate")
         start = self.w(QPushButton, "ganvasStartServer")
-        REPORT["offline"] = {"status": status, "message": self.text("ganvasMessage"),
-                             "generate_enabled": generate.isEnabled(), "generate_tooltip": generate.toolTip(),
-                             "start_visible": start.isVisible(), "start_text": start.text()}
+        REPORT["offline"] = {
+            "status": status,
+            "message": self.text("ganvasMessage"),
+            "generate_enabled": generate.isEnabled(),
+            "generate_tooltip": generate.toolTip(),
+            "start_visible": start.isVisible(),
+            "start_text": start.text(),
+        }
         return True
 
     def command_not_found(self):
@@ -381,21 +411,28 @@ class Driver:
             rect = node.bounds()  # the exact bounds: fully transparent margins (RGBA models) do not count
             bounds = [rect.x(), rect.y(), rect.width(), rect.height()]
             placed = re.search(r"\((\d+)x(\d+) at (-?\d+),(-?\d+)\)", message)  # where the docker put it
-            x, y, w, h = ([int(placed[3]), int(placed[4]), int(placed[1]), int(placed[2])] if placed else bounds)
+            x, y, w, h = [int(placed[3]), int(placed[4]), int(placed[1]), int(placed[2])] if placed else bounds
             path = os.path.join(CONFIG["out_dir"], f"{spec['name']}.png")
             QImage(bytes(node.pixelData(x, y, w, h)), w, h, w * 4, QImage.Format.Format_ARGB32).copy().save(path)
             REPORT.setdefault("layers", {})[spec["name"]] = {
-                "name": node.name(), "id": node.uniqueId().toString(), "bounds": bounds, "placed": [x, y, w, h],
+                "name": node.name(),
+                "id": node.uniqueId().toString(),
+                "bounds": bounds,
+                "placed": [x, y, w, h],
                 "png": path,
                 "message": message,
-                "click_s": round(state["click_s"], 4), "until_layer_s": round(state["done_s"], 4),
-                "max_ui_block_s": round(state["gap_s"], 4), "active": self.doc.activeNode().name(),
+                "click_s": round(state["click_s"], 4),
+                "until_layer_s": round(state["done_s"], 4),
+                "max_ui_block_s": round(state["gap_s"], 4),
+                "active": self.doc.activeNode().name(),
                 # UI-thread time: the click's slot plus the finishing step; Krita's addChildNode is part of it
                 "ui_thread_s": round(state["click_s"] + self.finish_s, 4),
                 "krita_add_s": round(KritaAddTimer.total, 4),
                 "docker_ui_s": round(state["click_s"] + self.finish_s - KritaAddTimer.total, 4),
-                "host_timings": {k: round(v, 4) for k, v in getattr(getattr(panel, "host", None), "timings",
-                                                                    {}).items()}}
+                "host_timings": {
+                    k: round(v, 4) for k, v in getattr(getattr(panel, "host", None), "timings", {}).items()
+                },
+            }
             return True
 
         return step

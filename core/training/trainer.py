@@ -26,6 +26,7 @@ from ganvas.core.model.augment import diff_augment
 from ganvas.core.model.config import PRESETS, ModelConfig
 from ganvas.core.model.networks import Discriminator, Generator, count_parameters, noise
 from ganvas.core.text.encoder import EmbeddingCache, default_cache_dir
+from ganvas.core.threads import configure_threads
 from ganvas.core.training.sampling import CaptionSampler, parse_mix
 
 
@@ -98,7 +99,7 @@ class Trainer:
         self.is_main = self.rank == 0
         self.log = log if self.is_main else (lambda *a, **k: None)
         if opts.threads:
-            torch.set_num_threads(opts.threads)
+            configure_threads(opts.threads)
         self.device = _pick_device(opts.device)
         if self.world > 1:
             backend = "nccl" if self.device.type == "cuda" else "gloo"

@@ -44,6 +44,7 @@ from PIL import Image
 from ganvas.core.datasets.folders import read_metadata, validation_holdout
 from ganvas.core.io.checkpoint import save_upsampler
 from ganvas.core.model.upsampler import PatchDiscriminator, Upsampler, UpsamplerConfig, count_parameters
+from ganvas.core.threads import configure_threads
 from ganvas.core.upscaling import LoadedUpsampler, UpsamplerInfo, upscale_image
 
 # --- data -----------------------------------------------------------------------------------------------------
@@ -455,7 +456,7 @@ def train_upsampler(opts: UpsamplerTrainOptions, log: Callable[[str], None] = pr
     from ganvas.core.io.checkpoint import load_training_state, save_training_state
 
     opts.check()
-    torch.set_num_threads(opts.threads)
+    configure_threads(opts.threads)
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
     root = Path(opts.data)

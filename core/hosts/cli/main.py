@@ -198,7 +198,8 @@ def _lines(fh, limit: int):
 
 
 def _load_pipeline(model, threads):
-    from ganvas.core.pipeline import Pipeline, configure_threads
+    from ganvas.core.pipeline import Pipeline
+    from ganvas.core.threads import configure_threads
 
     configure_threads(threads)
     return Pipeline.load(model)
@@ -409,7 +410,8 @@ def _check_frame_count(total: int, error) -> None:
 
 def _replay(from_png, model, out, threads):
     from ganvas.core.errors import GanvasError, InvalidRequest, ModelNotFound, RequestRefused
-    from ganvas.core.pipeline import Pipeline, configure_threads
+    from ganvas.core.pipeline import Pipeline
+    from ganvas.core.threads import configure_threads
 
     record = _read_record(from_png)
     request = _replay_request(record, from_png)
@@ -552,7 +554,7 @@ def upscale(images, out, size, upsampler, threads):
       ganvas upscale icons/*.png --size 128
     """
     from ganvas.core.hosts.cli.upscale import upscale_files
-    from ganvas.core.pipeline import configure_threads
+    from ganvas.core.threads import configure_threads
 
     configure_threads(threads)
     for path in upscale_files(images, out, size, upsampler):

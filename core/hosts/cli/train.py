@@ -443,9 +443,9 @@ def train_upsampler_command(
 @click.option("--json-out", default=None, type=click.Path(dir_okay=False), help="also write the report as JSON")
 def eval_upsampler_command(model, data, lr_data, split, limit, threads, json_out):
     """PSNR/SSIM (RGB on white, alpha) of an upsampler against Lanczos and bicubic on a split."""
-    from ganvas.core.pipeline import configure_threads
     from ganvas.core.plugin_manager import get_plugin_manager
     from ganvas.core.requests import GanvasError
+    from ganvas.core.threads import configure_threads
     from ganvas.core.training.upsampler import evaluate_upsampler, report_text
     from ganvas.core.upscaling import choose, load
 

@@ -72,7 +72,7 @@ def serve(config: ServerConfig, plugins=None, *, out: TextIO | None = None) -> i
     import uvicorn
 
     from ganvas.core.hosts.server.app import create_app
-    from ganvas.core.pipeline import configure_threads
+    from ganvas.core.threads import configure_threads
 
     out = out or sys.stderr
     config.check()

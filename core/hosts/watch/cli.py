@@ -149,7 +149,7 @@ def watch_command(
     from ganvas.core.hosts.watch.loop import WatchConfig, Watcher
 
     try:
-        from ganvas.core.pipeline import configure_threads
+        from ganvas.core.threads import configure_threads
 
         configure_threads(threads)
         stop = threading.Event()

@@ -1,6 +1,6 @@
 """ganvas: a fast text-to-image GAN for the tools artists already use."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _LAZY = {
     "Pipeline": "ganvas.core.pipeline",

@@ -339,12 +339,12 @@ def test_png_metadata_fields_and_a1111_parameters(pipe, tmp_path):
     text = read_png_text(path)
     assert text["Description"] == "a cat, smiling; noto style" and "prompt" not in text  # see png_metadata.py
     assert text["seed"] == "7" and text["model"] == "tiny" and text["truncation"] == "0.8"
-    assert text["model_hash"] == pipe.info.hash and text["ganvas_version"] == "0.1.0"
+    assert text["model_hash"] == pipe.info.hash and text["ganvas_version"] == "0.2.0"
     prompt_line, params = text["parameters"].split("\n")
     assert prompt_line == "a cat, smiling; noto style"
     assert params == (
         f"Steps: 1, Sampler: GAN, Seed: 7, Size: 32x32, Model hash: {pipe.info.hash}, Model: tiny, "
-        f"Truncation: 0.8, Style: noto, Version: ganvas 0.1.0"
+        f"Truncation: 0.8, Style: noto, Version: ganvas 0.2.0"
     )
     record = read_reproduction_record(text)
     assert record["request"]["seed"] == 7 and record["request"]["n"] == 1 and record["request"]["style"] == "noto"

@@ -6,7 +6,7 @@ Plugin Manager, or `enable_ganvas_krita=true` under [python] in kritarc). Outsid
 Standard library + PyQt only: Krita's Python has no numpy or torch.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 try:
     from krita import DockWidgetFactory, DockWidgetFactoryBase, Krita

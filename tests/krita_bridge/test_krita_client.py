@@ -417,7 +417,7 @@ def test_bridge_imports_without_krita_or_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "0.1.0"
+    assert out.stdout.strip() == "0.2.0"
 
 
 # --- installer and `ganvas krita install` -------------------------------------------------------------------

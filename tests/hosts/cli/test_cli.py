@@ -23,7 +23,7 @@ def invoke(*args, **kwargs):
 
 
 def test_version_and_help():
-    assert invoke("--version").output == "ganvas 0.1.0\n"
+    assert invoke("--version").output == "ganvas 0.2.0\n"
     out = invoke("--help").output
     for command in ("generate", "interpolate", "models", "plugins", "train"):
         assert command in out
@@ -168,7 +168,7 @@ def test_models_command(tiny_checkpoint, monkeypatch, plugins):
 
 def test_plugins_command_lists_builtins_with_all(plugins):
     info = json.loads(invoke("plugins", "--all").output)
-    assert info["ganvas_version"] == "0.1.0"
+    assert info["ganvas_version"] == "0.2.0"
     builtins = {p["name"]: p["hooks"] for p in info["plugins"]}
     assert builtins["request_policy"] == ["ganvas_check_request"]
     assert json.loads(invoke("plugins").output)["plugins"] == []

@@ -45,26 +45,39 @@ def save_model(
 ) -> Path:
     """Write the inference checkpoint folder from a (normally EMA) generator. `prompt_template`: how a style
     word enters its prompts (a model trained on styled captions), None for a model without styles."""
+    cfg = generator.config
+    fields = {
+        "architecture": ARCHITECTURE,
+        "resolution": cfg.resolution,
+        "text_encoder": {"name": cfg.text_encoder, "dim": cfg.text_dim},
+        "generator": cfg.to_dict(),
+        "trained": trained or {},
+        **({"prompt_template": prompt_template} if prompt_template else {}),
+    }
+    return _write_folder(folder, generator, fields, card)
+
+
+def _write_folder(folder: str | os.PathLike, module: torch.nn.Module, fields: dict, card: str | None) -> Path:
+    """A checkpoint folder: model.safetensors, config.json (format, version, then `fields`), README.md if a
+    card is given; each file replaced atomically."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    cfg = generator.config
-    save_safetensors(folder / "model.safetensors", generator.state_dict(), {"format": "pt"})
-    atomic.write_json(
-        folder / "config.json",
-        {
-            "format": FORMAT,
-            "version": FORMAT_VERSION,
-            "architecture": ARCHITECTURE,
-            "resolution": cfg.resolution,
-            "text_encoder": {"name": cfg.text_encoder, "dim": cfg.text_dim},
-            "generator": cfg.to_dict(),
-            "trained": trained or {},
-            **({"prompt_template": prompt_template} if prompt_template else {}),
-        },
-    )
+    save_safetensors(folder / "model.safetensors", module.state_dict(), {"format": "pt"})
+    atomic.write_json(folder / "config.json", {"format": FORMAT, "version": FORMAT_VERSION, **fields})
     if card is not None:
         atomic.write_text(folder / "README.md", card)
     return folder
+
+
+def _read_weights(folder: Path, map_location: str) -> tuple[Path, dict]:
+    """(path, tensors) of a folder's model.safetensors; CheckpointError when missing or unreadable."""
+    weights = folder / "model.safetensors"
+    if not weights.exists():
+        raise CheckpointError(f"{weights}: missing")
+    try:
+        return weights, load_file(str(weights), device=map_location)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{weights}: unreadable or truncated safetensors file ({exc})") from None
 
 
 def read_config(folder: str | os.PathLike) -> dict:
@@ -96,13 +109,7 @@ def load_generator(
             f"{folder}: made for text encoder {cfg.text_encoder!r}, but the configured "
             f"text encoder is {expected_text_encoder!r}"
         )
-    weights = folder / "model.safetensors"
-    if not weights.exists():
-        raise CheckpointError(f"{weights}: missing")
-    try:
-        state = load_file(str(weights), device=map_location)
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{weights}: unreadable or truncated safetensors file ({exc})") from None
+    weights, state = _read_weights(folder, map_location)
     state = Generator.upgrade_state_dict(state)  # pre-0.2 key names
     _check_fits(weights, _expected_shapes(folder / "config.json", cfg), state)
     _check_finite(weights, state)
@@ -232,25 +239,15 @@ def load_training_state(run_dir: Path, modules: dict, optimizers: dict) -> tuple
 def save_upsampler(
     folder: str | os.PathLike, module: Upsampler, trained: dict | None = None, card: str | None = None
 ) -> Path:
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     cfg = module.config
-    save_safetensors(folder / "model.safetensors", module.state_dict(), {"format": "pt"})
-    atomic.write_json(
-        folder / "config.json",
-        {
-            "format": FORMAT,
-            "version": FORMAT_VERSION,
-            "architecture": UPSAMPLER_ARCHITECTURE,
-            "in_resolution": cfg.in_resolution,
-            "out_resolution": cfg.out_resolution,
-            "upsampler": cfg.to_dict(),
-            "trained": trained or {},
-        },
-    )
-    if card is not None:
-        atomic.write_text(folder / "README.md", card)
-    return folder
+    fields = {
+        "architecture": UPSAMPLER_ARCHITECTURE,
+        "in_resolution": cfg.in_resolution,
+        "out_resolution": cfg.out_resolution,
+        "upsampler": cfg.to_dict(),
+        "trained": trained or {},
+    }
+    return _write_folder(folder, module, fields, card)
 
 
 def load_upsampler(folder: str | os.PathLike, map_location: str = "cpu") -> tuple[Upsampler, dict]:
@@ -267,13 +264,7 @@ def load_upsampler(folder: str | os.PathLike, map_location: str = "cpu") -> tupl
         cfg = UpsamplerConfig.from_dict(data["upsampler"])
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: bad upsampler config ({exc})") from None
-    weights = folder / "model.safetensors"
-    if not weights.exists():
-        raise CheckpointError(f"{weights}: missing")
-    try:
-        state = load_file(str(weights), device=map_location)
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{weights}: unreadable or truncated safetensors file ({exc})") from None
+    weights, state = _read_weights(folder, map_location)
     with torch.device("meta"):
         expected = {k: tuple(v.shape) for k, v in Upsampler(cfg).state_dict().items()}
     _check_fits(weights, expected, state)

@@ -95,6 +95,9 @@ def _set_debug(ctx, param, value):
 
 
 # `ganvas generate ... --debug` works as well as `ganvas --debug generate ...`
+threads_option = click.option(
+    "--threads", type=click.IntRange(min=1), help="torch CPU threads  [default: $GANVAS_THREADS or 1]"
+)
 debug_option = click.option(
     "--debug",
     is_flag=True,
@@ -261,7 +264,7 @@ REPLAY_CONFLICTS = ("prompt", "n", "seed", "truncation", "style", "size", "promp
     "--from-png", "from_png", type=click.Path(dir_okay=False), help="reproduce an image from its ganvas metadata"
 )
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="plugin option (request.extra); repeatable")
-@click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads  [default: $GANVAS_THREADS or 1]")
+@threads_option
 @click.option("--progress/--no-progress", default=None, help="progress bar  [default: on a terminal]")
 @debug_option
 @click.pass_context
@@ -477,7 +480,7 @@ def _parse_seeds(value: str | None) -> list[int] | None:
 @click.option("--size", type=click.IntRange(8, 2048), help="output side in pixels (above native: the upsampler)")
 @click.option("--out", type=click.Path(file_okay=False), default="ganvas-out", show_default=True)
 @click.option("--gif", is_flag=True, help="also write an animated GIF of the frames")
-@click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads  [default: $GANVAS_THREADS or 1]")
+@threads_option
 @click.option("--progress/--no-progress", default=None, help="progress bar  [default: on a terminal]")
 @debug_option
 def interpolate(prompts, seed, seeds_text, steps, model, truncation, style, size, out, gif, threads, progress):
@@ -540,7 +543,7 @@ def interpolate(prompts, seed, seeds_text, steps, model, truncation, style, size
     help="output side in pixels (one upsampler pass, then Lanczos to it)  [default: one pass, e.g. x4]",
 )
 @click.option("--upsampler", help="registered upsampler name or folder  [default: $GANVAS_UPSAMPLER or automatic]")
-@click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads  [default: $GANVAS_THREADS or 1]")
+@threads_option
 @debug_option
 def upscale(images, out, size, upsampler, threads):
     """Upscale IMAGES (e.g. your own 64 px sprites) with a GAN upsampler and print the new files.

@@ -38,8 +38,7 @@ from ganvas.core.io.checkpoint import CheckpointError, file_hash, load_generator
 from ganvas.core.io.images import to_pil
 from ganvas.core.model.networks import noise  # re-exported: hosts and plugins import it from here
 from ganvas.core.plugin_manager import GanvasPlugins, get_plugin_manager
-from ganvas.core.registry import cache_key, produce, resolve_model  # noqa: F401 (resolve_model: hosts' API)
-from ganvas.core.registry import state_hash as _state_hash
+from ganvas.core.registry import cache_key, produce, resolve_model, state_hash  # noqa: F401 (resolve_model: hosts' API)
 from ganvas.core.requests import (
     DEFAULT_MODEL,
     DEFAULT_TRUNCATION,
@@ -181,7 +180,7 @@ def _from_module(name: str, module: Any, origin: str) -> tuple[torch.nn.Module, 
     module.eval().requires_grad_(False)
     return module, ModelInfo(
         name,
-        _state_hash(module),
+        state_hash(module),
         cfg.resolution,
         cfg.z_dim,
         cfg.text_encoder,

@@ -24,20 +24,17 @@ OPENAI_ALIASES = ("dall-e-2", "dall-e-3")
 
 
 def _path_like(name: str) -> bool:
+    """Written as a path on any platform (a superset of registry.looks_like_path: also '\\', ':' and NUL)."""
     return "/" in name or "\\" in name or name.startswith(".") or ":" in name or "\x00" in name
 
 
 class ModelHub:
     def __init__(self, plugins: GanvasPlugins, default: str | None = None):
-        from ganvas.core.registry import looks_like_path
-
         self.plugins = plugins
         self.started = int(time.time())
         warnings: list[str] = []
         registered = plugins.models(warnings)
-        self.registered = {
-            name: entry for name, entry in registered.items() if not _path_like(name) and not looks_like_path(name)
-        }
+        self.registered = {name: entry for name, entry in registered.items() if not _path_like(name)}
         for skipped in sorted(set(registered) - set(self.registered)):
             log.warning("model name %r looks like a path; the server does not offer it", skipped)
         self.default_spec = default or default_model_name()

@@ -24,7 +24,7 @@ from ganvas.core.errors import InvalidRequest
 from ganvas.core.hosts.server.config import MAX_FRAMES, MAX_PIXELS, ServerConfig, ServerConfigError
 from ganvas.core.hosts.server.errors import APIError, error_response, error_responses
 from ganvas.core.hosts.server.jobs import run_generation, run_interpolation
-from ganvas.core.hosts.server.middleware import AccessLog, LimitBody, RequireKey
+from ganvas.core.hosts.server.middleware import AccessLog, LimitBody, LimitInFlight, RequireKey
 from ganvas.core.hosts.server.schemas import (
     Health,
     ImagesResponse,
@@ -330,6 +330,7 @@ def create_app(
 
     # --- middleware (the last added runs first) ---------------------------------------------------------
     app.add_middleware(LimitBody, limit=config.max_body_bytes)
+    app.add_middleware(LimitInFlight, limit=config.in_flight_limit())  # inside RequireKey: keyless ones never count
     if config.api_key:
         app.add_middleware(RequireKey, api_key=config.api_key)
     if config.cors_origins:

@@ -1,4 +1,4 @@
-"""ASGI middleware: access log (outermost), API-key check, body-size limit.
+"""ASGI middleware: access log (outermost), API-key check, in-flight limit, body-size limit.
 
 Pure ASGI rather than BaseHTTPMiddleware, so a refused request is answered before its body is
 parsed, and nothing here buffers responses.
@@ -18,6 +18,7 @@ from ganvas.core.hosts.server.errors import error_response
 Scope = dict
 ASGIApp = Callable
 
+log = logging.getLogger("ganvas.server")
 access_log = logging.getLogger("ganvas.server.access")
 
 
@@ -94,6 +95,44 @@ class RequireKey:
             response = error_response(401, message, code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
             return await response(scope, receive, send)
         return await self.app(scope, receive, send)
+
+
+class LimitInFlight:
+    """At most `limit` requests handled at once; more get 503 + Retry-After in the OpenAI shape.
+
+    It sits inside RequireKey, so a request refused for its key never takes a place: a flood of keyless
+    requests cannot push a keyed client out (counting uvicorn's tasks did, while their 401s were still
+    being written). One event loop runs every request, so a plain counter needs no lock.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int):
+        self.app, self.limit, self.active = app, limit, 0
+        self.quiet_until = 0.0  # the next overload warning, so a burst logs one line
+
+    async def __call__(self, scope: Scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        if self.active >= self.limit:
+            now = time.monotonic()
+            if now >= self.quiet_until:
+                self.quiet_until = now + 10
+                log.warning(
+                    "%d requests in flight (limit %d): answering 503 (said once per 10 s)", self.active, self.limit
+                )
+            response = error_response(
+                503,
+                f"the server is handling {self.limit} requests already; retry after the Retry-After header",
+                type="server_error",
+                code="server_overloaded",
+                retry_after=1,
+                headers={"Connection": "close"},
+            )
+            return await response(scope, receive, send)
+        self.active += 1
+        try:
+            return await self.app(scope, receive, send)
+        finally:
+            self.active -= 1
 
 
 class LimitBody:

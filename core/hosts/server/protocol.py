@@ -6,10 +6,10 @@ headers sent a byte at a time, or a body that never ends stay open for ever, and
 counts those sockets and answers everyone else a plain-text 503. Here:
   - headers must be complete within `header_timeout_s` of connecting (or of the previous response),
   - a body within `body_timeout_s` of its headers; late ones get 408 and are closed,
-  - at most `in_flight_limit()` requests are handled at once; more get 503 + Retry-After,
   - beyond `max_connections` sockets, the oldest one that is only waiting for its client is closed
     (a newcomer is never refused for sockets that are busy with a request),
-and every such answer is in the OpenAI error shape. Always h11 (even where httptools is installed),
+and every such answer is in the OpenAI error shape. (The in-flight limit is middleware.LimitInFlight,
+after the key check.) Always h11 (even where httptools is installed),
 so the behaviour does not depend on what else happens to be installed.
 """
 
@@ -17,15 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from ganvas.core.hosts.server.config import ServerConfig
-from ganvas.core.hosts.server.errors import error_body, error_response
-
-log = logging.getLogger("ganvas.server")
+from ganvas.core.hosts.server.errors import error_body
 
 HEADERS, BODY = "headers", "body"  # what a connection is waiting for from its client
 
@@ -42,11 +39,9 @@ def raw_error(status: int, reason: str, message: str, code: str | None) -> bytes
 
 class GuardedH11Protocol(H11Protocol):
     settings: ServerConfig  # set by protocol_for()
-    quiet_until = 0.0  # the next overload warning; per server class, so a burst logs one line
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self._app, self.app = self.app, self._admit
         self._timer: asyncio.TimerHandle | None = None
         self._waiting_for: str | None = None
         self._opened = 0.0
@@ -135,24 +130,6 @@ class GuardedH11Protocol(H11Protocol):
         idle = [c for c in live if isinstance(c, GuardedH11Protocol) and c._idle()]
         if idle:
             min(idle, key=lambda c: c._opened).transport.close()
-
-    async def _admit(self, scope, receive, send) -> None:
-        """The app, unless too many requests are being handled already (this one is counted)."""
-        limit = self.settings.in_flight_limit()
-        if len(self.tasks) <= limit:
-            return await self._app(scope, receive, send)
-        if self.loop.time() >= self.quiet_until:
-            type(self).quiet_until = self.loop.time() + 10
-            log.warning("%d requests in flight (limit %d): answering 503 (said once per 10 s)", len(self.tasks), limit)
-        response = error_response(
-            503,
-            f"the server is handling {limit} requests already; retry after the Retry-After header",
-            type="server_error",
-            code="server_overloaded",
-            retry_after=1,
-            headers={"Connection": "close"},
-        )
-        await response(scope, receive, send)
 
     def send_400_response(self, msg: str) -> None:
         """Unparseable HTTP: uvicorn's answer, in the OpenAI shape."""

@@ -1067,3 +1067,48 @@ def test_catastrophic_blocklist_regex_is_time_limited(guarded):
     with pytest.raises(openai.BadRequestError, match="blocked term"):
         client(guarded).images.generate(prompt="a banana")
     assert client(guarded).images.generate(prompt="a red circle").data
+
+
+def test_in_flight_limit_counts_only_requests_past_the_key_check():
+    """Unit stand-in beside the real tests above: keyless requests never take a place, keyed ones do."""
+    import asyncio
+
+    from ganvas.core.hosts.server.middleware import LimitInFlight, RequireKey
+
+    release = asyncio.Event()
+
+    async def slow_app(scope, receive, send):
+        await release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    limited = LimitInFlight(slow_app, limit=1)
+    app = RequireKey(limited, api_key=KEY)
+
+    async def call(key):
+        statuses = []
+
+        async def receive():
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message):
+            if message["type"] == "http.response.start":
+                statuses.append(message["status"])
+
+        headers = [(b"authorization", b"Bearer " + key.encode())] if key else []
+        scope = {"type": "http", "method": "POST", "path": "/v1/images/generations", "headers": headers}
+        await app(scope, receive, send)
+        return statuses[0]
+
+    async def scenario():
+        holder = asyncio.create_task(call(KEY))
+        await asyncio.sleep(0)
+        assert limited.active == 1
+        keyless = await asyncio.gather(*(call(None) for _ in range(50)))
+        assert keyless == [401] * 50 and limited.active == 1  # refused for the key, not for the load
+        assert await call(KEY) == 503  # a second keyed request is over the limit of 1
+        release.set()
+        assert await holder == 200 and limited.active == 0
+        assert await call(KEY) == 200
+
+    asyncio.run(scenario())

@@ -55,6 +55,8 @@ class TrainOptions:
     augment: str = "translation,cutout"  # DiffAugment ops; cutout can erase small objects entirely
     hard_negatives: float = 0.0  # share of mismatched captions chosen as the batch's most similar caption
     mode_seeking: float = 0.0  # weight of MSGAN's mode-seeking term (pairs of noises per caption in G's step)
+    init: str | None = None  # model folder whose generator starts the run (G and its EMA; D starts fresh)
+    d_warmup_steps: int = 0  # steps that train only D, so a fresh critic catches up before G follows it
     seed: int = 0
     threads: int | None = None
     device: str = "auto"
@@ -153,6 +155,8 @@ class Trainer:
         # Standardise text dimensions over the training captions (see Generator.text_mean).
         self.G.text_mean.copy_(text.mean(0))
         self.G.text_std.copy_(text.std(0).clamp(min=1e-4) if len(text) > 1 else torch.ones_like(text[0]))
+        if opts.init:
+            self._load_init(opts.init)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         for m in (self.G, self.D, self.G_ema):
             m.to(self.device)
@@ -184,6 +188,19 @@ class Trainer:
         self.validation = self._validation_probe()
 
     # --- set-up helpers -------------------------------------------------------------------------------------
+    def _load_init(self, folder: str) -> None:
+        """Start G from a trained model (its EMA weights, as shipped). Its text standardisation comes along:
+        the weights were learned against it. The critic and the optimisers start fresh (a model folder holds
+        neither), hence --d-warmup-steps."""
+        generator, _ = checkpoint.load_generator(folder, expected_text_encoder=self.config.text_encoder)
+        if generator.config != self.config:
+            raise checkpoint.CheckpointError(
+                f"--init {folder}: its model config {generator.config} differs from this run's {self.config} "
+                "(same --preset, --resolution, dataset channels and text encoder are needed)"
+            )
+        self.G.load_state_dict(generator.state_dict())
+        self.log(f"generator initialised from {folder}")
+
     def _recorded_options(self) -> dict:
         return {k: v for k, v in asdict(self.opts).items() if k not in ("extra", "resume", "progress", "out")}
 
@@ -293,9 +310,27 @@ class Trainer:
         self._average_gradients(self.D)
         self.opt_d.step()
 
-        # Generator: fool D on matched captions.
-        z = torch.randn(real.shape[0], self.config.z_dim, device=self.device)
-        half = real.shape[0] // 2
+        loss_g = loss_ms = torch.zeros((), device=self.device)
+        if self.step >= opts.d_warmup_steps:  # a fresh critic (--init) first learns the current G
+            loss_g, loss_ms = self._generator_step(real.shape[0], text, t)
+        self._update_ema()
+        self.step += 1
+        self.images_seen += real.shape[0] * self.world
+        return {
+            "loss_d": loss_d.item(),
+            "loss_g": loss_g.item(),
+            "gp": gp.item(),
+            "mode_seeking": loss_ms.item(),
+            "d_real": d_real.float().mean().item(),
+            "d_fake": d_fake.float().mean().item(),
+            "d_mis": d_mis.float().mean().item(),
+        }
+
+    def _generator_step(self, n: int, text, t):
+        """Fool D on matched captions. Returns (adversarial loss, mode-seeking loss)."""
+        opts = self.opts
+        z = torch.randn(n, self.config.z_dim, device=self.device)
+        half = n // 2
         if opts.mode_seeking and half:
             # Each caption of the first half is drawn again with a second noise in the second half.
             text, t = text.clone(), t.clone()
@@ -313,18 +348,7 @@ class Trainer:
         (loss_g.float() + opts.mode_seeking * loss_ms).backward()
         self._average_gradients(self.G)
         self.opt_g.step()
-        self._update_ema()
-        self.step += 1
-        self.images_seen += real.shape[0] * self.world
-        return {
-            "loss_d": loss_d.item(),
-            "loss_g": loss_g.item(),
-            "gp": gp.item(),
-            "mode_seeking": loss_ms.item(),
-            "d_real": d_real.float().mean().item(),
-            "d_fake": d_fake.float().mean().item(),
-            "d_mis": d_mis.float().mean().item(),
-        }
+        return loss_g, loss_ms
 
     def _matching_aware_gp(self, real, t):
         """DF-GAN's MA-GP on real images with their own captions, w.r.t. both image and text (fp32)."""

@@ -150,3 +150,37 @@ def test_processes_stop_together_when_time_is_up(tmp_path, messy_imagefolder):
     _torchrun_train(tmp_path, messy_imagefolder, run, "--steps", "1000", "--max-minutes", "0.002")
     info = json.loads((run / "training_state.json").read_text())["info"]
     assert 1 <= info["step"] < 1000
+
+
+def test_init_starts_from_a_trained_generator_and_warmup_trains_only_the_critic(tmp_path, messy_imagefolder):
+    Trainer(_tiny_options(tmp_path, messy_imagefolder, 4, name="first")).run()
+    shipped, _ = checkpoint.load_generator(tmp_path / "first" / "model")
+    warm = Trainer(
+        _tiny_options(
+            tmp_path, messy_imagefolder, 2, name="warm", init=str(tmp_path / "first" / "model"), d_warmup_steps=2
+        )
+    )
+    d_before = {k: v.clone() for k, v in warm.D.state_dict().items()}
+    warm.run()
+    # Two critic-only steps: G (and its EMA) are still the trained model's weights, D has moved.
+    for key, value in shipped.state_dict().items():
+        assert torch.equal(warm.G.state_dict()[key], value) and torch.equal(warm.G_ema.state_dict()[key], value), key
+    assert any(not torch.equal(d_before[k], v) for k, v in warm.D.state_dict().items())
+    stats = [json.loads(line) for line in (tmp_path / "warm" / "stats.jsonl").read_text().splitlines()]
+    assert [s["loss_g"] for s in stats] == [0.0]
+    assert checkpoint.read_config(tmp_path / "warm" / "model")["trained"]["options"]["init"].endswith("model")
+    # After the warm-up G trains as usual.
+    moving = Trainer(
+        _tiny_options(tmp_path, messy_imagefolder, 2, name="moving", init=str(tmp_path / "first" / "model"))
+    )
+    moving.run()
+    assert any(not torch.equal(moving.G.state_dict()[k], v) for k, v in shipped.state_dict().items())
+
+
+def test_init_refuses_a_generator_of_another_shape(tmp_path, messy_imagefolder):
+    import dataclasses
+
+    Trainer(_tiny_options(tmp_path, messy_imagefolder, 1, name="first")).run()
+    other = _tiny_options(tmp_path, messy_imagefolder, 1, name="other", init=str(tmp_path / "first" / "model"))
+    with pytest.raises(checkpoint.CheckpointError, match="differs from this run's"):
+        Trainer(dataclasses.replace(other, preset="small"))

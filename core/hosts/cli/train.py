@@ -66,6 +66,19 @@ import click
     "--ema-images", default=0.0, show_default=True, help="EMA half-life in images (0 = a fixed 0.999 per step)"
 )
 @click.option(
+    "--init",
+    "init",
+    default=None,
+    help="model name or folder whose generator starts this run (the critic starts fresh: see --d-warmup-steps)",
+)
+@click.option(
+    "--d-warmup-steps",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0),
+    help="steps that train only the critic first (useful after --init)",
+)
+@click.option(
     "--holdout-validation",
     is_flag=True,
     help="leave the validation hold-out (~5%% of train/, deterministic) out of training",
@@ -123,6 +136,8 @@ def train_command(
     negatives,
     gp_augment,
     ema_images,
+    init,
+    d_warmup_steps,
     holdout_validation,
     evaluator,
     val_every,
@@ -161,6 +176,8 @@ def train_command(
         negatives=negatives,
         gp_augment=gp_augment,
         ema_images=ema_images,
+        init=str(inputs.model_folder(init)) if init else None,
+        d_warmup_steps=d_warmup_steps,
         holdout_validation=holdout_validation,
         evaluator=evaluator,
         val_every=val_every,

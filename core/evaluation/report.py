@@ -84,6 +84,7 @@ def evaluate_shapes_model(
     log=print,
     folder: Path | None = None,
     embeddings: EmbeddingCache | None = None,
+    truncation: float = 1.0,
 ) -> tuple[dict, str]:
     """`model`: its name as typed (for the report); `folder`: its checkpoint folder (default: `model`)."""
     from ganvas.core.evaluation.shapes import (
@@ -106,12 +107,13 @@ def evaluate_shapes_model(
         save_classifier(classifier, folder)
 
     def generate(captions, seeds):
-        return generate_from_vectors(generator, cache.lookup(captions), seeds)
+        return generate_from_vectors(generator, cache.lookup(captions), seeds, truncation=truncation)
 
     report = evaluate(generate, n_per_caption=n_per_caption, seed=seed, classifier=classifier, log=log)
-    report["model"] = str(folder)
+    report["model"], report["truncation"] = str(folder), truncation
     text = format_report(report)
-    return report, text + f"\ncommand: ganvas eval --model {model} --data shapes --seed {seed}"
+    flag = f" --truncation {truncation:g}" if truncation != 1.0 else ""
+    return report, text + f"\ncommand: ganvas eval --model {model} --data shapes --seed {seed}{flag}"
 
 
 # --- captioned datasets ------------------------------------------------------------------------------------------
@@ -235,6 +237,7 @@ def evaluate_dataset_model(
     data: CaptionedImages | None = None,
     train: CaptionedImages | None = None,
     embeddings: EmbeddingCache | None = None,
+    truncation: float = 1.0,
 ) -> tuple[dict, str]:
     """Both prompt forms are scored against the *full* caption: `generated` for images drawn from the full
     caption, `generated_typed` for images drawn from what users type (`name; style style`, the default
@@ -267,8 +270,8 @@ def evaluate_dataset_model(
 
     seeds = [seed * 1_000_000 + i for i in range(len(captions))]
     log(f"generating {len(captions)} images for {split} captions, in the full and the typed prompt form")
-    fake = on_white(generate_from_vectors(generator, text_vectors, seeds))
-    fake_typed = on_white(generate_from_vectors(generator, typed_vectors, seeds))
+    fake = on_white(generate_from_vectors(generator, text_vectors, seeds, truncation=truncation))
+    fake_typed = on_white(generate_from_vectors(generator, typed_vectors, seeds, truncation=truncation))
     real = from_uint8(real_set.images)
 
     embed = ev.features_and_embeddings
@@ -286,6 +289,7 @@ def evaluate_dataset_model(
         "images": len(captions),
         "resolution": resolution,
         "channels": generator.config.channels,
+        "truncation": truncation,
         "generated": rp(fake_emb, txt_emb, seed),
         "generated_typed": rp(typed_emb, txt_emb, seed),
         "real": rp(real_emb, txt_emb, seed),
@@ -311,7 +315,9 @@ def evaluate_dataset_model(
     )
     styles = _concept_styles(others, concepts, diversity_concepts, embed)
     typed_of = dict(zip(concepts, typed_vectors))
-    report["diversity"] = _diversity(generator, ev, concepts, typed_of, cache, styles, diversity_seeds, seed)
+    report["diversity"] = _diversity(
+        generator, ev, concepts, typed_of, cache, styles, diversity_seeds, seed, truncation
+    )
     return report, format_dataset_report(report, model, root, split, seed)
 
 
@@ -357,7 +363,7 @@ def _concept_styles(sources: list[CaptionedImages], split_concepts: list[str], l
     return {concept: embed(from_uint8(torch.stack(images[concept])))[0] for concept in chosen}
 
 
-def _diversity(generator, ev, concepts, typed_of: dict, cache, styles: dict, n_seeds, seed) -> dict:
+def _diversity(generator, ev, concepts, typed_of: dict, cache, styles: dict, n_seeds, seed, truncation=1.0) -> dict:
     """Seed spread of a concept's bare name (no style word: designs should vary, ratio near 1) and of one
     typed prompt (`name; style style`: one design, ratio well below 1), each over the real spread of that
     concept across its designs, in evaluator feature space."""
@@ -373,9 +379,13 @@ def _diversity(generator, ev, concepts, typed_of: dict, cache, styles: dict, n_s
     name_vectors = cache.lookup(list(styles))
     seeds = [seed * 1_000_000 + 500_000 + k for k in range(n_seeds)]
     name_spread, typed_spread, real_spread, pixel_std = [], [], [], []
+
+    def generate(vectors):
+        return generate_from_vectors(generator, vectors, seeds, truncation=truncation)
+
     for k, (concept, real_features) in enumerate(styles.items()):
-        names = on_white(generate_from_vectors(generator, name_vectors[k : k + 1].expand(n_seeds, -1), seeds))
-        typed = on_white(generate_from_vectors(generator, typed_of[concept][None].expand(n_seeds, -1), seeds))
+        names = on_white(generate(name_vectors[k : k + 1].expand(n_seeds, -1)))
+        typed = on_white(generate(typed_of[concept][None].expand(n_seeds, -1)))
         name_spread.append(pairwise_spread(ev.image_features(names)))
         typed_spread.append(pairwise_spread(ev.image_features(typed)))
         pixel_std.append(float(names.std(0).mean()))
@@ -418,6 +428,7 @@ def format_dataset_report(r: dict, model, root, split, seed) -> str:
         f"  diversity over seeds / real spread across designs ({d['concepts']} multi-design concepts): "
         f"bare name {d['name_ratio']:.2f} (designs should vary)   typed prompt {d['typed_ratio']:.2f} "
         f"(one design should stay one)",
-        f"command: ganvas eval --model {model} --data {root} --split {split} --seed {seed}",
+        f"command: ganvas eval --model {model} --data {root} --split {split} --seed {seed}"
+        + (f" --truncation {r['truncation']:g}" if r.get("truncation", 1.0) != 1.0 else ""),
     ]
     return "\n".join(lines)

@@ -222,7 +222,7 @@ def test_evaluator_learns_the_train_split_and_is_saved_as_safetensors(dataset, e
     assert learned >= 0.6 and shuffled <= 0.3, (learned, shuffled)
 
 
-def expected_report(root, split, evaluator, checkpoint, seed=0):
+def expected_report(root, split, evaluator, checkpoint, seed=0, truncation=1.0):
     """What `ganvas eval` must report for the generated images and the floors, computed here from the parts:
     the generator's images for the split's captions (seed * 1_000_000 + i), embedded by the evaluator."""
     rows = split_rows(root, split)
@@ -231,7 +231,8 @@ def expected_report(root, split, evaluator, checkpoint, seed=0):
     ev = load_evaluator(evaluator)
     vectors = EmbeddingCache(default_cache_dir()).lookup(captions)
     with torch.no_grad():
-        fake = generate_from_vectors(generator, vectors, [seed * 1_000_000 + i for i in range(len(rows))])
+        seeds = [seed * 1_000_000 + i for i in range(len(rows))]
+        fake = generate_from_vectors(generator, vectors, seeds, truncation=truncation)
         real = split_images(root, split, generator.config.resolution)
         fake_feat, real_feat = ev.image_features(fake), ev.image_features(real)
         fake_emb = torch.nn.functional.normalize(ev.image_proj(fake_feat), dim=-1)
@@ -251,6 +252,20 @@ def expected_report(root, split, evaluator, checkpoint, seed=0):
             "real_vs_real": kernel_inception_distance(real_feat[a], real_feat[b]),
         },
     }
+
+
+def test_eval_truncation_measures_the_images_users_get_at_that_psi(dataset, exact_evaluator, tiny_checkpoint, tmp_path):
+    out = tmp_path / "report.json"
+    args = ["eval", "--model", str(tiny_checkpoint), "--data", str(dataset), "--evaluator", str(exact_evaluator)]
+    result = CliRunner().invoke(main, [*args, "--threads", "1", "--truncation", "0.5", "--json-out", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    expected = expected_report(dataset, "test", exact_evaluator, tiny_checkpoint, truncation=0.5)
+    assert report["truncation"] == 0.5 and "--truncation 0.5" in result.output
+    assert report["fid"] == pytest.approx(expected["fid"], rel=1e-6, abs=1e-9)
+    assert report["fid"] != pytest.approx(expected_report(dataset, "test", exact_evaluator, tiny_checkpoint)["fid"])
+    refused = CliRunner().invoke(main, [*args, "--truncation", "0"])
+    assert refused.exit_code == 2 and "--truncation" in refused.output
 
 
 @pytest.mark.parametrize("split", ["test", "unseen_concepts"])

@@ -274,8 +274,15 @@ def train_evaluator_command(data, out, epochs, batch, device, threads, holdout_v
 @click.option("--evaluator", default=None, type=click.Path(), help="evaluator folder (default: the model folder)")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--threads", default=None, type=int)
+@click.option(
+    "--truncation",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="psi, as `generate --truncation`: measure the model at the setting users pick",
+)
 @click.option("--json-out", default=None, type=click.Path(dir_okay=False), help="also write the report as JSON")
-def eval_command(model, data, split, evaluator, seed, threads, json_out):
+def eval_command(model, data, split, evaluator, seed, threads, truncation, json_out):
     """Measure a model: attribute accuracy on shapes, R-precision/FID/KID/diversity on a captioned dataset."""
     from ganvas.core.datasets.formats import loader_takes
     from ganvas.core.evaluation.report import evaluate_dataset_model, evaluate_shapes_model, load_eval_data
@@ -287,7 +294,7 @@ def eval_command(model, data, split, evaluator, seed, threads, json_out):
     embeddings = inputs.embeddings(encoder)  # the model's own text encoder, as its plugin registered it
     if data == "shapes":
         report, text = evaluate_shapes_model(
-            model, seed=seed, threads=threads, log=log, folder=folder, embeddings=embeddings
+            model, seed=seed, threads=threads, log=log, folder=folder, embeddings=embeddings, truncation=truncation
         )
     else:
         choice = inputs.resolve_data(data)
@@ -304,6 +311,7 @@ def eval_command(model, data, split, evaluator, seed, threads, json_out):
             data=dataset,
             train=train,
             embeddings=embeddings,
+            truncation=truncation,
         )
     click.echo(text)
     if json_out:

@@ -62,6 +62,11 @@ def _builtin_eval_data(root, split: str, resolution: int):
     return load_eval_data(lambda res, **options: imagefolder(root, res, **options), split, resolution)
 
 
+def _truncation_flag(truncation: float) -> str:
+    """The eval command's --truncation, as the report's last line repeats it (nothing at the default)."""
+    return f" --truncation {truncation:g}" if truncation != 1.0 else ""
+
+
 @torch.no_grad()
 def generate_from_vectors(
     generator, text_vectors: torch.Tensor, seeds: list[int], batch: int = 256, truncation: float = 1.0
@@ -112,8 +117,10 @@ def evaluate_shapes_model(
     report = evaluate(generate, n_per_caption=n_per_caption, seed=seed, classifier=classifier, log=log)
     report["model"], report["truncation"] = str(folder), truncation
     text = format_report(report)
-    flag = f" --truncation {truncation:g}" if truncation != 1.0 else ""
-    return report, text + f"\ncommand: ganvas eval --model {model} --data shapes --seed {seed}{flag}"
+    return (
+        report,
+        text + f"\ncommand: ganvas eval --model {model} --data shapes --seed {seed}{_truncation_flag(truncation)}",
+    )
 
 
 # --- captioned datasets ------------------------------------------------------------------------------------------
@@ -429,6 +436,6 @@ def format_dataset_report(r: dict, model, root, split, seed) -> str:
         f"bare name {d['name_ratio']:.2f} (designs should vary)   typed prompt {d['typed_ratio']:.2f} "
         f"(one design should stay one)",
         f"command: ganvas eval --model {model} --data {root} --split {split} --seed {seed}"
-        + (f" --truncation {r['truncation']:g}" if r.get("truncation", 1.0) != 1.0 else ""),
+        f"{_truncation_flag(r.get('truncation', 1.0))}",
     ]
     return "\n".join(lines)

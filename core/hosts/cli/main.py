@@ -17,7 +17,8 @@ import click
 
 from ganvas import __version__
 from ganvas.core.errors import one_line
-from ganvas.core.requests import DEFAULT_TRUNCATION, MAX_SEED, default_model_name, trained_styles
+from ganvas.core.hosts.cli.options import truncation_option
+from ganvas.core.requests import MAX_SEED, default_model_name, trained_styles
 
 log = logging.getLogger("ganvas")
 
@@ -240,13 +241,7 @@ REPLAY_CONFLICTS = ("prompt", "n", "seed", "truncation", "style", "size", "promp
 @click.option(
     "--model", help="registered model name or checkpoint folder  [default: $GANVAS_MODEL or the shipped default]"
 )
-@click.option(
-    "--truncation",
-    type=click.FloatRange(0, 1, min_open=True),
-    default=DEFAULT_TRUNCATION,
-    show_default=True,
-    help="psi: lower = more typical, less varied",
-)
+@truncation_option()
 @click.option(
     "--style",
     help="style word (`ganvas models` lists each model's), put into the prompt by the model's "
@@ -473,7 +468,7 @@ def _parse_seeds(value: str | None) -> list[int] | None:
 @click.option("--seeds", "seeds_text", help="key-frame seeds, e.g. 3,9 (walks the noise)")
 @click.option("--steps", type=click.IntRange(min=1), default=8, show_default=True, help="frames between key frames")
 @click.option("--model", help="registered model name or checkpoint folder")
-@click.option("--truncation", type=click.FloatRange(0, 1, min_open=True), default=DEFAULT_TRUNCATION, show_default=True)
+@truncation_option()
 @click.option(
     "--style", help="style word, put into every prompt by the model's prompt template (emoji64: 'PROMPT; STYLE style')"
 )

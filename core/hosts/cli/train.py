@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from ganvas.core.hosts.cli.options import truncation_option
+
 
 @click.command("train")
 @click.option(
@@ -274,13 +276,7 @@ def train_evaluator_command(data, out, epochs, batch, device, threads, holdout_v
 @click.option("--evaluator", default=None, type=click.Path(), help="evaluator folder (default: the model folder)")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--threads", default=None, type=int)
-@click.option(
-    "--truncation",
-    type=click.FloatRange(0, 1, min_open=True),
-    default=1.0,
-    show_default=True,
-    help="psi, as `generate --truncation`: measure the model at the setting users pick",
-)
+@truncation_option("psi, as `generate --truncation`: measure the model at the setting users pick")
 @click.option("--json-out", default=None, type=click.Path(dir_okay=False), help="also write the report as JSON")
 def eval_command(model, data, split, evaluator, seed, threads, truncation, json_out):
     """Measure a model: attribute accuracy on shapes, R-precision/FID/KID/diversity on a captioned dataset."""

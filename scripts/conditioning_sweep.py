@@ -15,7 +15,6 @@ import argparse
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from ganvas.core.evaluation import report
 from ganvas.core.model.networks import noise
@@ -42,11 +41,7 @@ def conditioned_generate(mode: str, psi: float):
                 w = means[inverse] + psi * (w - means[inverse])
             if mode in ("z", "wz"):
                 z = z * psi
-            c = torch.cat([w, z], 1)
-            x = g.to_4x4(c).view(z.shape[0], -1, 4, 4)
-            for block in g.blocks:
-                x = block(x, c)
-            out.append(torch.tanh(g.to_rgb(F.leaky_relu(x, 0.2))).float())
+            out.append(g.synthesize(torch.cat([w, z], 1)).float())
         return torch.cat(out)
 
     return generate

@@ -112,8 +112,12 @@ class Generator(nn.Module):
         t = self.normalize_text(text)
         # The noise enters both the mapping and every block's modulation, so samples cannot ignore it
         # (a prototype that fed noise only to the seed produced near-identical images across seeds).
-        c = torch.cat([self.mapping(torch.cat([z, t], 1)), z], 1)
-        x = self.to_4x4(c).view(z.shape[0], -1, 4, 4)
+        return self.synthesize(torch.cat([self.mapping(torch.cat([z, t], 1)), z], 1))
+
+    def synthesize(self, c):
+        """The image from the condition c = (mapping output, noise): what forward draws once c is made
+        (scripts/conditioning_sweep.py edits c on the way, e.g. to truncate in mapping space)."""
+        x = self.to_4x4(c).view(c.shape[0], -1, 4, 4)
         for block in self.blocks:
             x = block(x, c)
         return torch.tanh(self.to_rgb(F.leaky_relu(x, 0.2)))
